@@ -1,0 +1,195 @@
+//! The node's configuration: one typed struct read from a TOML file
+//! (`--config FILE`), overridden by command-line flags, and validated before
+//! anything starts, with errors that name the bad field.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::grid::{CacheConfig, CacheName};
+
+/// pushgrid: an in-memory data grid whose every change is pushed live to
+/// browsers over WebSockets.
+#[derive(Debug, Parser)]
+#[command(name = "pushgrid", version, about)]
+pub struct Cli {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// TOML configuration file (see the README for every setting)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Do not run the demo match feed on the `scores` cache
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Log filter, as RUST_LOG (error, warn, info, debug, trace, or per module) [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Threads for partition actors [default: one per core]
+    #[arg(long, value_name = "N")]
+    pub arbiters: Option<usize>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: String,
+    /// Log filter when neither `--log-level` nor `RUST_LOG` is given.
+    pub log_level: String,
+    /// Run the demo match feed.
+    pub demo: bool,
+    /// Threads for partition actors; 0 means one per core.
+    pub arbiters: usize,
+    /// HTTP worker threads; 0 means one per core.
+    pub http_workers: usize,
+    /// This member's id in the cluster; a fresh UUID when absent.
+    pub node_id: Option<String>,
+    pub listener: ListenerConfig,
+    /// Caches created at start-up, by name.
+    pub caches: BTreeMap<String, CacheConfig>,
+}
+
+/// The listener's duplicate-event window.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Event ids remembered at most.
+    pub dedup_capacity: usize,
+    /// How long an event id is remembered, in milliseconds.
+    pub dedup_max_age_ms: u64,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            dedup_capacity: 100_000,
+            dedup_max_age_ms: 60_000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:8080".into(),
+            log_level: "info".into(),
+            demo: true,
+            arbiters: 0,
+            http_workers: 0,
+            node_id: None,
+            listener: ListenerConfig::default(),
+            caches: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The file named by `--config` (or the defaults), then the flags on
+    /// top, validated.
+    pub fn load(cli: &Cli) -> Result<Config, String> {
+        let mut config = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                Config::from_toml(&text)
+                    .map_err(|e| format!("config file {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(bind) = &cli.bind {
+            config.bind = bind.clone();
+        }
+        if cli.no_demo {
+            config.demo = false;
+        }
+        if let Some(level) = &cli.log_level {
+            config.log_level = level.clone();
+        }
+        if let Some(arbiters) = cli.arbiters {
+            config.arbiters = arbiters;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        // toml's messages name the line and the field; keep only the
+        // message's first line with its location, so it fits on one line.
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let span = e
+                .span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default();
+            format!("{}{span}", e.message())
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, cache) in &self.caches {
+            CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;
+            cache.validate().map_err(|e| format!("caches.{name}.{e}"))?;
+        }
+        if self.arbiters > 1024 {
+            return Err(format!(
+                "arbiters: must be at most 1024, not {}",
+                self.arbiters
+            ));
+        }
+        if self.listener.dedup_capacity == 0 {
+            return Err("listener.dedup_capacity: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Threads to use where the setting says 0: one per core.
+    pub fn threads(setting: usize) -> usize {
+        if setting > 0 {
+            setting
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = Config::from_toml(
+            r#"
+            bind = "0.0.0.0:9000"
+            demo = false
+            arbiters = 2
+            [listener]
+            dedup_capacity = 10
+            [caches.scores]
+            segments = 64
+            lifespan_ms = 5000
+            [caches.sessions]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.bind, "0.0.0.0:9000");
+        assert_eq!(config.caches["scores"].segments, 64);
+        assert_eq!(config.caches["sessions"], CacheConfig::default());
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = Config::from_toml("[caches.s]\nsegmnets = 3").unwrap_err();
+        assert!(err.contains("segmnets"), "{err}");
+        let config = Config::from_toml("[caches.s]\nsegments = 0").unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .starts_with("caches.s.segments"));
+        let config = Config::from_toml("[caches.\"a b\"]").unwrap();
+        assert!(config.validate().unwrap_err().starts_with("caches.a b"));
+    }
+}

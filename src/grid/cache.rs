@@ -1,0 +1,173 @@
+//! A cache's settings and the state its partitions share: the validated
+//! [`CacheConfig`] (from the config file or `PUT /api/v1/caches/{cache}`) and
+//! [`CacheShared`], the few atomics that span segments (the entry count that
+//! `max_entries` bounds) and the partitions' addresses, for forwarding an
+//! eviction.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use actix::Addr;
+use serde::{Deserialize, Serialize};
+
+use super::partition::Partition;
+use super::CacheName;
+use crate::metrics::GridMetrics;
+
+pub const DEFAULT_SEGMENTS: u32 = 256;
+pub const MAX_SEGMENTS: u32 = 65_536;
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_HISTORY_PER_SEGMENT: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How many segments keys hash to; fixed at creation.
+    pub segments: u32,
+    /// Copies of each segment across the cluster (primary included).
+    pub num_owners: u32,
+    /// The largest value accepted, in bytes of encoded JSON.
+    pub max_value_bytes: usize,
+    /// Lifespan of entries written without their own; `None`: forever.
+    pub lifespan_ms: Option<u64>,
+    /// Entries beyond this are evicted, least recently written first.
+    pub max_entries: Option<usize>,
+    /// Events each segment keeps for `resume`.
+    pub history_per_segment: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            segments: DEFAULT_SEGMENTS,
+            num_owners: 1,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            lifespan_ms: None,
+            max_entries: None,
+            history_per_segment: DEFAULT_HISTORY_PER_SEGMENT,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Checks every field; the error names the field and its allowed range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_SEGMENTS).contains(&self.segments) {
+            return Err(format!(
+                "segments: must be 1 to {MAX_SEGMENTS}, not {}",
+                self.segments
+            ));
+        }
+        if !(1..=16).contains(&self.num_owners) {
+            return Err(format!(
+                "num_owners: must be 1 to 16, not {}",
+                self.num_owners
+            ));
+        }
+        if !(1..=64 * 1024 * 1024).contains(&self.max_value_bytes) {
+            return Err(format!(
+                "max_value_bytes: must be 1 to 67108864, not {}",
+                self.max_value_bytes
+            ));
+        }
+        if self.lifespan_ms == Some(0) {
+            return Err("lifespan_ms: must be at least 1 (leave it out for no expiry)".into());
+        }
+        if self.max_entries == Some(0) {
+            return Err("max_entries: must be at least 1 (leave it out for no limit)".into());
+        }
+        if self.history_per_segment > 1_000_000 {
+            return Err(format!(
+                "history_per_segment: must be at most 1000000, not {}",
+                self.history_per_segment
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the partitions of one cache share.
+pub struct CacheShared {
+    pub name: CacheName,
+    pub config: CacheConfig,
+    entries: AtomicUsize,
+    /// Every partition of the cache by segment, set once they have all
+    /// started; a partition that must evict but holds nothing older than the
+    /// write it just made forwards the eviction to the next one.
+    partitions: OnceLock<Vec<Addr<Partition>>>,
+    pub metrics: GridMetrics,
+}
+
+impl CacheShared {
+    pub fn new(name: CacheName, config: CacheConfig, metrics: GridMetrics) -> Arc<Self> {
+        Arc::new(CacheShared {
+            name,
+            config,
+            entries: AtomicUsize::new(0),
+            partitions: OnceLock::new(),
+            metrics,
+        })
+    }
+
+    /// Entries across all segments, expired-but-not-reaped ones included.
+    pub fn entry_count(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Applies a partition's change in entries; returns how many entries the
+    /// cache holds beyond `max_entries` afterwards.
+    pub fn adjust_entries(&self, before: usize, after: usize) -> usize {
+        let now = if after >= before {
+            self.entries.fetch_add(after - before, Ordering::AcqRel) + (after - before)
+        } else {
+            self.entries.fetch_sub(before - after, Ordering::AcqRel) - (before - after)
+        };
+        self.config
+            .max_entries
+            .map_or(0, |max| now.saturating_sub(max))
+    }
+
+    /// How many entries the cache holds beyond `max_entries`.
+    pub fn excess(&self) -> usize {
+        self.config
+            .max_entries
+            .map_or(0, |max| self.entry_count().saturating_sub(max))
+    }
+
+    pub(super) fn set_partitions(&self, partitions: Vec<Addr<Partition>>) {
+        let _ = self.partitions.set(partitions);
+    }
+
+    pub(super) fn partition_after(&self, segment: u32) -> Option<&Addr<Partition>> {
+        let all = self.partitions.get()?;
+        all.get((segment as usize + 1) % all.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_contract() {
+        let config: CacheConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(config, CacheConfig::default());
+        assert_eq!(config.segments, 256);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let bad = CacheConfig {
+            segments: 0,
+            ..CacheConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().starts_with("segments:"));
+        let bad = CacheConfig {
+            max_entries: Some(0),
+            ..CacheConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().starts_with("max_entries:"));
+        assert!(serde_json::from_str::<CacheConfig>(r#"{"segmnts":4}"#).is_err());
+    }
+}

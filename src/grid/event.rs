@@ -1,0 +1,72 @@
+//! What the grid tells the world: one [`Event`] per write, built once by the
+//! partition that made the write and shared (`Arc`) by everything downstream:
+//! the segment's history, the listener, every session that pushes it.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix::{Message, Recipient};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::{CacheName, Key};
+
+/// An entry's version: the segment sequence number of its last write.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Version(pub u64);
+
+/// A segment's number within its cache.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct SegmentId(pub u32);
+
+/// A stored value: validated JSON text, kept as the client sent it so that
+/// reads and JSON pushes copy bytes instead of re-encoding a tree.
+pub type JsonValue = Arc<RawValue>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Created,
+    Modified,
+    Removed,
+    Expired,
+}
+
+/// One write, as the contract's Event object.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    pub id: Uuid,
+    pub kind: EventKind,
+    pub cache: CacheName,
+    pub key: Key,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<JsonValue>,
+    pub version: Version,
+    pub segment: SegmentId,
+    pub ts: u64,
+}
+
+/// Sent by a partition to the listener side for every event, in version
+/// order per segment.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Published(pub Arc<Event>);
+
+/// Where partitions send their events: the listener actor in a node, a
+/// collecting actor in tests.
+pub type EventSink = Recipient<Published>;
+
+/// Wall-clock milliseconds since the Unix epoch: the `ts` of events and the
+/// unit of expiry deadlines.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

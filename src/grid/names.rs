@@ -1,0 +1,90 @@
+//! Validated names: cache names and entry keys, checked once at the edge so
+//! that everything inside the grid can take them as given.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::GridError;
+
+/// The longest key the contract allows, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// The longest cache name the contract allows.
+pub const MAX_CACHE_NAME_CHARS: usize = 64;
+
+/// A key: 1 to 1024 bytes of UTF-8, shared between the entry map, the
+/// indexes and every event that names it.
+pub type Key = Arc<str>;
+
+/// Checks a key against the contract and makes it shareable.
+pub fn parse_key(raw: &str) -> Result<Key, GridError> {
+    if raw.is_empty() {
+        return Err(GridError::BadRequest("key must not be empty".into()));
+    }
+    if raw.len() > MAX_KEY_BYTES {
+        return Err(GridError::BadRequest(format!(
+            "key is {} bytes; the limit is {MAX_KEY_BYTES}",
+            raw.len()
+        )));
+    }
+    Ok(Arc::from(raw))
+}
+
+/// A cache name: 1 to 64 characters of `[A-Za-z0-9_.-]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct CacheName(Arc<str>);
+
+impl CacheName {
+    pub fn parse(raw: &str) -> Result<Self, GridError> {
+        let valid_chars = raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if raw.is_empty() || raw.len() > MAX_CACHE_NAME_CHARS || !valid_chars {
+            return Err(GridError::BadRequest(format!(
+                "cache name {raw:?} must be 1-{MAX_CACHE_NAME_CHARS} characters of [A-Za-z0-9_.-]"
+            )));
+        }
+        Ok(CacheName(Arc::from(raw)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for CacheName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_names_follow_the_contract() {
+        for good in ["scores", "a", "A-b_c.9", &"x".repeat(64)] {
+            assert!(CacheName::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(CacheName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_are_one_to_1024_bytes() {
+        assert!(parse_key("match/7").is_ok());
+        assert!(parse_key(&"k".repeat(1024)).is_ok());
+        assert!(parse_key("").is_err());
+        assert!(parse_key(&"k".repeat(1025)).is_err());
+    }
+}

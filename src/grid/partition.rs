@@ -1,0 +1,285 @@
+//! The partition actor: the one owner of one segment of one cache. It alone
+//! reads and writes the segment's entries, stamps versions, reaps expired
+//! entries on a timer set to the earliest deadline, enforces the cache's
+//! `max_entries` and publishes every event to the listener side.
+//!
+//! Partitions of a cache are spread over the node's arbiters (one thread
+//! each), so writes to different segments run in parallel with no shared
+//! lock; writes to one segment are serialized by its mailbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle,
+};
+
+use super::cache::CacheShared;
+use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
+use super::{now_ms, Event, EventSink, GridError, Key, Published, SegmentId, Version};
+
+pub struct Partition {
+    segment: Segment,
+    cache: Arc<CacheShared>,
+    events: EventSink,
+    /// The pending reap and the deadline it was set for.
+    reaper: Option<(u64, SpawnHandle)>,
+}
+
+impl Partition {
+    pub fn new(cache: Arc<CacheShared>, segment: SegmentId, events: EventSink) -> Self {
+        let segment = Segment::new(
+            cache.name.clone(),
+            segment,
+            cache.config.history_per_segment,
+        );
+        Partition {
+            segment,
+            cache,
+            events,
+            reaper: None,
+        }
+    }
+
+    /// Runs a mutation and then what every mutation owes: publish its
+    /// events, account for the entries it added or removed, evict past
+    /// `max_entries`, and keep the reaper aimed at the earliest deadline.
+    fn write<R>(&mut self, ctx: &mut Context<Self>, op: impl FnOnce(&mut Segment) -> R) -> R {
+        let before = self.segment.len();
+        let result = op(&mut self.segment);
+        let after = self.segment.len();
+        self.publish();
+        // Each partition evicts only what its own growth put over the limit,
+        // so concurrent creations in other segments are not evicted twice.
+        let excess = self
+            .cache
+            .adjust_entries(before, after)
+            .min(after.saturating_sub(before));
+        if excess > 0 {
+            self.evict(excess, ctx);
+        }
+        self.aim_reaper(ctx);
+        result
+    }
+
+    fn publish(&mut self) {
+        for event in self.segment.take_events() {
+            self.cache.metrics.count_event(event.kind);
+            self.events.do_send(Published(event));
+        }
+    }
+
+    /// Evicts up to `excess` entries, but never the write just made: a
+    /// segment left with only that entry hands the rest to the next
+    /// partition.
+    fn evict(&mut self, excess: usize, ctx: &mut Context<Self>) {
+        let mut evicted = 0;
+        while evicted < excess
+            && self.segment.len() > 1
+            && self.segment.evict_least_recently_written()
+        {
+            evicted += 1;
+        }
+        self.account_evictions(evicted);
+        if evicted < excess {
+            self.forward_eviction(excess - evicted, self.cache.config.segments, ctx);
+        }
+    }
+
+    fn account_evictions(&self, evicted: usize) {
+        if evicted > 0 {
+            self.cache.adjust_entries(evicted, 0);
+            self.cache
+                .metrics
+                .count_evictions(&self.cache.name, evicted);
+        }
+    }
+
+    fn forward_eviction(&self, count: usize, hops_left: u32, _: &mut Context<Self>) {
+        if hops_left == 0 {
+            return;
+        }
+        if let Some(next) = self.cache.partition_after(self.segment.id().0) {
+            next.do_send(Evict {
+                count,
+                hops_left: hops_left - 1,
+            });
+        }
+    }
+
+    fn aim_reaper(&mut self, ctx: &mut Context<Self>) {
+        let Some(deadline) = self.segment.next_deadline() else {
+            if let Some((_, handle)) = self.reaper.take() {
+                ctx.cancel_future(handle);
+            }
+            return;
+        };
+        match self.reaper {
+            Some((aimed_at, _)) if aimed_at <= deadline => return,
+            Some((_, handle)) => {
+                ctx.cancel_future(handle);
+            }
+            None => {}
+        }
+        // One millisecond late, so the deadline has surely passed on firing.
+        let delay = Duration::from_millis(deadline.saturating_sub(now_ms()) + 1);
+        let handle = ctx.run_later(delay, |partition, ctx| {
+            partition.reaper = None;
+            partition.write(ctx, |segment| segment.reap(now_ms()));
+        });
+        self.reaper = Some((deadline, handle));
+    }
+}
+
+impl Actor for Partition {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // A partition's mailbox is its write queue; let it be deep enough
+        // that bursts from many sessions queue instead of back-pressuring.
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Option<EntryView>")]
+pub struct Get {
+    pub key: Key,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<PutOutcome, GridError>")]
+pub struct Put(pub PutRequest);
+
+#[derive(Message)]
+#[rtype(result = "Result<Version, GridError>")]
+pub struct Remove {
+    pub key: Key,
+    pub precondition: Precondition,
+}
+
+/// Up to `limit` entries with the prefix after `after`, in key order.
+#[derive(Message)]
+#[rtype(result = "Vec<EntryView>")]
+pub struct List {
+    pub prefix: Arc<str>,
+    pub after: Option<Arc<str>>,
+    pub limit: usize,
+}
+
+/// The entries matching a filter and the segment's position, taken at one
+/// instant of the segment.
+#[derive(Message)]
+#[rtype(result = "Snapshot")]
+pub struct TakeSnapshot {
+    pub filter: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+pub struct Snapshot {
+    pub segment: SegmentId,
+    pub entries: Vec<EntryView>,
+    pub position: Version,
+}
+
+/// The events after a position, if the history still reaches back to it.
+#[derive(Message)]
+#[rtype(result = "Option<Vec<Arc<Event>>>")]
+pub struct ReadHistory {
+    pub after: Version,
+}
+
+/// Evict `count` entries here or, failing that, further along.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Evict {
+    count: usize,
+    hops_left: u32,
+}
+
+/// Stops the partition (node shutdown, or the segment moving away).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<Get> for Partition {
+    type Result = MessageResult<Get>;
+
+    fn handle(&mut self, msg: Get, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.segment.get(&msg.key, now_ms()))
+    }
+}
+
+impl Handler<Put> for Partition {
+    type Result = MessageResult<Put>;
+
+    fn handle(&mut self, Put(request): Put, ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.write(ctx, |segment| segment.put(request, now_ms())))
+    }
+}
+
+impl Handler<Remove> for Partition {
+    type Result = MessageResult<Remove>;
+
+    fn handle(&mut self, msg: Remove, ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.write(ctx, |segment| {
+            segment.remove(&msg.key, msg.precondition, now_ms())
+        }))
+    }
+}
+
+impl Handler<List> for Partition {
+    type Result = MessageResult<List>;
+
+    fn handle(&mut self, msg: List, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.segment
+                .list(&msg.prefix, msg.after.as_deref(), msg.limit, now_ms()),
+        )
+    }
+}
+
+impl Handler<TakeSnapshot> for Partition {
+    type Result = MessageResult<TakeSnapshot>;
+
+    fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let (entries, position) = self.segment.snapshot(|key| (msg.filter)(key), now_ms());
+        MessageResult(Snapshot {
+            segment: self.segment.id(),
+            entries,
+            position,
+        })
+    }
+}
+
+impl Handler<ReadHistory> for Partition {
+    type Result = MessageResult<ReadHistory>;
+
+    fn handle(&mut self, msg: ReadHistory, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.segment.history_after(msg.after))
+    }
+}
+
+impl Handler<Evict> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, msg: Evict, ctx: &mut Context<Self>) {
+        // Removals elsewhere may have brought the cache back under its limit.
+        let wanted = msg.count.min(self.cache.excess());
+        let mut evicted = 0;
+        while evicted < wanted && self.segment.evict_least_recently_written() {
+            evicted += 1;
+        }
+        self.account_evictions(evicted);
+        if evicted < wanted {
+            self.forward_eviction(wanted - evicted, msg.hops_left, ctx);
+        }
+    }
+}
+
+impl Handler<Stop> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

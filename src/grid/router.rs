@@ -1,0 +1,373 @@
+//! [`Grid`]: the handle every front end (REST, WebSocket sessions, the demo
+//! feed) uses. It owns the registry of caches and routes each operation to
+//! the partition actor that owns the key's segment; it holds no entry state
+//! itself.
+//!
+//! The registry is copy-on-write behind an `ArcSwap`, so looking a cache up on
+//! the hot path is a lock-free load; only creating a cache (rare) takes a
+//! lock, to keep two concurrent creations of one name from racing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::{Actor, Addr, ArbiterHandle, MailboxError};
+use arc_swap::ArcSwap;
+use futures_util::future::join_all;
+
+use super::cache::{CacheConfig, CacheShared};
+use super::hash::segment_of;
+use super::membership::{AssignSegments, ClusterView, DescribeCluster, Membership};
+use super::partition::{self, Partition, Snapshot};
+use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
+use super::topology::MemberId;
+use super::{CacheName, Event, EventSink, GridError, JsonValue, Key, SegmentId, Version};
+use crate::metrics::GridMetrics;
+
+/// The most entries one listing page returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// One cache as the node serves it: its shared state and the partition that
+/// owns each segment here (`None` for a segment owned only by other members).
+pub struct Cache {
+    shared: Arc<CacheShared>,
+    partitions: Vec<Option<Addr<Partition>>>,
+}
+
+impl Cache {
+    pub fn name(&self) -> &CacheName {
+        &self.shared.name
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.shared.config
+    }
+
+    pub fn entry_count(&self) -> usize {
+        self.shared.entry_count()
+    }
+
+    pub fn segment_of(&self, key: &str) -> SegmentId {
+        segment_of(key, self.shared.config.segments)
+    }
+
+    pub fn partition(&self, segment: SegmentId) -> Result<&Addr<Partition>, GridError> {
+        self.partitions
+            .get(segment.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| {
+                GridError::Unavailable(format!("segment {} is not owned by this node", segment.0))
+            })
+    }
+
+    fn local_partitions(&self) -> impl Iterator<Item = &Addr<Partition>> {
+        self.partitions.iter().flatten()
+    }
+}
+
+/// Whether `create_cache` made the cache or found it already there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Creation {
+    Created,
+    AlreadyExists,
+}
+
+/// One page of a listing; `next` is the key to pass as `after` for the
+/// following page.
+#[derive(Debug)]
+pub struct Page {
+    pub entries: Vec<EntryView>,
+    pub next: Option<Key>,
+}
+
+/// What the grid needs from the node that runs it.
+pub struct GridSetup {
+    /// The threads partitions run on, one per core.
+    pub arbiters: Vec<ArbiterHandle>,
+    pub membership: Addr<Membership>,
+    pub local_member: MemberId,
+    pub events: EventSink,
+    pub metrics: GridMetrics,
+}
+
+#[derive(Clone)]
+pub struct Grid {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    caches: ArcSwap<BTreeMap<CacheName, Arc<Cache>>>,
+    creating: tokio::sync::Mutex<()>,
+    setup: GridSetup,
+}
+
+fn unavailable(err: MailboxError) -> GridError {
+    GridError::Unavailable(format!("partition unavailable: {err}"))
+}
+
+impl Grid {
+    pub fn new(setup: GridSetup) -> Self {
+        assert!(
+            !setup.arbiters.is_empty(),
+            "a grid runs on at least one arbiter"
+        );
+        Grid {
+            inner: Arc::new(Inner {
+                caches: ArcSwap::from_pointee(BTreeMap::new()),
+                creating: tokio::sync::Mutex::new(()),
+                setup,
+            }),
+        }
+    }
+
+    /// Creates a cache, or confirms one with the same config exists; a cache
+    /// of that name with another config is a `Conflict`.
+    pub async fn create_cache(
+        &self,
+        name: CacheName,
+        config: CacheConfig,
+    ) -> Result<Creation, GridError> {
+        config.validate().map_err(GridError::BadRequest)?;
+        let _creating = self.inner.creating.lock().await;
+        if let Some(existing) = self.inner.caches.load().get(&name) {
+            return if *existing.config() == config {
+                Ok(Creation::AlreadyExists)
+            } else {
+                Err(GridError::Conflict(format!(
+                    "cache {name} exists with another config"
+                )))
+            };
+        }
+        let setup = &self.inner.setup;
+        let owners = setup
+            .membership
+            .send(AssignSegments {
+                cache: name.clone(),
+                segments: config.segments,
+                num_owners: config.num_owners,
+            })
+            .await
+            .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))?;
+        let shared = CacheShared::new(name.clone(), config, setup.metrics.clone());
+        let partitions: Vec<Option<Addr<Partition>>> = (0..owners.segments())
+            .map(SegmentId)
+            .map(|segment| {
+                owners.is_owned_by(segment, &setup.local_member).then(|| {
+                    let arbiter = &setup.arbiters[segment.0 as usize % setup.arbiters.len()];
+                    let (shared, events) = (shared.clone(), setup.events.clone());
+                    Partition::start_in_arbiter(arbiter, move |_| {
+                        Partition::new(shared, segment, events)
+                    })
+                })
+            })
+            .collect();
+        shared.set_partitions(partitions.iter().flatten().cloned().collect());
+        let cache = Arc::new(Cache { shared, partitions });
+        self.inner.caches.rcu(|caches| {
+            let mut caches = BTreeMap::clone(caches);
+            caches.insert(name.clone(), cache.clone());
+            caches
+        });
+        Ok(Creation::Created)
+    }
+
+    pub fn cache(&self, name: &str) -> Result<Arc<Cache>, GridError> {
+        self.inner
+            .caches
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| GridError::UnknownCache(name.to_string()))
+    }
+
+    /// Every cache, by name.
+    pub fn caches(&self) -> Vec<Arc<Cache>> {
+        self.inner.caches.load().values().cloned().collect()
+    }
+
+    pub async fn get(&self, cache: &str, key: Key) -> Result<EntryView, GridError> {
+        let result = self.get_inner(cache, key).await;
+        self.inner.setup.metrics.count_operation("get", &result);
+        result
+    }
+
+    async fn get_inner(&self, cache: &str, key: Key) -> Result<EntryView, GridError> {
+        let cache = self.cache(cache)?;
+        let partition = cache.partition(cache.segment_of(&key))?;
+        let found = partition
+            .send(partition::Get { key })
+            .await
+            .map_err(unavailable)?;
+        found.ok_or(GridError::NotFound)
+    }
+
+    /// Writes `value` under `key`. `lifespan_ms: None` takes the cache's
+    /// default lifespan.
+    pub async fn put(
+        &self,
+        cache: &str,
+        key: Key,
+        value: JsonValue,
+        precondition: Precondition,
+        lifespan_ms: Option<u64>,
+    ) -> Result<PutOutcome, GridError> {
+        let result = self
+            .put_inner(cache, key, value, precondition, lifespan_ms)
+            .await;
+        self.inner.setup.metrics.count_operation("put", &result);
+        result
+    }
+
+    async fn put_inner(
+        &self,
+        cache: &str,
+        key: Key,
+        value: JsonValue,
+        precondition: Precondition,
+        lifespan_ms: Option<u64>,
+    ) -> Result<PutOutcome, GridError> {
+        let cache = self.cache(cache)?;
+        let config = cache.config();
+        let size = value.get().len();
+        if size > config.max_value_bytes {
+            return Err(GridError::TooLarge {
+                size,
+                limit: config.max_value_bytes,
+            });
+        }
+        if lifespan_ms == Some(0) {
+            return Err(GridError::BadRequest(
+                "lifespan_ms must be at least 1".into(),
+            ));
+        }
+        let request = PutRequest {
+            key,
+            value,
+            precondition,
+            lifespan_ms: lifespan_ms.or(config.lifespan_ms),
+        };
+        let partition = cache.partition(cache.segment_of(&request.key))?;
+        partition
+            .send(partition::Put(request))
+            .await
+            .map_err(unavailable)?
+    }
+
+    pub async fn remove(
+        &self,
+        cache: &str,
+        key: Key,
+        precondition: Precondition,
+    ) -> Result<Version, GridError> {
+        let result = self.remove_inner(cache, key, precondition).await;
+        self.inner.setup.metrics.count_operation("remove", &result);
+        result
+    }
+
+    async fn remove_inner(
+        &self,
+        cache: &str,
+        key: Key,
+        precondition: Precondition,
+    ) -> Result<Version, GridError> {
+        let cache = self.cache(cache)?;
+        let partition = cache.partition(cache.segment_of(&key))?;
+        partition
+            .send(partition::Remove { key, precondition })
+            .await
+            .map_err(unavailable)?
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE`]) entries whose keys start with
+    /// `prefix` and sort after `after`, in key order, gathered from every
+    /// segment.
+    pub async fn list(
+        &self,
+        cache: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, GridError> {
+        let result = self.list_inner(cache, prefix, after, limit).await;
+        self.inner.setup.metrics.count_operation("list", &result);
+        result
+    }
+
+    async fn list_inner(
+        &self,
+        cache: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, GridError> {
+        if limit == 0 {
+            return Err(GridError::BadRequest("limit must be at least 1".into()));
+        }
+        let limit = limit.min(MAX_PAGE);
+        let cache = self.cache(cache)?;
+        let (prefix, after): (Arc<str>, Option<Arc<str>>) =
+            (Arc::from(prefix), after.map(Arc::from));
+        // One more than the page, to know whether another page follows.
+        let requests = cache.local_partitions().map(|partition| {
+            partition.send(partition::List {
+                prefix: prefix.clone(),
+                after: after.clone(),
+                limit: limit + 1,
+            })
+        });
+        let mut entries = Vec::new();
+        for reply in join_all(requests).await {
+            entries.extend(reply.map_err(unavailable)?);
+        }
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next = more
+            .then(|| entries.last().map(|e| e.key.clone()))
+            .flatten();
+        Ok(Page { entries, next })
+    }
+
+    /// A snapshot of every local segment of `cache`, each taken at one
+    /// instant of its segment, with that segment's position.
+    pub async fn snapshot(
+        &self,
+        cache: &str,
+        filter: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    ) -> Result<Vec<Snapshot>, GridError> {
+        let cache = self.cache(cache)?;
+        let requests = cache.local_partitions().map(|partition| {
+            partition.send(partition::TakeSnapshot {
+                filter: filter.clone(),
+            })
+        });
+        join_all(requests)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(unavailable))
+            .collect()
+    }
+
+    /// The events of `segment` after `position`, if its history reaches back.
+    pub async fn history(
+        &self,
+        cache: &str,
+        segment: SegmentId,
+        position: Version,
+    ) -> Result<Option<Vec<Arc<Event>>>, GridError> {
+        let cache = self.cache(cache)?;
+        let partition = cache.partition(segment)?;
+        partition
+            .send(partition::ReadHistory { after: position })
+            .await
+            .map_err(unavailable)
+    }
+
+    pub async fn describe_cluster(&self) -> Result<ClusterView, GridError> {
+        self.inner
+            .setup
+            .membership
+            .send(DescribeCluster)
+            .await
+            .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))
+    }
+}

@@ -1,0 +1,97 @@
+//! Starting a node: the arbiters partitions run on, the membership and
+//! listener actors, the grid with its start-up caches, and the HTTP server.
+//! `main` and the tests both start nodes through [`start`].
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix::{Actor, Arbiter};
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::config::Config;
+use crate::grid::membership::{Member, Membership};
+use crate::grid::topology::MemberId;
+use crate::grid::{CacheName, Grid, GridSetup};
+use crate::metrics::Metrics;
+use crate::push::listener::Listener;
+use crate::web::{configure, observe_latency, AppState};
+
+/// A node that is serving; await `server` to run it until it stops.
+pub struct RunningNode {
+    pub address: SocketAddr,
+    pub grid: Grid,
+    pub server: actix_web::dev::Server,
+}
+
+/// Starts a node inside the current actix system.
+pub async fn start(config: Config) -> Result<RunningNode, String> {
+    let tcp =
+        TcpListener::bind(&config.bind).map_err(|e| format!("cannot bind {}: {e}", config.bind))?;
+    let address = tcp
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+
+    let arbiters: Vec<_> = (0..Config::threads(config.arbiters))
+        .map(|_| Arbiter::new().handle())
+        .collect();
+    let metrics = Arc::new(Metrics::new());
+    let listener = Listener::new(&config.listener, &metrics).start();
+    let local_member = MemberId(
+        config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+            .into(),
+    );
+    let membership = Membership::new(Member {
+        id: local_member.clone(),
+        address: address.to_string(),
+    })
+    .start();
+    log::info!(
+        "node {} starting: {} arbiters for partitions, {} HTTP workers",
+        local_member.0,
+        arbiters.len(),
+        Config::threads(config.http_workers)
+    );
+    let grid = Grid::new(GridSetup {
+        arbiters,
+        membership,
+        local_member,
+        events: listener.recipient(),
+        metrics: metrics.grid.clone(),
+    });
+
+    for (name, cache) in &config.caches {
+        let name = CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;
+        grid.create_cache(name.clone(), cache.clone())
+            .await
+            .map_err(|e| format!("cannot create cache {name}: {e}"))?;
+        log::info!(
+            "cache {name}: {} segments, num_owners {}",
+            cache.segments,
+            cache.num_owners
+        );
+    }
+
+    let state = web::Data::new(AppState {
+        grid: grid.clone(),
+        metrics,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::from_fn(observe_latency))
+            .configure(configure)
+    })
+    .workers(Config::threads(config.http_workers))
+    .listen(tcp)
+    .map_err(|e| format!("cannot listen on {address}: {e}"))?
+    .run();
+    log::info!("listening on http://{address}/");
+    Ok(RunningNode {
+        address,
+        grid,
+        server,
+    })
+}

@@ -1,0 +1,119 @@
+//! The wire types of the contract (`docs/protocol.md`): error codes and the
+//! REST bodies. Nothing else in the crate builds JSON by hand; handlers
+//! serialize these.
+
+use serde::{Deserialize, Serialize};
+
+use crate::grid::{CacheConfig, CacheName, GridError, JsonValue, Key, Version};
+
+/// The contract's error codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownCache,
+    NotFound,
+    VersionMismatch,
+    TooLarge,
+    RateLimited,
+    Unauthorized,
+    Conflict,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownCache => "unknown_cache",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl From<&GridError> for ErrorCode {
+    fn from(err: &GridError) -> Self {
+        match err {
+            GridError::UnknownCache(_) => ErrorCode::UnknownCache,
+            GridError::NotFound => ErrorCode::NotFound,
+            GridError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
+            GridError::TooLarge { .. } => ErrorCode::TooLarge,
+            GridError::BadRequest(_) => ErrorCode::BadRequest,
+            GridError::Conflict(_) => ErrorCode::Conflict,
+            GridError::Unavailable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// A failure as the client sees it: its code, a message for people, and for
+/// a failed precondition the entry's current version (absent: no entry).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<Version>,
+}
+
+impl From<GridError> for ErrorDetail {
+    fn from(err: GridError) -> Self {
+        let current_version = match &err {
+            GridError::VersionMismatch { current } => *current,
+            _ => None,
+        };
+        ErrorDetail {
+            code: ErrorCode::from(&err),
+            message: err.to_string(),
+            current_version,
+        }
+    }
+}
+
+/// `{"error":{...}}`: every REST error body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// `GET /api/v1/caches`.
+#[derive(Debug, Serialize)]
+pub struct CacheList {
+    pub caches: Vec<CacheSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CacheSummary {
+    pub name: CacheName,
+    pub entries: usize,
+    pub config: CacheConfig,
+}
+
+/// `GET /api/v1/caches/{cache}/entries`.
+#[derive(Debug, Serialize)]
+pub struct EntryPage {
+    pub entries: Vec<ListedEntry>,
+    pub next: Option<Key>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListedEntry {
+    pub key: Key,
+    pub value: JsonValue,
+    pub version: Version,
+}
+
+/// The reply to a successful write.
+#[derive(Debug, Serialize)]
+pub struct WriteAck {
+    pub version: Version,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+}

@@ -1,0 +1,71 @@
+//! The HTTP side of a node: the REST API and, mounted beside it, the push
+//! endpoints and the static scoreboard. [`AppState`] is what every handler
+//! shares; [`configure`] mounts everything on an actix-web `App`.
+
+pub mod error;
+pub mod rest;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpRequest, HttpResponse};
+
+use crate::grid::Grid;
+use crate::metrics::Metrics;
+use error::ApiError;
+
+/// What the handlers share, cloned into every worker.
+pub struct AppState {
+    pub grid: Grid,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Mounts every route, the JSON error handlers for malformed query strings
+/// and paths, and the JSON fallback for unknown routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
+    )
+    .configure(rest::routes)
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        crate::protocol::ErrorCode::NotFound,
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+/// Middleware: observes every request's latency, labelled by its route
+/// pattern (not its path, which would be unbounded).
+pub async fn observe_latency(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let method = req.method().clone();
+    let response = next.call(req).await?;
+    if let Some(state) = state {
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        state.metrics.http.observe(
+            method.as_str(),
+            &route,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    Ok(response)
+}

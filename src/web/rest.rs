@@ -1,0 +1,351 @@
+//! The REST API under `/api/v1`, plus `/healthz` and `/metrics`: thin
+//! handlers that parse the request, call the [`Grid`] and shape the reply.
+//!
+//! Entry keys are taken from the raw request path and percent-decoded here,
+//! so that a `/` in a key may arrive literally or as `%2F` alike.
+
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::grid::{parse_key, CacheConfig, CacheName, Creation, Key, Precondition, Version};
+use crate::protocol::{CacheList, CacheSummary, EntryPage, ErrorCode, ListedEntry, WriteAck};
+
+/// The largest cache-config body accepted by `PUT /api/v1/caches/{cache}`.
+const MAX_CONFIG_BODY: usize = 64 * 1024;
+const DEFAULT_PAGE: usize = 100;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope("/api/v1")
+                .route("/cluster", web::get().to(cluster))
+                .route("/caches", web::get().to(list_caches))
+                .route("/caches/{cache}", web::put().to(create_cache))
+                .route("/caches/{cache}/entries", web::get().to(list_entries))
+                .service(
+                    web::resource("/caches/{cache}/entries/{key:.*}")
+                        .route(web::get().to(get_entry))
+                        .route(web::put().to(put_entry))
+                        .route(web::delete().to(delete_entry)),
+                ),
+        );
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "serving"}))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&state.grid))
+}
+
+async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.grid.describe_cluster().await?))
+}
+
+async fn list_caches(state: web::Data<AppState>) -> HttpResponse {
+    let caches = state
+        .grid
+        .caches()
+        .iter()
+        .map(|cache| CacheSummary {
+            name: cache.name().clone(),
+            entries: cache.entry_count(),
+            config: cache.config().clone(),
+        })
+        .collect();
+    HttpResponse::Ok().json(CacheList { caches })
+}
+
+async fn create_cache(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Payload,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let name = CacheName::parse(&path.into_inner())?;
+    let body = read_body(body, req.headers(), MAX_CONFIG_BODY).await?;
+    let config: CacheConfig = if body.iter().all(u8::is_ascii_whitespace) {
+        CacheConfig::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid cache config: {e}")))?
+    };
+    let status = match state
+        .grid
+        .create_cache(name.clone(), config.clone())
+        .await?
+    {
+        Creation::Created => {
+            log::info!("cache {name} created ({} segments)", config.segments);
+            StatusCode::CREATED
+        }
+        Creation::AlreadyExists => StatusCode::OK,
+    };
+    Ok(HttpResponse::build(status).json(serde_json::json!({"name": name, "config": config})))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn list_entries(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let name = CacheName::parse(&path.into_inner())?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    let page = state
+        .grid
+        .list(name.as_str(), &query.prefix, query.after.as_deref(), limit)
+        .await?;
+    let entries = page
+        .entries
+        .into_iter()
+        .map(|e| ListedEntry {
+            key: e.key,
+            value: e.value,
+            version: e.version,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(EntryPage {
+        entries,
+        next: page.next,
+    }))
+}
+
+async fn get_entry(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let (cache, key) = entry_target(&req)?;
+    let entry = state.grid.get(cache.as_str(), key).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(entry.version)))
+        .content_type("application/json")
+        .body(entry.value.get().to_owned()))
+}
+
+#[derive(Deserialize)]
+struct PutQuery {
+    lifespan_ms: Option<u64>,
+}
+
+async fn put_entry(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<PutQuery>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (cache_name, key) = entry_target(&req)?;
+    let cache = state.grid.cache(cache_name.as_str())?;
+    let precondition = write_precondition(req.headers())?;
+    let body = read_body(body, req.headers(), cache.config().max_value_bytes).await?;
+    let value: Box<RawValue> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+    let outcome = state
+        .grid
+        .put(
+            cache_name.as_str(),
+            key,
+            value.into(),
+            precondition,
+            query.lifespan_ms,
+        )
+        .await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status)
+        .insert_header((header::ETAG, etag(outcome.version)))
+        .json(WriteAck {
+            version: outcome.version,
+            created: Some(outcome.created),
+        }))
+}
+
+async fn delete_entry(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (cache, key) = entry_target(&req)?;
+    let precondition = match write_precondition(req.headers())? {
+        Precondition::IfAbsent => {
+            return Err(ApiError::bad_request(
+                "If-None-Match does not apply to DELETE",
+            ))
+        }
+        other => other,
+    };
+    state.grid.remove(cache.as_str(), key, precondition).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The cache and key of `/api/v1/caches/{cache}/entries/{key}`, read from
+/// the raw path: the router has already matched its shape.
+fn entry_target(req: &HttpRequest) -> Result<(CacheName, Key), ApiError> {
+    let malformed = || ApiError::bad_request("expected /api/v1/caches/{cache}/entries/{key}");
+    let rest = req
+        .uri()
+        .path()
+        .strip_prefix("/api/v1/caches/")
+        .ok_or_else(malformed)?;
+    let (cache, rest) = rest.split_once('/').ok_or_else(malformed)?;
+    let raw_key = rest.strip_prefix("entries/").ok_or_else(malformed)?;
+    let decode = |raw: &str, what: &str| {
+        percent_decode_str(raw)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| {
+                ApiError::bad_request(format!("{what} is not valid UTF-8 once percent-decoded"))
+            })
+    };
+    let cache = CacheName::parse(&decode(cache, "cache name")?)?;
+    let key = parse_key(&decode(raw_key, "key")?)?;
+    Ok((cache, key))
+}
+
+fn etag(version: Version) -> String {
+    format!("\"{}\"", version.0)
+}
+
+/// `If-Match: "<v>"` or `*`, and `If-None-Match: *`, as a grid precondition.
+fn write_precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    fn text(value: &HeaderValue) -> Result<&str, ApiError> {
+        value
+            .to_str()
+            .map(str::trim)
+            .map_err(|_| ApiError::bad_request("precondition headers must be ASCII"))
+    }
+    let if_match = headers.get(header::IF_MATCH).map(text).transpose()?;
+    let if_none_match = headers.get(header::IF_NONE_MATCH).map(text).transpose()?;
+    match (if_match, if_none_match) {
+        (None, None) => Ok(Precondition::None),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "send If-Match or If-None-Match, not both",
+        )),
+        (Some("*"), None) => Ok(Precondition::IfPresent),
+        (Some(tag), None) => tag
+            .trim_matches('"')
+            .parse()
+            .map(|v| Precondition::IfVersion(Version(v)))
+            .map_err(|_| {
+                ApiError::bad_request(format!("If-Match must be \"<version>\" or *, not {tag}"))
+            }),
+        (None, Some("*")) => Ok(Precondition::IfAbsent),
+        (None, Some(tag)) => Err(ApiError::bad_request(format!(
+            "If-None-Match supports only *, not {tag}"
+        ))),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes. A body announced or found
+/// to be larger is refused with `too_large` as soon as that is known, without
+/// reading the rest into memory.
+async fn read_body(
+    mut payload: web::Payload,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::TooLarge,
+            format!("body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(announced.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn preconditions_come_from_the_headers() {
+        let parse = |name, value| {
+            let req = TestRequest::default()
+                .insert_header((name, value))
+                .to_http_request();
+            write_precondition(req.headers()).map_err(|e| e.0.code)
+        };
+        assert_eq!(
+            parse(header::IF_MATCH, "\"7\""),
+            Ok(Precondition::IfVersion(Version(7)))
+        );
+        assert_eq!(parse(header::IF_MATCH, "*"), Ok(Precondition::IfPresent));
+        assert_eq!(
+            parse(header::IF_NONE_MATCH, "*"),
+            Ok(Precondition::IfAbsent)
+        );
+        assert_eq!(parse(header::IF_MATCH, "\"x\""), Err(ErrorCode::BadRequest));
+        assert_eq!(
+            parse(header::IF_NONE_MATCH, "\"3\""),
+            Err(ErrorCode::BadRequest)
+        );
+    }
+
+    #[test]
+    fn keys_are_percent_decoded_and_may_hold_slashes() {
+        let target = |path| {
+            let req = TestRequest::with_uri(path).to_http_request();
+            entry_target(&req)
+                .map(|(c, k)| (c.to_string(), k.to_string()))
+                .map_err(|e| e.0.code)
+        };
+        assert_eq!(
+            target("/api/v1/caches/s/entries/match/7"),
+            Ok(("s".into(), "match/7".into()))
+        );
+        assert_eq!(
+            target("/api/v1/caches/s/entries/match%2F7"),
+            Ok(("s".into(), "match/7".into()))
+        );
+        assert_eq!(
+            target("/api/v1/caches/s/entries/a%20b%25"),
+            Ok(("s".into(), "a b%".into()))
+        );
+        assert_eq!(
+            target("/api/v1/caches/s/entries/"),
+            Err(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            target("/api/v1/caches/s/entries/%FF"),
+            Err(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            target("/api/v1/caches/b%20d/entries/k"),
+            Err(ErrorCode::BadRequest)
+        );
+    }
+}
