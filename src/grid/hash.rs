@@ -24,7 +24,10 @@ mod tests {
         // Pinned: if this changes, keys move between segments and a
         // mixed-version cluster would disagree about ownership.
         assert_eq!(xxh3_64(b"match/7"), 16_574_061_582_382_463_910);
-        assert_eq!(segment_of("match/7", 256), SegmentId((16_574_061_582_382_463_910_u64 % 256) as u32));
+        assert_eq!(
+            segment_of("match/7", 256),
+            SegmentId((16_574_061_582_382_463_910_u64 % 256) as u32)
+        );
     }
 
     #[test]

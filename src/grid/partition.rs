@@ -283,3 +283,146 @@ impl Handler<Stop> for Partition {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{CacheConfig, CacheName, EventKind};
+    use crate::metrics::Metrics;
+    use serde_json::value::RawValue;
+    use tokio::sync::mpsc;
+
+    /// Forwards every published event to a channel the test reads.
+    struct Collector(mpsc::UnboundedSender<Arc<Event>>);
+
+    impl Actor for Collector {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Published> for Collector {
+        type Result = ();
+        fn handle(&mut self, Published(event): Published, _: &mut Context<Self>) {
+            let _ = self.0.send(event);
+        }
+    }
+
+    fn start(config: CacheConfig) -> (actix::Addr<Partition>, mpsc::UnboundedReceiver<Arc<Event>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = Collector(tx).start().recipient();
+        let shared = CacheShared::new(
+            CacheName::parse("c").unwrap(),
+            config,
+            Metrics::new().grid.clone(),
+        );
+        (Partition::new(shared, SegmentId(0), sink).start(), rx)
+    }
+
+    fn put(key: &str, value: &str, lifespan_ms: Option<u64>) -> Put {
+        Put(PutRequest {
+            key: Arc::from(key),
+            value: Arc::from(RawValue::from_string(value.to_string()).unwrap()),
+            precondition: Precondition::None,
+            lifespan_ms,
+        })
+    }
+
+    #[actix::test]
+    async fn writes_are_acknowledged_and_published_in_version_order() {
+        let (partition, mut events) = start(CacheConfig::default());
+        let first = partition.send(put("a", "1", None)).await.unwrap().unwrap();
+        let second = partition.send(put("a", "2", None)).await.unwrap().unwrap();
+        let removed = partition
+            .send(Remove {
+                key: Arc::from("a"),
+                precondition: Precondition::None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (first.version, second.version, removed),
+            (Version(1), Version(2), Version(3))
+        );
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let event = events.recv().await.unwrap();
+            seen.push((
+                event.kind,
+                event.version.0,
+                event.value.as_ref().map(|v| v.get().to_string()),
+            ));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (EventKind::Created, 1, Some("1".into())),
+                (EventKind::Modified, 2, Some("2".into())),
+                (EventKind::Removed, 3, None)
+            ]
+        );
+        assert!(partition
+            .send(Get {
+                key: Arc::from("a")
+            })
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[actix::test]
+    async fn the_reaper_expires_entries_on_time_without_a_read() {
+        let (partition, mut events) = start(CacheConfig::default());
+        partition
+            .send(put("t", "1", Some(30)))
+            .await
+            .unwrap()
+            .unwrap();
+        partition
+            .send(put("u", "1", Some(10)))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut kinds = Vec::new();
+        for _ in 0..4 {
+            let event = tokio::time::timeout(Duration::from_secs(2), events.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            kinds.push((event.kind, event.key.to_string()));
+        }
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::Created, "t".into()),
+                (EventKind::Created, "u".into()),
+                (EventKind::Expired, "u".into()),
+                (EventKind::Expired, "t".into())
+            ]
+        );
+    }
+
+    #[actix::test]
+    async fn snapshot_and_history_come_from_one_instant() {
+        let (partition, _events) = start(CacheConfig::default());
+        for key in ["a/1", "b/1", "a/2"] {
+            partition.send(put(key, "0", None)).await.unwrap().unwrap();
+        }
+        let snapshot = partition
+            .send(TakeSnapshot {
+                filter: Arc::new(|k: &str| k.starts_with("a/")),
+            })
+            .await
+            .unwrap();
+        assert_eq!(snapshot.entries.len(), 2);
+        assert_eq!(snapshot.position, Version(3));
+        let history = partition
+            .send(ReadHistory { after: Version(1) })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            history.iter().map(|e| e.version.0).collect::<Vec<_>>(),
+            [2, 3]
+        );
+    }
+}
