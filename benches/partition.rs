@@ -14,7 +14,6 @@ use pushgrid::grid::topology::MemberId;
 use pushgrid::grid::{CacheConfig, CacheName, Grid, GridSetup, JsonValue, Key, Precondition};
 use pushgrid::metrics::Metrics;
 use pushgrid::push::listener::Listener;
-use serde_json::value::RawValue;
 
 const KEYS: usize = 10_000;
 const IN_FLIGHT: usize = 256;
@@ -30,7 +29,7 @@ async fn grid_on(arbiters: usize) -> Grid {
         })
         .start(),
         local_member: local,
-        events: Listener::new(&ListenerConfig::default(), &metrics)
+        events: Listener::new(&ListenerConfig::default(), metrics.push.clone())
             .start()
             .recipient(),
         metrics: metrics.grid.clone(),
@@ -65,8 +64,7 @@ async fn drive(grid: &Grid, keys: &[Key], value: &JsonValue, iters: u64, put: bo
 
 fn partition_throughput(c: &mut Criterion) {
     let keys: Vec<Key> = (0..KEYS).map(|i| Arc::from(format!("match/{i}"))).collect();
-    let value: JsonValue =
-        Arc::from(RawValue::from_string(r#"{"home":2,"away":1,"minute":67}"#.into()).unwrap());
+    let value = JsonValue::parse(r#"{"home":2,"away":1,"minute":67}"#).unwrap();
     let mut group = c.benchmark_group("partition");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(5));

@@ -48,6 +48,7 @@ pub struct Config {
     /// This member's id in the cluster; a fresh UUID when absent.
     pub node_id: Option<String>,
     pub listener: ListenerConfig,
+    pub websocket: WebSocketConfig,
     /// Caches created at start-up, by name.
     pub caches: BTreeMap<String, CacheConfig>,
 }
@@ -71,6 +72,56 @@ impl Default for ListenerConfig {
     }
 }
 
+/// The WebSocket endpoint's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// How often the server pings each connection.
+    pub heartbeat_interval_ms: u64,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub client_timeout_ms: u64,
+    /// The largest client message; 0 means the largest `max_value_bytes` of
+    /// any configured cache (at least 1 MiB) plus 64 KiB.
+    pub max_message_bytes: usize,
+    /// Origins allowed besides the server's own: whole origins
+    /// (`https://app.example.com`) or bare host names (any scheme and port).
+    pub allowed_origins: Vec<String>,
+    /// Bytes waiting for a client beyond which its events are conflated.
+    pub conflate_after_bytes: usize,
+    /// Bytes waiting, even with conflation, beyond which it is closed (1013).
+    pub close_after_bytes: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            heartbeat_interval_ms: 15_000,
+            client_timeout_ms: 45_000,
+            max_message_bytes: 0,
+            allowed_origins: vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()],
+            conflate_after_bytes: 256 * 1024,
+            close_after_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    /// The message limit in force: the configured one, or the contract's
+    /// default of the largest value size plus 64 KiB.
+    pub fn message_limit(&self, caches: &BTreeMap<String, CacheConfig>) -> usize {
+        if self.max_message_bytes > 0 {
+            return self.max_message_bytes;
+        }
+        let largest = caches
+            .values()
+            .map(|c| c.max_value_bytes)
+            .chain([crate::grid::cache::DEFAULT_MAX_VALUE_BYTES])
+            .max()
+            .unwrap_or_default();
+        largest + 64 * 1024
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -81,6 +132,7 @@ impl Default for Config {
             http_workers: 0,
             node_id: None,
             listener: ListenerConfig::default(),
+            websocket: WebSocketConfig::default(),
             caches: BTreeMap::new(),
         }
     }
@@ -94,8 +146,7 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-                Config::from_toml(&text)
-                    .map_err(|e| format!("config file {}: {e}", path.display()))?
+                Config::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
             }
             None => Config::default(),
         };
@@ -133,10 +184,14 @@ impl Config {
             cache.validate().map_err(|e| format!("caches.{name}.{e}"))?;
         }
         if self.arbiters > 1024 {
-            return Err(format!(
-                "arbiters: must be at most 1024, not {}",
-                self.arbiters
-            ));
+            return Err(format!("arbiters: must be at most 1024, not {}", self.arbiters));
+        }
+        let ws = &self.websocket;
+        if ws.heartbeat_interval_ms == 0 || ws.client_timeout_ms == 0 {
+            return Err("websocket.heartbeat_interval_ms and client_timeout_ms: must be at least 1".into());
+        }
+        if ws.close_after_bytes <= ws.conflate_after_bytes {
+            return Err("websocket.close_after_bytes: must exceed conflate_after_bytes".into());
         }
         if self.listener.dedup_capacity == 0 {
             return Err("listener.dedup_capacity: must be at least 1".into());
@@ -185,10 +240,7 @@ mod tests {
         let err = Config::from_toml("[caches.s]\nsegmnets = 3").unwrap_err();
         assert!(err.contains("segmnets"), "{err}");
         let config = Config::from_toml("[caches.s]\nsegments = 0").unwrap();
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .starts_with("caches.s.segments"));
+        assert!(config.validate().unwrap_err().starts_with("caches.s.segments"));
         let config = Config::from_toml("[caches.\"a b\"]").unwrap();
         assert!(config.validate().unwrap_err().starts_with("caches.a b"));
     }

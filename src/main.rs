@@ -12,22 +12,14 @@ use pushgrid::config::{Cli, Config};
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err)
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) =>
-        {
+        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = err.print();
             return ExitCode::SUCCESS;
         }
         Err(err) => {
             let rendered = err.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "pushgrid: {} (see --help)",
-                first.trim_start_matches("error: ")
-            );
+            eprintln!("pushgrid: {} (see --help)", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
@@ -57,8 +49,7 @@ fn main() -> ExitCode {
 
 /// `--log-level` wins over `RUST_LOG`, which wins over the config file.
 fn init_logging(level: &str, from_flag: bool) {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
     if from_flag {
         builder.parse_filters(level);
     }

@@ -3,7 +3,7 @@
 //! the components holding them increment.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -59,10 +59,66 @@ impl HttpMetrics {
     }
 }
 
+/// The push side's gauges and counters: the listener's and the sessions'.
+#[derive(Clone)]
+pub struct PushMetrics {
+    pub sessions: IntGauge,
+    pub subscriptions: IntGauge,
+    pub listener_events: IntCounter,
+    pub duplicates_dropped: IntCounter,
+    pub events_delivered: IntCounter,
+    pub events_conflated: IntCounter,
+    pub slow_consumer_closes: IntCounter,
+}
+
+impl PushMetrics {
+    fn new(registry: &Registry) -> Self {
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("metric definition is valid");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("metric names are unique");
+            gauge
+        };
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help).expect("metric definition is valid");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("metric names are unique");
+            counter
+        };
+        PushMetrics {
+            sessions: gauge("pushgrid_sessions", "Connected WebSocket sessions"),
+            subscriptions: gauge("pushgrid_subscriptions", "Active subscriptions"),
+            listener_events: counter(
+                "pushgrid_listener_events_total",
+                "Distinct events that reached the listener",
+            ),
+            duplicates_dropped: counter(
+                "pushgrid_listener_duplicates_dropped_total",
+                "Events dropped by the listener because their id was already seen",
+            ),
+            events_delivered: counter(
+                "pushgrid_events_delivered_total",
+                "Event frames written to subscribers",
+            ),
+            events_conflated: counter(
+                "pushgrid_events_conflated_total",
+                "Writes skipped for a slow subscriber because a later write of the key replaced them",
+            ),
+            slow_consumer_closes: counter(
+                "pushgrid_slow_consumer_closes_total",
+                "Sessions closed with 1013 because they could not keep up even with conflation",
+            ),
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub grid: GridMetrics,
     pub http: HttpMetrics,
+    pub push: PushMetrics,
     cache_entries: IntGaugeVec,
 }
 
@@ -70,10 +126,7 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let operations = IntCounterVec::new(
-            Opts::new(
-                "pushgrid_operations_total",
-                "Grid operations by kind and outcome",
-            ),
+            Opts::new("pushgrid_operations_total", "Grid operations by kind and outcome"),
             &["op", "outcome"],
         )
         .expect("metric definition is valid");
@@ -94,13 +147,11 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "pushgrid_http_request_duration_seconds",
-                "HTTP request latency",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
+            HistogramOpts::new("pushgrid_http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ],
+            ),
             &["method", "route", "status"],
         )
         .expect("metric definition is valid");
@@ -116,13 +167,13 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(cache_entries.clone()),
         ] {
-            registry
-                .register(collector)
-                .expect("metric names are unique");
+            registry.register(collector).expect("metric names are unique");
         }
-        let events = ["created", "modified", "removed", "expired"]
-            .map(|kind| events.with_label_values(&[kind]));
+        let events =
+            ["created", "modified", "removed", "expired"].map(|kind| events.with_label_values(&[kind]));
+        let push = PushMetrics::new(&registry);
         Metrics {
+            push,
             registry,
             grid: GridMetrics {
                 operations,

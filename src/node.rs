@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, Arbiter};
 use actix_web::{middleware, web, App, HttpServer};
@@ -14,6 +15,8 @@ use crate::grid::topology::MemberId;
 use crate::grid::{CacheName, Grid, GridSetup};
 use crate::metrics::Metrics;
 use crate::push::listener::Listener;
+use crate::push::outbox::OutboxLimits;
+use crate::web::session::WsSettings;
 use crate::web::{configure, observe_latency, AppState};
 
 /// A node that is serving; await `server` to run it until it stops.
@@ -25,8 +28,7 @@ pub struct RunningNode {
 
 /// Starts a node inside the current actix system.
 pub async fn start(config: Config) -> Result<RunningNode, String> {
-    let tcp =
-        TcpListener::bind(&config.bind).map_err(|e| format!("cannot bind {}: {e}", config.bind))?;
+    let tcp = TcpListener::bind(&config.bind).map_err(|e| format!("cannot bind {}: {e}", config.bind))?;
     let address = tcp
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
@@ -35,7 +37,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         .map(|_| Arbiter::new().handle())
         .collect();
     let metrics = Arc::new(Metrics::new());
-    let listener = Listener::new(&config.listener, &metrics).start();
+    let listener = Listener::new(&config.listener, metrics.push.clone()).start();
     let local_member = MemberId(
         config
             .node_id
@@ -58,7 +60,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         arbiters,
         membership,
         local_member,
-        events: listener.recipient(),
+        events: listener.clone().recipient(),
         metrics: metrics.grid.clone(),
     });
 
@@ -74,9 +76,22 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         );
     }
 
+    let ws = &config.websocket;
+    let websocket = Arc::new(WsSettings {
+        heartbeat_interval: Duration::from_millis(ws.heartbeat_interval_ms),
+        client_timeout: Duration::from_millis(ws.client_timeout_ms),
+        max_message_bytes: ws.message_limit(&config.caches),
+        allowed_origins: ws.allowed_origins.clone(),
+        outbox: OutboxLimits {
+            conflate_after_bytes: ws.conflate_after_bytes,
+            close_after_bytes: ws.close_after_bytes,
+        },
+    });
     let state = web::Data::new(AppState {
         grid: grid.clone(),
         metrics,
+        listener,
+        websocket,
     });
     let server = HttpServer::new(move || {
         App::new()

@@ -14,11 +14,7 @@ fn pushgrid(args: &[&str]) -> Output {
 fn one_line_error(output: &Output) -> String {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line, got {stderr:?}"
-    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line, got {stderr:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
 }

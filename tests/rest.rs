@@ -66,10 +66,7 @@ async fn caches_are_listed_with_their_entries_and_config() {
     let list = rest.get("/api/v1/caches").await;
     assert_eq!(list.status, StatusCode::OK);
     let caches = list.body["caches"].as_array().unwrap();
-    let by_name: HashMap<_, _> = caches
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap(), c))
-        .collect();
+    let by_name: HashMap<_, _> = caches.iter().map(|c| (c["name"].as_str().unwrap(), c)).collect();
     assert_eq!(by_name["preset"]["entries"], 2);
     assert_eq!(by_name["preset"]["config"]["segments"], 8);
     assert_eq!(by_name["made"]["entries"], 0);
@@ -91,10 +88,7 @@ async fn put_get_delete_round_trip_with_etags() {
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.body, json!({"home":2,"away":1}));
     assert_eq!(read.etag().as_deref(), Some("\"1\""));
-    assert_eq!(
-        read.headers.get("content-type").unwrap(),
-        "application/json"
-    );
+    assert_eq!(read.headers.get("content-type").unwrap(), "application/json");
 
     let modified = rest
         .put_entry("scores", "match/7", r#"{"home":3,"away":1}"#)
@@ -132,10 +126,7 @@ async fn every_json_value_kind_is_stored_as_sent() {
     .enumerate()
     {
         let key = format!("k{i}");
-        assert_eq!(
-            rest.put_entry("c", &key, value).await.status,
-            StatusCode::CREATED
-        );
+        assert_eq!(rest.put_entry("c", &key, value).await.status, StatusCode::CREATED);
         let read = rest.get_entry("c", &key).await;
         assert_eq!(
             read.body,
@@ -150,10 +141,7 @@ async fn keys_may_hold_slashes_literal_or_encoded() {
     let node = TestNode::start_with("[caches.c]\n", &[]);
     let rest = Rest::new(&node);
     rest.put_entry("c", "league/match/7", "1").await;
-    assert_eq!(
-        rest.get_entry("c", "league%2Fmatch%2F7").await.body,
-        json!(1)
-    );
+    assert_eq!(rest.get_entry("c", "league%2Fmatch%2F7").await.body, json!(1));
     rest.put_entry("c", "a%20b%3Fc%25", "2").await;
     let listed = rest.get("/api/v1/caches/c/entries?prefix=a").await;
     assert_eq!(listed.body["entries"][0]["key"], "a b?c%");
@@ -164,9 +152,7 @@ async fn keys_may_hold_slashes_literal_or_encoded() {
 async fn if_match_is_compare_and_set() {
     let node = TestNode::start_with("[caches.c]\n", &[]);
     let rest = Rest::new(&node);
-    let absent = rest
-        .put_entry_if("c", "k", "1", ("If-Match", "\"1\""))
-        .await;
+    let absent = rest.put_entry_if("c", "k", "1", ("If-Match", "\"1\"")).await;
     assert_eq!(absent.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(absent.error_code(), "version_mismatch");
     assert!(
@@ -174,18 +160,14 @@ async fn if_match_is_compare_and_set() {
         "no entry, no version"
     );
     assert_eq!(
-        rest.put_entry_if("c", "k", "1", ("If-Match", "*"))
-            .await
-            .status,
+        rest.put_entry_if("c", "k", "1", ("If-Match", "*")).await.status,
         StatusCode::PRECONDITION_FAILED
     );
 
     let v1 = rest.put_entry("c", "k", "1").await.body["version"]
         .as_u64()
         .unwrap();
-    let stale = rest
-        .put_entry_if("c", "k", "2", ("If-Match", "\"999\""))
-        .await;
+    let stale = rest.put_entry_if("c", "k", "2", ("If-Match", "\"999\"")).await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(stale.body["error"]["current_version"], v1);
     let ok = rest
@@ -193,16 +175,12 @@ async fn if_match_is_compare_and_set() {
         .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(
-        rest.put_entry_if("c", "k", "3", ("If-Match", "*"))
-            .await
-            .status,
+        rest.put_entry_if("c", "k", "3", ("If-Match", "*")).await.status,
         StatusCode::OK
     );
     assert_eq!(rest.get_entry("c", "k").await.body, json!(3));
 
-    let bad = rest
-        .put_entry_if("c", "k", "4", ("If-Match", "yesterday"))
-        .await;
+    let bad = rest.put_entry_if("c", "k", "4", ("If-Match", "yesterday")).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
@@ -210,13 +188,9 @@ async fn if_match_is_compare_and_set() {
 async fn if_none_match_star_creates_only() {
     let node = TestNode::start_with("[caches.c]\n", &[]);
     let rest = Rest::new(&node);
-    let first = rest
-        .put_entry_if("c", "k", "1", ("If-None-Match", "*"))
-        .await;
+    let first = rest.put_entry_if("c", "k", "1", ("If-None-Match", "*")).await;
     assert_eq!(first.status, StatusCode::CREATED);
-    let second = rest
-        .put_entry_if("c", "k", "2", ("If-None-Match", "*"))
-        .await;
+    let second = rest.put_entry_if("c", "k", "2", ("If-None-Match", "*")).await;
     assert_eq!(second.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(second.error_code(), "version_mismatch");
     assert_eq!(second.body["error"]["current_version"], 1);
@@ -235,11 +209,7 @@ async fn delete_honours_if_match() {
         .as_u64()
         .unwrap();
     let url = rest.entry_url("c", "k");
-    let stale = send(
-        rest.http.delete(&url).insert_header(("If-Match", "\"77\"")),
-        "",
-    )
-    .await;
+    let stale = send(rest.http.delete(&url).insert_header(("If-Match", "\"77\"")), "").await;
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(stale.body["error"]["current_version"], v);
     let ok = send(
@@ -299,10 +269,7 @@ async fn unknown_caches_bad_bodies_and_big_values_get_their_codes() {
         rest.put_entry("small", &"k".repeat(1024), "1").await.status,
         StatusCode::CREATED
     );
-    assert_eq!(
-        rest.get_entry("small", "missing").await.error_code(),
-        "not_found"
-    );
+    assert_eq!(rest.get_entry("small", "missing").await.error_code(), "not_found");
     assert_eq!(
         rest.get("/api/v1/caches/small/entries?limit=zero")
             .await
@@ -316,8 +283,7 @@ async fn unknown_caches_bad_bodies_and_big_values_get_their_codes() {
         "bad_request"
     );
     let lifespan = send(
-        rest.http
-            .put(rest.entry_url("small", "t") + "?lifespan_ms=soon"),
+        rest.http.put(rest.entry_url("small", "t") + "?lifespan_ms=soon"),
         "1",
     )
     .await;
@@ -334,10 +300,7 @@ async fn listing_pages_through_a_prefix_in_key_order() {
     let node = TestNode::start_with("[caches.c]\nsegments = 16\n", &[]);
     let rest = Rest::new(&node);
     let mut keys: Vec<String> = (0..25).map(|i| format!("p/{i:02}")).collect();
-    for key in keys
-        .iter()
-        .chain(["q/1".to_string(), "o".to_string()].iter())
-    {
+    for key in keys.iter().chain(["q/1".to_string(), "o".to_string()].iter()) {
         rest.put_entry("c", key, &format!("\"{key}\"")).await;
     }
     keys.sort();
@@ -373,11 +336,7 @@ async fn listing_pages_through_a_prefix_in_key_order() {
 async fn entries_expire_after_their_lifespan_and_are_never_read_after() {
     let node = TestNode::start_with("[caches.c]\n[caches.short]\nlifespan_ms = 200\n", &[]);
     let rest = Rest::new(&node);
-    let put = send(
-        rest.http.put(rest.entry_url("c", "t") + "?lifespan_ms=300"),
-        "1",
-    )
-    .await;
+    let put = send(rest.http.put(rest.entry_url("c", "t") + "?lifespan_ms=300"), "1").await;
     assert_eq!(put.status, StatusCode::CREATED);
     rest.put_entry("short", "d", "2").await;
     rest.put_entry("c", "forever", "3").await;
@@ -417,10 +376,7 @@ async fn max_entries_evicts_the_least_recently_written() {
     // Forwarded evictions are asynchronous; they settle within moments.
     let mut entries = 0.0;
     for _ in 0..50 {
-        entries = rest
-            .metric("pushgrid_cache_entries{cache=\"c\"}")
-            .await
-            .unwrap();
+        entries = rest.metric("pushgrid_cache_entries{cache=\"c\"}").await.unwrap();
         if entries == 10.0 {
             break;
         }
@@ -480,11 +436,7 @@ async fn racing_if_match_writers_each_version_has_exactly_one_winner() {
     let mut distinct = wins.clone();
     distinct.sort();
     distinct.dedup();
-    assert_eq!(
-        distinct.len(),
-        wins.len(),
-        "two writers won on the same version"
-    );
+    assert_eq!(distinct.len(), wins.len(), "two writers won on the same version");
     let final_value = rest.get_entry("c", "counter").await.body.as_u64().unwrap();
     assert_eq!(
         final_value as usize,

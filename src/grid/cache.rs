@@ -59,10 +59,7 @@ impl CacheConfig {
             ));
         }
         if !(1..=16).contains(&self.num_owners) {
-            return Err(format!(
-                "num_owners: must be 1 to 16, not {}",
-                self.num_owners
-            ));
+            return Err(format!("num_owners: must be 1 to 16, not {}", self.num_owners));
         }
         if !(1..=64 * 1024 * 1024).contains(&self.max_value_bytes) {
             return Err(format!(
@@ -122,9 +119,7 @@ impl CacheShared {
         } else {
             self.entries.fetch_sub(before - after, Ordering::AcqRel) - (before - after)
         };
-        self.config
-            .max_entries
-            .map_or(0, |max| now.saturating_sub(max))
+        self.config.max_entries.map_or(0, |max| now.saturating_sub(max))
     }
 
     /// How many entries the cache holds beyond `max_entries`.

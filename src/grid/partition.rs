@@ -10,9 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{
-    Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle,
-};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle};
 
 use super::cache::CacheShared;
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
@@ -28,11 +26,7 @@ pub struct Partition {
 
 impl Partition {
     pub fn new(cache: Arc<CacheShared>, segment: SegmentId, events: EventSink) -> Self {
-        let segment = Segment::new(
-            cache.name.clone(),
-            segment,
-            cache.config.history_per_segment,
-        );
+        let segment = Segment::new(cache.name.clone(), segment, cache.config.history_per_segment);
         Partition {
             segment,
             cache,
@@ -74,10 +68,7 @@ impl Partition {
     /// partition.
     fn evict(&mut self, excess: usize, ctx: &mut Context<Self>) {
         let mut evicted = 0;
-        while evicted < excess
-            && self.segment.len() > 1
-            && self.segment.evict_least_recently_written()
-        {
+        while evicted < excess && self.segment.len() > 1 && self.segment.evict_least_recently_written() {
             evicted += 1;
         }
         self.account_evictions(evicted);
@@ -89,9 +80,7 @@ impl Partition {
     fn account_evictions(&self, evicted: usize) {
         if evicted > 0 {
             self.cache.adjust_entries(evicted, 0);
-            self.cache
-                .metrics
-                .count_evictions(&self.cache.name, evicted);
+            self.cache.metrics.count_evictions(&self.cache.name, evicted);
         }
     }
 
@@ -289,7 +278,6 @@ mod tests {
     use super::*;
     use crate::grid::{CacheConfig, CacheName, EventKind};
     use crate::metrics::Metrics;
-    use serde_json::value::RawValue;
     use tokio::sync::mpsc;
 
     /// Forwards every published event to a channel the test reads.
@@ -320,7 +308,7 @@ mod tests {
     fn put(key: &str, value: &str, lifespan_ms: Option<u64>) -> Put {
         Put(PutRequest {
             key: Arc::from(key),
-            value: Arc::from(RawValue::from_string(value.to_string()).unwrap()),
+            value: crate::grid::JsonValue::parse(value).unwrap(),
             precondition: Precondition::None,
             lifespan_ms,
         })
@@ -361,9 +349,7 @@ mod tests {
             ]
         );
         assert!(partition
-            .send(Get {
-                key: Arc::from("a")
-            })
+            .send(Get { key: Arc::from("a") })
             .await
             .unwrap()
             .is_none());
@@ -372,16 +358,8 @@ mod tests {
     #[actix::test]
     async fn the_reaper_expires_entries_on_time_without_a_read() {
         let (partition, mut events) = start(CacheConfig::default());
-        partition
-            .send(put("t", "1", Some(30)))
-            .await
-            .unwrap()
-            .unwrap();
-        partition
-            .send(put("u", "1", Some(10)))
-            .await
-            .unwrap()
-            .unwrap();
+        partition.send(put("t", "1", Some(30))).await.unwrap().unwrap();
+        partition.send(put("u", "1", Some(10))).await.unwrap().unwrap();
         let mut kinds = Vec::new();
         for _ in 0..4 {
             let event = tokio::time::timeout(Duration::from_secs(2), events.recv())
@@ -420,9 +398,6 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(
-            history.iter().map(|e| e.version.0).collect::<Vec<_>>(),
-            [2, 3]
-        );
+        assert_eq!(history.iter().map(|e| e.version.0).collect::<Vec<_>>(), [2, 3]);
     }
 }

@@ -54,9 +54,7 @@ impl Cache {
         self.partitions
             .get(segment.0 as usize)
             .and_then(Option::as_ref)
-            .ok_or_else(|| {
-                GridError::Unavailable(format!("segment {} is not owned by this node", segment.0))
-            })
+            .ok_or_else(|| GridError::Unavailable(format!("segment {} is not owned by this node", segment.0)))
     }
 
     fn local_partitions(&self) -> impl Iterator<Item = &Addr<Partition>> {
@@ -106,10 +104,7 @@ fn unavailable(err: MailboxError) -> GridError {
 
 impl Grid {
     pub fn new(setup: GridSetup) -> Self {
-        assert!(
-            !setup.arbiters.is_empty(),
-            "a grid runs on at least one arbiter"
-        );
+        assert!(!setup.arbiters.is_empty(), "a grid runs on at least one arbiter");
         Grid {
             inner: Arc::new(Inner {
                 caches: ArcSwap::from_pointee(BTreeMap::new()),
@@ -121,11 +116,7 @@ impl Grid {
 
     /// Creates a cache, or confirms one with the same config exists; a cache
     /// of that name with another config is a `Conflict`.
-    pub async fn create_cache(
-        &self,
-        name: CacheName,
-        config: CacheConfig,
-    ) -> Result<Creation, GridError> {
+    pub async fn create_cache(&self, name: CacheName, config: CacheConfig) -> Result<Creation, GridError> {
         config.validate().map_err(GridError::BadRequest)?;
         let _creating = self.inner.creating.lock().await;
         if let Some(existing) = self.inner.caches.load().get(&name) {
@@ -154,9 +145,7 @@ impl Grid {
                 owners.is_owned_by(segment, &setup.local_member).then(|| {
                     let arbiter = &setup.arbiters[segment.0 as usize % setup.arbiters.len()];
                     let (shared, events) = (shared.clone(), setup.events.clone());
-                    Partition::start_in_arbiter(arbiter, move |_| {
-                        Partition::new(shared, segment, events)
-                    })
+                    Partition::start_in_arbiter(arbiter, move |_| Partition::new(shared, segment, events))
                 })
             })
             .collect();
@@ -210,9 +199,7 @@ impl Grid {
         precondition: Precondition,
         lifespan_ms: Option<u64>,
     ) -> Result<PutOutcome, GridError> {
-        let result = self
-            .put_inner(cache, key, value, precondition, lifespan_ms)
-            .await;
+        let result = self.put_inner(cache, key, value, precondition, lifespan_ms).await;
         self.inner.setup.metrics.count_operation("put", &result);
         result
     }
@@ -235,9 +222,7 @@ impl Grid {
             });
         }
         if lifespan_ms == Some(0) {
-            return Err(GridError::BadRequest(
-                "lifespan_ms must be at least 1".into(),
-            ));
+            return Err(GridError::BadRequest("lifespan_ms must be at least 1".into()));
         }
         let request = PutRequest {
             key,
@@ -304,8 +289,7 @@ impl Grid {
         }
         let limit = limit.min(MAX_PAGE);
         let cache = self.cache(cache)?;
-        let (prefix, after): (Arc<str>, Option<Arc<str>>) =
-            (Arc::from(prefix), after.map(Arc::from));
+        let (prefix, after): (Arc<str>, Option<Arc<str>>) = (Arc::from(prefix), after.map(Arc::from));
         // One more than the page, to know whether another page follows.
         let requests = cache.local_partitions().map(|partition| {
             partition.send(partition::List {
@@ -321,9 +305,7 @@ impl Grid {
         entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let more = entries.len() > limit;
         entries.truncate(limit);
-        let next = more
-            .then(|| entries.last().map(|e| e.key.clone()))
-            .flatten();
+        let next = more.then(|| entries.last().map(|e| e.key.clone())).flatten();
         Ok(Page { entries, next })
     }
 

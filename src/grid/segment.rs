@@ -219,13 +219,7 @@ impl Segment {
 
     /// Up to `limit` live entries whose key starts with `prefix` and sorts
     /// after `after`, in key order.
-    pub fn list(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-        now_ms: u64,
-    ) -> Vec<EntryView> {
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize, now_ms: u64) -> Vec<EntryView> {
         let start = match after {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
@@ -241,11 +235,7 @@ impl Segment {
 
     /// Every live entry matching `filter`, and the segment's position at
     /// this instant.
-    pub fn snapshot(
-        &self,
-        filter: impl Fn(&str) -> bool,
-        now_ms: u64,
-    ) -> (Vec<EntryView>, Version) {
+    pub fn snapshot(&self, filter: impl Fn(&str) -> bool, now_ms: u64) -> (Vec<EntryView>, Version) {
         let entries = self
             .entries
             .iter()
@@ -256,8 +246,13 @@ impl Segment {
     }
 
     /// Every event after `position`, if the history still holds all of them.
+    /// A position beyond the segment's own (a client that saw writes this
+    /// node has no record of) is answered with `None` too.
     pub fn history_after(&self, position: Version) -> Option<Vec<Arc<Event>>> {
-        if position >= self.sequence {
+        if position > self.sequence {
+            return None;
+        }
+        if position == self.sequence {
             return Some(Vec::new());
         }
         let oldest = self.history.front()?.version;
@@ -297,14 +292,7 @@ impl Segment {
         self.sequence
     }
 
-    fn emit(
-        &mut self,
-        kind: EventKind,
-        key: Key,
-        value: Option<JsonValue>,
-        version: Version,
-        ts: u64,
-    ) {
+    fn emit(&mut self, kind: EventKind, key: Key, value: Option<JsonValue>, version: Version, ts: u64) {
         let event = Arc::new(Event {
             id: Uuid::now_v7(),
             kind,
@@ -343,9 +331,8 @@ mod tests {
     }
 
     fn json(text: &str) -> JsonValue {
-        Arc::from(RawValueBox::from_string(text.to_string()).unwrap())
+        JsonValue::parse(text).unwrap()
     }
-    use serde_json::value::RawValue as RawValueBox;
 
     fn put(
         seg: &mut Segment,
@@ -376,9 +363,7 @@ mod tests {
             }
         );
         assert_eq!(
-            put(&mut seg, "b", "2", Precondition::None, 0)
-                .unwrap()
-                .version,
+            put(&mut seg, "b", "2", Precondition::None, 0).unwrap().version,
             Version(2)
         );
         assert_eq!(
@@ -389,11 +374,7 @@ mod tests {
             }
         );
         assert_eq!(seg.remove("b", Precondition::None, 0).unwrap(), Version(4));
-        let kinds: Vec<_> = seg
-            .take_events()
-            .iter()
-            .map(|e| (e.kind, e.version.0))
-            .collect();
+        let kinds: Vec<_> = seg.take_events().iter().map(|e| (e.kind, e.version.0)).collect();
         assert_eq!(
             kinds,
             vec![
@@ -439,10 +420,7 @@ mod tests {
                 current: Some(Version(2))
             })
         );
-        assert_eq!(
-            seg.remove("zz", Precondition::None, 0),
-            Err(GridError::NotFound)
-        );
+        assert_eq!(seg.remove("zz", Precondition::None, 0), Err(GridError::NotFound));
         assert_eq!(
             seg.remove("zz", Precondition::IfVersion(Version(1)), 0),
             Err(GridError::VersionMismatch { current: None })
@@ -465,10 +443,7 @@ mod tests {
         )
         .unwrap();
         assert!(seg.get("t", 1_099).is_some());
-        assert!(
-            seg.get("t", 1_100).is_none(),
-            "expired before the reaper ran"
-        );
+        assert!(seg.get("t", 1_100).is_none(), "expired before the reaper ran");
         assert!(seg.list("", None, 10, 1_100).is_empty());
         assert_eq!(seg.next_deadline(), Some(1_100));
         assert_eq!(seg.reap(1_100), 1);
@@ -558,6 +533,10 @@ mod tests {
         assert_eq!(versions(2), [3, 4, 5]);
         assert_eq!(versions(4), [5]);
         assert!(versions(5).is_empty());
+        assert!(
+            seg.history_after(Version(6)).is_none(),
+            "a position this segment never reached"
+        );
         assert!(segment(0).history_after(Version(0)).unwrap().is_empty());
     }
 

@@ -49,9 +49,7 @@ impl SegmentOwners {
     }
 
     pub fn owners(&self, segment: SegmentId) -> &[MemberId] {
-        self.owners
-            .get(segment.0 as usize)
-            .map_or(&[], Vec::as_slice)
+        self.owners.get(segment.0 as usize).map_or(&[], Vec::as_slice)
     }
 
     pub fn is_owned_by(&self, segment: SegmentId, member: &MemberId) -> bool {

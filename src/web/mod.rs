@@ -3,7 +3,9 @@
 //! shares; [`configure`] mounts everything on an actix-web `App`.
 
 pub mod error;
+pub mod handshake;
 pub mod rest;
+pub mod session;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,25 +17,28 @@ use actix_web::{web, Error, HttpRequest, HttpResponse};
 
 use crate::grid::Grid;
 use crate::metrics::Metrics;
+use crate::push::listener::Listener;
 use error::ApiError;
+use session::WsSettings;
 
 /// What the handlers share, cloned into every worker.
 pub struct AppState {
     pub grid: Grid,
     pub metrics: Arc<Metrics>,
+    pub listener: actix::Addr<Listener>,
+    pub websocket: Arc<WsSettings>,
 }
 
 /// Mounts every route, the JSON error handlers for malformed query strings
 /// and paths, and the JSON fallback for unknown routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
-        web::QueryConfig::default()
-            .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
+        web::QueryConfig::default().error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
     )
     .app_data(
-        web::PathConfig::default()
-            .error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
+        web::PathConfig::default().error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
     )
+    .route("/ws", web::get().to(session::websocket))
     .configure(rest::routes)
     .default_service(web::to(not_found));
 }

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::grid::{parse_key, CacheConfig, CacheName, Creation, Key, Precondition, Version};
+use crate::grid::{parse_key, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version};
 use crate::protocol::{CacheList, CacheSummary, EntryPage, ErrorCode, ListedEntry, WriteAck};
 
 /// The largest cache-config body accepted by `PUT /api/v1/caches/{cache}`.
@@ -81,11 +81,7 @@ async fn create_cache(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid cache config: {e}")))?
     };
-    let status = match state
-        .grid
-        .create_cache(name.clone(), config.clone())
-        .await?
-    {
+    let status = match state.grid.create_cache(name.clone(), config.clone()).await? {
         Creation::Created => {
             log::info!("cache {name} created ({} segments)", config.segments);
             StatusCode::CREATED
@@ -160,7 +156,7 @@ async fn put_entry(
         .put(
             cache_name.as_str(),
             key,
-            value.into(),
+            JsonValue::from_raw(value),
             precondition,
             query.lifespan_ms,
         )
@@ -178,16 +174,11 @@ async fn put_entry(
         }))
 }
 
-async fn delete_entry(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+async fn delete_entry(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let (cache, key) = entry_target(&req)?;
     let precondition = match write_precondition(req.headers())? {
         Precondition::IfAbsent => {
-            return Err(ApiError::bad_request(
-                "If-None-Match does not apply to DELETE",
-            ))
+            return Err(ApiError::bad_request("If-None-Match does not apply to DELETE"))
         }
         other => other,
     };
@@ -210,9 +201,7 @@ fn entry_target(req: &HttpRequest) -> Result<(CacheName, Key), ApiError> {
         percent_decode_str(raw)
             .decode_utf8()
             .map(|s| s.into_owned())
-            .map_err(|_| {
-                ApiError::bad_request(format!("{what} is not valid UTF-8 once percent-decoded"))
-            })
+            .map_err(|_| ApiError::bad_request(format!("{what} is not valid UTF-8 once percent-decoded")))
     };
     let cache = CacheName::parse(&decode(cache, "cache name")?)?;
     let key = parse_key(&decode(raw_key, "key")?)?;
@@ -235,17 +224,13 @@ fn write_precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
     let if_none_match = headers.get(header::IF_NONE_MATCH).map(text).transpose()?;
     match (if_match, if_none_match) {
         (None, None) => Ok(Precondition::None),
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "send If-Match or If-None-Match, not both",
-        )),
+        (Some(_), Some(_)) => Err(ApiError::bad_request("send If-Match or If-None-Match, not both")),
         (Some("*"), None) => Ok(Precondition::IfPresent),
         (Some(tag), None) => tag
             .trim_matches('"')
             .parse()
             .map(|v| Precondition::IfVersion(Version(v)))
-            .map_err(|_| {
-                ApiError::bad_request(format!("If-Match must be \"<version>\" or *, not {tag}"))
-            }),
+            .map_err(|_| ApiError::bad_request(format!("If-Match must be \"<version>\" or *, not {tag}"))),
         (None, Some("*")) => Ok(Precondition::IfAbsent),
         (None, Some(tag)) => Err(ApiError::bad_request(format!(
             "If-None-Match supports only *, not {tag}"
@@ -276,8 +261,7 @@ async fn read_body(
     }
     let mut body = web::BytesMut::with_capacity(announced.unwrap_or(0));
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -304,15 +288,9 @@ mod tests {
             Ok(Precondition::IfVersion(Version(7)))
         );
         assert_eq!(parse(header::IF_MATCH, "*"), Ok(Precondition::IfPresent));
-        assert_eq!(
-            parse(header::IF_NONE_MATCH, "*"),
-            Ok(Precondition::IfAbsent)
-        );
+        assert_eq!(parse(header::IF_NONE_MATCH, "*"), Ok(Precondition::IfAbsent));
         assert_eq!(parse(header::IF_MATCH, "\"x\""), Err(ErrorCode::BadRequest));
-        assert_eq!(
-            parse(header::IF_NONE_MATCH, "\"3\""),
-            Err(ErrorCode::BadRequest)
-        );
+        assert_eq!(parse(header::IF_NONE_MATCH, "\"3\""), Err(ErrorCode::BadRequest));
     }
 
     #[test]
@@ -335,14 +313,8 @@ mod tests {
             target("/api/v1/caches/s/entries/a%20b%25"),
             Ok(("s".into(), "a b%".into()))
         );
-        assert_eq!(
-            target("/api/v1/caches/s/entries/"),
-            Err(ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            target("/api/v1/caches/s/entries/%FF"),
-            Err(ErrorCode::BadRequest)
-        );
+        assert_eq!(target("/api/v1/caches/s/entries/"), Err(ErrorCode::BadRequest));
+        assert_eq!(target("/api/v1/caches/s/entries/%FF"), Err(ErrorCode::BadRequest));
         assert_eq!(
             target("/api/v1/caches/b%20d/entries/k"),
             Err(ErrorCode::BadRequest)

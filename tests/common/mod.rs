@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -31,14 +33,11 @@ impl TestNode {
     pub fn start_with(config_toml: &str, args: &[&str]) -> TestNode {
         let config = (!config_toml.is_empty()).then(|| {
             let mut file = tempfile::NamedTempFile::new().expect("temp file");
-            file.write_all(config_toml.as_bytes())
-                .expect("write config");
+            file.write_all(config_toml.as_bytes()).expect("write config");
             file
         });
         let mut command = Command::new(env!("CARGO_BIN_EXE_pushgrid"));
-        command
-            .args(["--bind", "127.0.0.1:0", "--no-demo"])
-            .args(args);
+        command.args(["--bind", "127.0.0.1:0", "--no-demo"]).args(args);
         if let Some(file) = &config {
             command.arg("--config").arg(file.path());
         }
@@ -117,16 +116,12 @@ impl Reply {
 
     /// The contract's error code of an error body.
     pub fn error_code(&self) -> &str {
-        self.body["error"]["code"]
-            .as_str()
-            .unwrap_or("<no error code>")
+        self.body["error"]["code"].as_str().unwrap_or("<no error code>")
     }
 }
 
 pub fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish()
+    awc::Client::builder().timeout(Duration::from_secs(30)).finish()
 }
 
 /// Sends a request built by `build` with `body` and reads the reply whole.
@@ -135,17 +130,10 @@ pub async fn send(request: awc::ClientRequest, body: impl Into<String>) -> Reply
     let mut response = if body.is_empty() {
         request.send().await
     } else {
-        request
-            .content_type("application/json")
-            .send_body(body)
-            .await
+        request.content_type("application/json").send_body(body).await
     }
     .expect("request failed");
-    let bytes = response
-        .body()
-        .limit(64 * 1024 * 1024)
-        .await
-        .expect("read body");
+    let bytes = response.body().limit(64 * 1024 * 1024).await.expect("read body");
     let text = String::from_utf8_lossy(&bytes).into_owned();
     Reply {
         status: response.status(),
@@ -167,21 +155,16 @@ pub struct Rest<'a> {
 
 impl<'a> Rest<'a> {
     pub fn new(node: &'a TestNode) -> Self {
-        Rest {
-            node,
-            http: client(),
-        }
+        Rest { node, http: client() }
     }
 
     pub fn entry_url(&self, cache: &str, key: &str) -> String {
-        self.node
-            .url(&format!("/api/v1/caches/{cache}/entries/{key}"))
+        self.node.url(&format!("/api/v1/caches/{cache}/entries/{key}"))
     }
 
     pub async fn create_cache(&self, cache: &str, config: &str) -> Reply {
         send(
-            self.http
-                .put(self.node.url(&format!("/api/v1/caches/{cache}"))),
+            self.http.put(self.node.url(&format!("/api/v1/caches/{cache}"))),
             config,
         )
         .await
@@ -199,17 +182,9 @@ impl<'a> Rest<'a> {
         send(self.http.put(self.entry_url(cache, key)), value).await
     }
 
-    pub async fn put_entry_if(
-        &self,
-        cache: &str,
-        key: &str,
-        value: &str,
-        header: (&str, &str),
-    ) -> Reply {
+    pub async fn put_entry_if(&self, cache: &str, key: &str, value: &str, header: (&str, &str)) -> Reply {
         send(
-            self.http
-                .put(self.entry_url(cache, key))
-                .insert_header(header),
+            self.http.put(self.entry_url(cache, key)).insert_header(header),
             value,
         )
         .await

@@ -1,6 +1,8 @@
 //! The wire types of the contract (`docs/protocol.md`): error codes and the
-//! REST bodies. Nothing else in the crate builds JSON by hand; handlers
-//! serialize these.
+//! REST bodies here, the WebSocket messages and both of their codecs in
+//! [`ws`]. Nothing else in the crate builds JSON or MessagePack by hand.
+
+pub mod ws;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,280 @@
+//! [`Outbox`]: what a session has yet to write to its socket, bounded.
+//!
+//! Frames wait in order. When more than `conflate_after_bytes` are waiting
+//! (the client is not keeping up), new events stop queueing behind each
+//! other: each (subscription, key) keeps only its latest pending event, which
+//! replaces an older one in place and is then sent with `"conflated":true`.
+//! Those are sent after the ordered queue, so each key still goes in version
+//! order. If even that exceeds `close_after_bytes`, the outbox reports
+//! [`Admission::Overloaded`] and the session closes with 1013.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::SubId;
+use crate::grid::Key;
+use crate::protocol::ws::{EncodedEvent, Format};
+
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxLimits {
+    pub conflate_after_bytes: usize,
+    pub close_after_bytes: usize,
+}
+
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A reply or snapshot frame, encoded.
+    Message(Bytes),
+    Event {
+        sub: SubId,
+        event: Arc<EncodedEvent>,
+        conflated: bool,
+    },
+    Ping,
+    Pong(Bytes),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    Queued,
+    /// Replaced a pending event of the same key: one write skipped.
+    Conflated,
+    Overloaded,
+}
+
+struct Latest {
+    event: Arc<EncodedEvent>,
+    conflated: bool,
+    bytes: usize,
+}
+
+pub struct Outbox {
+    format: Format,
+    limits: OutboxLimits,
+    queue: VecDeque<(Outgoing, usize)>,
+    queued_bytes: usize,
+    conflating: bool,
+    latest: HashMap<(SubId, Key), Latest>,
+    latest_order: VecDeque<(SubId, Key)>,
+    latest_bytes: usize,
+}
+
+impl Outbox {
+    pub fn new(format: Format, limits: OutboxLimits) -> Self {
+        Outbox {
+            format,
+            limits,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            conflating: false,
+            latest: HashMap::new(),
+            latest_order: VecDeque::new(),
+            latest_bytes: 0,
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_bytes(&self) -> usize {
+        self.queued_bytes + self.latest_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.latest_order.is_empty()
+    }
+
+    /// Queues a reply, snapshot frame or control frame. These are never
+    /// conflated and never overload the session: they answer the client's
+    /// own requests, which it bounds by asking.
+    pub fn push(&mut self, item: Outgoing) {
+        let bytes = match &item {
+            Outgoing::Message(b) | Outgoing::Pong(b) => b.len(),
+            Outgoing::Ping => 0,
+            Outgoing::Event { event, .. } => event.encoded(self.format, false).len(),
+        };
+        self.queued_bytes += bytes;
+        self.queue.push_back((item, bytes));
+    }
+
+    pub fn push_event(&mut self, sub: SubId, event: Arc<EncodedEvent>) -> Admission {
+        let bytes = event.encoded(self.format, false).len();
+        if !self.conflating && self.pending_bytes() + bytes > self.limits.conflate_after_bytes {
+            self.conflating = true;
+        }
+        let mut admission = Admission::Queued;
+        if self.conflating {
+            let key = (sub, event.event.key.clone());
+            match self.latest.get_mut(&key) {
+                Some(latest) => {
+                    self.latest_bytes = self.latest_bytes - latest.bytes + bytes;
+                    *latest = Latest {
+                        event,
+                        conflated: true,
+                        bytes,
+                    };
+                    admission = Admission::Conflated;
+                }
+                None => {
+                    self.latest.insert(
+                        key.clone(),
+                        Latest {
+                            event,
+                            conflated: false,
+                            bytes,
+                        },
+                    );
+                    self.latest_order.push_back(key);
+                    self.latest_bytes += bytes;
+                }
+            }
+        } else {
+            self.push(Outgoing::Event {
+                sub,
+                event,
+                conflated: false,
+            });
+        }
+        if self.pending_bytes() > self.limits.close_after_bytes {
+            Admission::Overloaded
+        } else {
+            admission
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<Outgoing> {
+        if let Some((item, bytes)) = self.queue.pop_front() {
+            self.queued_bytes -= bytes;
+            return Some(item);
+        }
+        while let Some(key) = self.latest_order.pop_front() {
+            if let Some(latest) = self.latest.remove(&key) {
+                self.latest_bytes -= latest.bytes;
+                return Some(Outgoing::Event {
+                    sub: key.0,
+                    event: latest.event,
+                    conflated: latest.conflated,
+                });
+            }
+        }
+        // Caught up: queue in order again.
+        self.conflating = false;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{CacheName, Event, EventKind, JsonValue, SegmentId, Version};
+
+    fn event(key: &str, version: u64) -> Arc<EncodedEvent> {
+        EncodedEvent::new(Arc::new(Event {
+            id: uuid::Uuid::now_v7(),
+            kind: EventKind::Modified,
+            cache: CacheName::parse("c").unwrap(),
+            key: Arc::from(key),
+            value: Some(JsonValue::parse(&format!("\"{}\"", "x".repeat(100))).unwrap()),
+            version: Version(version),
+            segment: SegmentId(0),
+            ts: 0,
+        }))
+    }
+
+    fn drain(outbox: &mut Outbox) -> Vec<(String, u64, bool)> {
+        std::iter::from_fn(|| outbox.pop())
+            .filter_map(|item| match item {
+                Outgoing::Event { event, conflated, .. } => {
+                    Some((event.event.key.to_string(), event.event.version.0, conflated))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn outbox(conflate_after_bytes: usize, close_after_bytes: usize) -> Outbox {
+        Outbox::new(
+            Format::Json,
+            OutboxLimits {
+                conflate_after_bytes,
+                close_after_bytes,
+            },
+        )
+    }
+
+    #[test]
+    fn below_the_threshold_everything_is_sent_in_order() {
+        let mut outbox = outbox(1 << 20, 1 << 21);
+        for v in 1..=3 {
+            assert_eq!(outbox.push_event(1, event("a", v)), Admission::Queued);
+        }
+        assert_eq!(
+            drain(&mut outbox),
+            [
+                ("a".into(), 1, false),
+                ("a".into(), 2, false),
+                ("a".into(), 3, false)
+            ]
+        );
+        assert_eq!(outbox.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn past_the_threshold_only_the_latest_write_per_key_waits() {
+        let size = event("a", 0).encoded(Format::Json, false).len();
+        let mut outbox = outbox(size * 2, size * 100);
+        assert_eq!(outbox.push_event(1, event("a", 1)), Admission::Queued);
+        assert_eq!(outbox.push_event(1, event("b", 2)), Admission::Queued);
+        // Over the threshold from here on.
+        assert_eq!(outbox.push_event(1, event("a", 3)), Admission::Queued);
+        assert_eq!(outbox.push_event(1, event("a", 4)), Admission::Conflated);
+        assert_eq!(outbox.push_event(1, event("c", 5)), Admission::Queued);
+        assert_eq!(outbox.push_event(1, event("a", 6)), Admission::Conflated);
+        assert_eq!(
+            outbox.push_event(2, event("a", 6)),
+            Admission::Queued,
+            "another subscription"
+        );
+        assert_eq!(
+            drain(&mut outbox),
+            [
+                ("a".into(), 1, false),
+                ("b".into(), 2, false),
+                ("a".into(), 6, true),
+                ("c".into(), 5, false),
+                ("a".into(), 6, false),
+            ]
+        );
+        assert!(outbox.is_empty());
+        assert_eq!(
+            outbox.push_event(1, event("a", 7)),
+            Admission::Queued,
+            "caught up: ordered again"
+        );
+        assert_eq!(drain(&mut outbox), [("a".into(), 7, false)]);
+    }
+
+    #[test]
+    fn memory_stays_bounded_by_keys_and_overload_is_reported() {
+        let size = event("a", 0).encoded(Format::Json, false).len();
+        let mut outbox = outbox(size, size * 10);
+        for v in 0..10_000 {
+            assert_ne!(
+                outbox.push_event(1, event(&format!("k{}", v % 5), v)),
+                Admission::Overloaded
+            );
+        }
+        assert!(outbox.pending_bytes() <= size * 6, "one pending write per key");
+        let overloaded =
+            (0..20).any(|i| outbox.push_event(1, event(&format!("new{i}"), i)) == Admission::Overloaded);
+        assert!(overloaded, "distinct keys beyond the limit overload the session");
+    }
+
+    #[test]
+    fn replies_are_never_conflated() {
+        let mut outbox = outbox(0, 1);
+        outbox.push(Outgoing::Message(Bytes::from_static(b"{\"type\":\"pong\"}")));
+        outbox.push(Outgoing::Message(Bytes::from_static(b"{\"type\":\"pong\"}")));
+        assert_eq!(std::iter::from_fn(|| outbox.pop()).count(), 2);
+    }
+}

@@ -1,0 +1,211 @@
+//! One subscription's delivery state inside its session. A subscription is
+//! registered with the listener *before* its snapshot (or history replay) is
+//! read, so no write can fall between the two; events that reach it in the
+//! meantime are held, and once the snapshot's per-segment positions are
+//! known, only the events after them are delivered. Nothing is both in the
+//! snapshot and sent as an event, and nothing is missed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+
+use super::filter::Filter;
+use crate::grid::{CacheName, EntryView, Event, Grid, GridError, SegmentId, Version};
+use crate::protocol::ws::EncodedEvent;
+
+pub struct Subscription {
+    /// The wire name, `s<n>`.
+    pub name: Arc<str>,
+    pub cache: CacheName,
+    pub filter: Filter,
+    stage: Stage,
+}
+
+enum Stage {
+    /// Registered; the snapshot or replay is being read.
+    Starting { held: Vec<Arc<EncodedEvent>> },
+    /// Delivering. `covered` holds, per segment, the position the snapshot
+    /// or replay already covered; an entry is dropped at the first event past
+    /// it, since every later event of that segment is past it too.
+    Live { covered: HashMap<SegmentId, Version> },
+}
+
+impl Subscription {
+    pub fn new(name: Arc<str>, cache: CacheName, filter: Filter) -> Self {
+        Subscription {
+            name,
+            cache,
+            filter,
+            stage: Stage::Starting { held: Vec::new() },
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self.stage, Stage::Live { .. })
+    }
+
+    /// An event the listener routed here: returned if it is to be sent now.
+    pub fn offer(&mut self, event: Arc<EncodedEvent>) -> Option<Arc<EncodedEvent>> {
+        match &mut self.stage {
+            Stage::Starting { held } => {
+                held.push(event);
+                None
+            }
+            Stage::Live { covered } => {
+                let segment = event.event.segment;
+                match covered.get(&segment) {
+                    Some(position) if event.event.version <= *position => None,
+                    Some(_) => {
+                        covered.remove(&segment);
+                        Some(event)
+                    }
+                    None => Some(event),
+                }
+            }
+        }
+    }
+
+    /// The snapshot or replay is sent and covered `positions`: start
+    /// delivering, beginning with the held events past those positions.
+    pub fn go_live(&mut self, positions: HashMap<SegmentId, Version>) -> Vec<Arc<EncodedEvent>> {
+        let held = match std::mem::replace(&mut self.stage, Stage::Live { covered: positions }) {
+            Stage::Starting { held } => held,
+            Stage::Live { .. } => Vec::new(),
+        };
+        held.into_iter().filter_map(|event| self.offer(event)).collect()
+    }
+}
+
+/// What a subscription sends before its live events.
+pub enum Start {
+    /// A snapshot of these entries, covering `positions`.
+    Snapshot {
+        entries: Vec<EntryView>,
+        positions: HashMap<SegmentId, Version>,
+        /// Sent because a resume was impossible: the client replaces its state.
+        reset: bool,
+    },
+    /// A resume: the missed events, covering `positions`.
+    Replay {
+        events: Vec<Arc<Event>>,
+        positions: HashMap<SegmentId, Version>,
+    },
+    /// Neither asked for: live events only.
+    Live,
+}
+
+/// Reads what a just-registered subscription sends first: the missed events
+/// when resuming and every segment's history still holds them, else a reset
+/// snapshot; a snapshot when asked; otherwise nothing.
+pub async fn read_start(
+    grid: &Grid,
+    cache: &str,
+    filter: &Filter,
+    snapshot: bool,
+    resume: Option<HashMap<SegmentId, Version>>,
+) -> Result<Start, GridError> {
+    if let Some(positions) = resume {
+        if let Some(replay) = read_replay(grid, cache, filter, &positions).await? {
+            return Ok(replay);
+        }
+        return read_snapshot(grid, cache, filter, true).await;
+    }
+    if snapshot {
+        read_snapshot(grid, cache, filter, false).await
+    } else {
+        Ok(Start::Live)
+    }
+}
+
+async fn read_replay(
+    grid: &Grid,
+    cache: &str,
+    filter: &Filter,
+    positions: &HashMap<SegmentId, Version>,
+) -> Result<Option<Start>, GridError> {
+    let segments = grid.cache(cache)?.config().segments;
+    let reads = (0..segments).map(SegmentId).map(|segment| {
+        let after = positions.get(&segment).copied().unwrap_or_default();
+        async move { (segment, after, grid.history(cache, segment, after).await) }
+    });
+    let mut events = Vec::new();
+    let mut covered = HashMap::new();
+    for (segment, after, history) in join_all(reads).await {
+        let Some(history) = history? else {
+            return Ok(None);
+        };
+        covered.insert(segment, history.last().map_or(after, |e| e.version));
+        events.extend(history.into_iter().filter(|e| filter.matches(&e.key)));
+    }
+    Ok(Some(Start::Replay {
+        events,
+        positions: covered,
+    }))
+}
+
+async fn read_snapshot(grid: &Grid, cache: &str, filter: &Filter, reset: bool) -> Result<Start, GridError> {
+    let wanted = filter.clone();
+    let snapshots = grid
+        .snapshot(cache, Arc::new(move |key: &str| wanted.matches(key)))
+        .await?;
+    let mut entries = Vec::new();
+    let mut positions = HashMap::new();
+    for snapshot in snapshots {
+        positions.insert(snapshot.segment, snapshot.position);
+        entries.extend(snapshot.entries);
+    }
+    entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    Ok(Start::Snapshot {
+        entries,
+        positions,
+        reset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::EventKind;
+
+    fn event(segment: u32, version: u64) -> Arc<EncodedEvent> {
+        EncodedEvent::new(Arc::new(Event {
+            id: uuid::Uuid::now_v7(),
+            kind: EventKind::Modified,
+            cache: CacheName::parse("c").unwrap(),
+            key: Arc::from("k"),
+            value: None,
+            version: Version(version),
+            segment: SegmentId(segment),
+            ts: 0,
+        }))
+    }
+
+    fn versions(events: &[Arc<EncodedEvent>]) -> Vec<(u32, u64)> {
+        events
+            .iter()
+            .map(|e| (e.event.segment.0, e.event.version.0))
+            .collect()
+    }
+
+    #[test]
+    fn events_during_the_snapshot_are_held_then_trimmed_to_its_positions() {
+        let mut sub = Subscription::new(Arc::from("s1"), CacheName::parse("c").unwrap(), Filter::All);
+        for (s, v) in [(1, 4), (1, 5), (2, 1), (1, 6)] {
+            assert!(sub.offer(event(s, v)).is_none());
+        }
+        let positions = HashMap::from([(SegmentId(1), Version(5))]);
+        assert_eq!(versions(&sub.go_live(positions)), [(2, 1), (1, 6)]);
+        assert!(sub.is_live());
+        assert!(sub.offer(event(1, 7)).is_some());
+    }
+
+    #[test]
+    fn live_events_already_covered_are_dropped() {
+        let mut sub = Subscription::new(Arc::from("s1"), CacheName::parse("c").unwrap(), Filter::All);
+        sub.go_live(HashMap::from([(SegmentId(3), Version(10))]));
+        assert!(sub.offer(event(3, 9)).is_none());
+        assert!(sub.offer(event(3, 11)).is_some());
+        assert!(sub.offer(event(4, 1)).is_some());
+    }
+}
