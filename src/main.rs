@@ -34,6 +34,7 @@ fn main() -> ExitCode {
 
     let served = actix_web::rt::System::new().block_on(async move {
         let node = pushgrid::node::start(config).await?;
+        raise_file_limit();
         println!("pushgrid listening on http://{}/", node.address);
         let _ = std::io::stdout().flush();
         node.server.await.map_err(|e| format!("server failed: {e}"))
@@ -44,6 +45,15 @@ fn main() -> ExitCode {
             eprintln!("pushgrid: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every connection is a file descriptor: lift the soft limit to the hard
+/// one where the system allows, and say what it is.
+fn raise_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::info!("file descriptor limit: {limit} (bounds concurrent connections)"),
+        Err(err) => log::warn!("could not raise the file descriptor limit: {err}"),
     }
 }
 

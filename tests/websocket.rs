@@ -305,3 +305,27 @@ async fn the_server_pings_and_closes_silent_connections() {
     actix_web::rt::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(silent.close_code().await, Some(1000));
 }
+
+#[actix_web::test]
+async fn pipelined_writes_to_one_key_apply_in_the_order_sent() {
+    let node = node();
+    let mut client = WsClient::connect(&node).await;
+    const WRITES: u64 = 3000;
+    for i in 0..WRITES {
+        client
+            .send(json!({"op":"put","cache":"c","key":"k","value":i,"id":i}))
+            .await;
+    }
+    let mut versions = Vec::new();
+    for _ in 0..WRITES {
+        let reply = client.next().await;
+        versions.push((reply["id"].as_u64().unwrap(), reply["version"].as_u64().unwrap()));
+    }
+    versions.sort();
+    assert!(
+        versions.windows(2).all(|w| w[0].1 < w[1].1),
+        "a later write got an earlier version"
+    );
+    let read = client.request(json!({"op":"get","cache":"c","key":"k"})).await;
+    assert_eq!(read["value"], WRITES - 1, "the last write sent is the one stored");
+}

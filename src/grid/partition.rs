@@ -124,9 +124,10 @@ impl Actor for Partition {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // A partition's mailbox is its write queue; let it be deep enough
-        // that bursts from many sessions queue instead of back-pressuring.
-        ctx.set_mailbox_capacity(4096);
+        // Unbounded (0): a full actix mailbox parks senders and retries them
+        // later, which can reorder one client's pipelined writes to a key.
+        // Back-pressure belongs at the edges (session outboxes, rate limits).
+        ctx.set_mailbox_capacity(0);
     }
 }
 
@@ -184,6 +185,11 @@ struct Evict {
     count: usize,
     hops_left: u32,
 }
+
+/// Answered once the partition has started (and so set its mailbox up).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ready;
 
 /// Stops the partition (node shutdown, or the segment moving away).
 #[derive(Message)]
@@ -263,6 +269,12 @@ impl Handler<Evict> for Partition {
             self.forward_eviction(wanted - evicted, msg.hops_left, ctx);
         }
     }
+}
+
+impl Handler<Ready> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, _: Ready, _: &mut Context<Self>) {}
 }
 
 impl Handler<Stop> for Partition {

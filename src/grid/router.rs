@@ -10,6 +10,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::future::Future;
+
+use actix::dev::Request;
 use actix::{Actor, Addr, ArbiterHandle, MailboxError};
 use arc_swap::ArcSwap;
 use futures_util::future::join_all;
@@ -149,6 +152,10 @@ impl Grid {
                 })
             })
             .collect();
+        // Published only once every partition runs with its mailbox set up.
+        for ready in join_all(partitions.iter().flatten().map(|p| p.send(partition::Ready))).await {
+            ready.map_err(unavailable)?;
+        }
         shared.set_partitions(partitions.iter().flatten().cloned().collect());
         let cache = Arc::new(Cache { shared, partitions });
         self.inner.caches.rcu(|caches| {
@@ -173,93 +180,90 @@ impl Grid {
         self.inner.caches.load().values().cloned().collect()
     }
 
-    pub async fn get(&self, cache: &str, key: Key) -> Result<EntryView, GridError> {
-        let result = self.get_inner(cache, key).await;
-        self.inner.setup.metrics.count_operation("get", &result);
-        result
-    }
-
-    async fn get_inner(&self, cache: &str, key: Key) -> Result<EntryView, GridError> {
-        let cache = self.cache(cache)?;
-        let partition = cache.partition(cache.segment_of(&key))?;
-        let found = partition
-            .send(partition::Get { key })
-            .await
-            .map_err(unavailable)?;
-        found.ok_or(GridError::NotFound)
+    /// Reads an entry. Like [`Grid::put`] and [`Grid::remove`], the request
+    /// is routed and queued at the partition when this is called, not when
+    /// the future is first polled: one caller's operations reach a
+    /// partition in the order it made them, however its futures are polled.
+    pub fn get(&self, cache: &str, key: Key) -> impl Future<Output = Result<EntryView, GridError>> + 'static {
+        let sent = self
+            .partition_for(cache, &key)
+            .map(|partition| partition.send(partition::Get { key }));
+        self.reply("get", sent, |found| found.ok_or(GridError::NotFound))
     }
 
     /// Writes `value` under `key`. `lifespan_ms: None` takes the cache's
     /// default lifespan.
-    pub async fn put(
+    pub fn put(
         &self,
         cache: &str,
         key: Key,
         value: JsonValue,
         precondition: Precondition,
         lifespan_ms: Option<u64>,
-    ) -> Result<PutOutcome, GridError> {
-        let result = self.put_inner(cache, key, value, precondition, lifespan_ms).await;
-        self.inner.setup.metrics.count_operation("put", &result);
-        result
+    ) -> impl Future<Output = Result<PutOutcome, GridError>> + 'static {
+        let sent = self.cache(cache).and_then(|cache| {
+            let config = cache.config();
+            let size = value.get().len();
+            if size > config.max_value_bytes {
+                return Err(GridError::TooLarge {
+                    size,
+                    limit: config.max_value_bytes,
+                });
+            }
+            if lifespan_ms == Some(0) {
+                return Err(GridError::BadRequest("lifespan_ms must be at least 1".into()));
+            }
+            let request = PutRequest {
+                lifespan_ms: lifespan_ms.or(config.lifespan_ms),
+                key,
+                value,
+                precondition,
+            };
+            let partition = cache.partition(cache.segment_of(&request.key))?;
+            Ok(partition.send(partition::Put(request)))
+        });
+        self.reply("put", sent, |outcome| outcome)
     }
 
-    async fn put_inner(
+    pub fn remove(
         &self,
         cache: &str,
         key: Key,
-        value: JsonValue,
         precondition: Precondition,
-        lifespan_ms: Option<u64>,
-    ) -> Result<PutOutcome, GridError> {
+    ) -> impl Future<Output = Result<Version, GridError>> + 'static {
+        let sent = self
+            .partition_for(cache, &key)
+            .map(|partition| partition.send(partition::Remove { key, precondition }));
+        self.reply("remove", sent, |outcome| outcome)
+    }
+
+    fn partition_for(&self, cache: &str, key: &str) -> Result<Addr<Partition>, GridError> {
         let cache = self.cache(cache)?;
-        let config = cache.config();
-        let size = value.get().len();
-        if size > config.max_value_bytes {
-            return Err(GridError::TooLarge {
-                size,
-                limit: config.max_value_bytes,
-            });
-        }
-        if lifespan_ms == Some(0) {
-            return Err(GridError::BadRequest("lifespan_ms must be at least 1".into()));
-        }
-        let request = PutRequest {
-            key,
-            value,
-            precondition,
-            lifespan_ms: lifespan_ms.or(config.lifespan_ms),
-        };
-        let partition = cache.partition(cache.segment_of(&request.key))?;
-        partition
-            .send(partition::Put(request))
-            .await
-            .map_err(unavailable)?
+        cache.partition(cache.segment_of(key)).cloned()
     }
 
-    pub async fn remove(
+    /// Awaits a partition's reply to a request already queued, and counts
+    /// the operation's outcome.
+    fn reply<M, T>(
         &self,
-        cache: &str,
-        key: Key,
-        precondition: Precondition,
-    ) -> Result<Version, GridError> {
-        let result = self.remove_inner(cache, key, precondition).await;
-        self.inner.setup.metrics.count_operation("remove", &result);
-        result
-    }
-
-    async fn remove_inner(
-        &self,
-        cache: &str,
-        key: Key,
-        precondition: Precondition,
-    ) -> Result<Version, GridError> {
-        let cache = self.cache(cache)?;
-        let partition = cache.partition(cache.segment_of(&key))?;
-        partition
-            .send(partition::Remove { key, precondition })
-            .await
-            .map_err(unavailable)?
+        op: &'static str,
+        sent: Result<Request<Partition, M>, GridError>,
+        finish: impl FnOnce(M::Result) -> Result<T, GridError> + 'static,
+    ) -> impl Future<Output = Result<T, GridError>> + 'static
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        Partition: actix::Handler<M>,
+    {
+        let metrics = self.inner.setup.metrics.clone();
+        async move {
+            let result = match sent {
+                Ok(request) => request.await.map_err(unavailable).and_then(finish),
+                Err(err) => Err(err),
+            };
+            metrics.count_operation(op, &result);
+            result
+        }
     }
 
     /// Up to `limit` (at most [`MAX_PAGE`]) entries whose keys start with

@@ -128,3 +128,73 @@ impl Handler<Unregister> for Listener {
         self.metrics.subscriptions.set(self.index.len() as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{Event, EventKind, SegmentId, Version};
+    use crate::metrics::Metrics;
+    use actix::{Actor, Context, Handler};
+    use tokio::sync::mpsc;
+
+    /// Stands in for a session: forwards what it is pushed to the test.
+    struct FakeSession(mpsc::UnboundedSender<(SubId, Arc<EncodedEvent>)>);
+
+    impl Actor for FakeSession {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Push> for FakeSession {
+        type Result = ();
+        fn handle(&mut self, push: Push, _: &mut Context<Self>) {
+            let _ = self.0.send((push.sub, push.event));
+        }
+    }
+
+    fn event(key: &str) -> Arc<Event> {
+        Arc::new(Event {
+            id: uuid::Uuid::now_v7(),
+            kind: EventKind::Created,
+            cache: CacheName::parse("c").unwrap(),
+            key: Arc::from(key),
+            value: None,
+            version: Version(1),
+            segment: SegmentId(0),
+            ts: 0,
+        })
+    }
+
+    #[actix::test]
+    async fn an_event_fed_twice_is_delivered_once_and_counted() {
+        let metrics = Metrics::new();
+        let listener = Listener::new(&ListenerConfig::default(), metrics.push.clone()).start();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = FakeSession(tx).start();
+        listener
+            .send(Register {
+                session: 1,
+                sub: 7,
+                cache: CacheName::parse("c").unwrap(),
+                filter: Filter::Prefix(Arc::from("p/")),
+                recipient: session.recipient(),
+            })
+            .await
+            .unwrap();
+        let first = event("p/1");
+        listener.send(Published(first.clone())).await.unwrap();
+        listener.send(Published(first.clone())).await.unwrap();
+        listener.send(Published(event("q/1"))).await.unwrap();
+        let second = event("p/2");
+        listener.send(Published(second.clone())).await.unwrap();
+
+        let (sub, pushed) = rx.recv().await.unwrap();
+        assert_eq!((sub, pushed.event.id), (7, first.id));
+        let (_, pushed) = rx.recv().await.unwrap();
+        assert_eq!(
+            pushed.event.id, second.id,
+            "the duplicate and the unmatched key were not pushed"
+        );
+        assert_eq!(metrics.push.duplicates_dropped.get(), 1);
+        assert_eq!(metrics.push.listener_events.get(), 3);
+    }
+}

@@ -44,8 +44,11 @@ use crate::push::{SessionId, SubId};
 const SNAPSHOT_FRAME_ENTRIES: usize = 1000;
 /// Frames handed to the socket per write task.
 const WRITE_BATCH: usize = 64;
-/// How long a close frame may wait for a socket that is not draining.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a close frame may wait for a socket that is not draining. A
+/// stopped session holds only its socket and at most the transport's 32
+/// frames meanwhile; a stalled client that resumes reading within this gets
+/// its close code (1013) instead of a bare disconnect.
+const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -141,21 +144,18 @@ impl Session {
                 let Some(key) = self.valid(parse_key(&key), id.as_ref(), ctx) else {
                     return;
                 };
-                let grid = self.grid.clone();
-                self.run(
-                    ctx,
-                    id,
-                    async move { grid.get(&cache, key).await },
-                    |s, id, entry: EntryView, ctx| {
-                        let message = ServerMessage::Entry {
-                            id,
-                            key: &entry.key,
-                            value: &entry.value,
-                            version: entry.version,
-                        };
-                        s.reply(&message, ctx)
-                    },
-                );
+                // Called here, not inside the spawned future: the request is
+                // queued at its partition now, in the order the client sent it.
+                let get = self.grid.get(&cache, key);
+                self.run(ctx, id, get, |s, id, entry: EntryView, ctx| {
+                    let message = ServerMessage::Entry {
+                        id,
+                        key: &entry.key,
+                        value: &entry.value,
+                        version: entry.version,
+                    };
+                    s.reply(&message, ctx)
+                });
             }
             ClientOp::Put {
                 cache,
@@ -180,8 +180,7 @@ impl Session {
                     return;
                 };
                 let value = JsonValue::from_value(&value);
-                let grid = self.grid.clone();
-                let put = async move { grid.put(&cache, key, value, precondition, lifespan_ms).await };
+                let put = self.grid.put(&cache, key, value, precondition, lifespan_ms);
                 self.run(ctx, id, put, |s, id, outcome, ctx| {
                     let message = ServerMessage::Ok {
                         id,
@@ -202,8 +201,7 @@ impl Session {
                 let precondition = if_version.map_or(Precondition::None, |v| {
                     Precondition::IfVersion(crate::grid::Version(v))
                 });
-                let grid = self.grid.clone();
-                let remove = async move { grid.remove(&cache, key, precondition).await };
+                let remove = self.grid.remove(&cache, key, precondition);
                 self.run(ctx, id, remove, |s, id, version, ctx| {
                     s.reply(
                         &ServerMessage::Ok {
