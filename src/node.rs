@@ -100,6 +100,9 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
             .configure(configure)
     })
     .workers(Config::threads(config.http_workers))
+    // A push server writes small frames as they happen; Nagle's algorithm
+    // would hold them back for up to a delayed-ACK timeout (~40 ms).
+    .tcp_nodelay(true)
     .listen(tcp)
     .map_err(|e| format!("cannot listen on {address}: {e}"))?
     .run();
