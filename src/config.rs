@@ -24,6 +24,9 @@ pub struct Cli {
     /// Do not run the demo match feed on the `scores` cache
     #[arg(long)]
     pub no_demo: bool,
+    /// Speed of the demo feed, in game minutes per second (raise it for load) [default: 1]
+    #[arg(long, value_name = "RATE")]
+    pub demo_rate: Option<f64>,
     /// Log filter, as RUST_LOG (error, warn, info, debug, trace, or per module) [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -41,6 +44,8 @@ pub struct Config {
     pub log_level: String,
     /// Run the demo match feed.
     pub demo: bool,
+    /// Demo speed: game minutes per second, per match.
+    pub demo_rate: f64,
     /// Threads for partition actors; 0 means one per core.
     pub arbiters: usize,
     /// HTTP worker threads; 0 means one per core.
@@ -128,6 +133,7 @@ impl Default for Config {
             bind: "127.0.0.1:8080".into(),
             log_level: "info".into(),
             demo: true,
+            demo_rate: 1.0,
             arbiters: 0,
             http_workers: 0,
             node_id: None,
@@ -155,6 +161,9 @@ impl Config {
         }
         if cli.no_demo {
             config.demo = false;
+        }
+        if let Some(rate) = cli.demo_rate {
+            config.demo_rate = rate;
         }
         if let Some(level) = &cli.log_level {
             config.log_level = level.clone();
@@ -185,6 +194,12 @@ impl Config {
         }
         if self.arbiters > 1024 {
             return Err(format!("arbiters: must be at most 1024, not {}", self.arbiters));
+        }
+        if !(self.demo_rate > 0.0 && self.demo_rate <= 10_000.0) {
+            return Err(format!(
+                "demo_rate: must be above 0 and at most 10000, not {}",
+                self.demo_rate
+            ));
         }
         let ws = &self.websocket;
         if ws.heartbeat_interval_ms == 0 || ws.client_timeout_ms == 0 {

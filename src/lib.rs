@@ -8,6 +8,7 @@
 //! subscriptions it concerns.
 
 pub mod config;
+pub mod demo;
 pub mod grid;
 pub mod metrics;
 pub mod node;

@@ -35,7 +35,10 @@ fn main() -> ExitCode {
     let served = actix_web::rt::System::new().block_on(async move {
         let node = pushgrid::node::start(config).await?;
         raise_file_limit();
-        println!("pushgrid listening on http://{}/", node.address);
+        println!(
+            "pushgrid listening on http://{}/ (open it in a browser for the live scoreboard)",
+            node.address
+        );
         let _ = std::io::stdout().flush();
         node.server.await.map_err(|e| format!("server failed: {e}"))
     });

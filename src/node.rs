@@ -10,6 +10,7 @@ use actix::{Actor, Arbiter};
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::Config;
+use crate::demo::{DemoFeed, DEMO_CACHE};
 use crate::grid::membership::{Member, Membership};
 use crate::grid::topology::MemberId;
 use crate::grid::{CacheName, Grid, GridSetup};
@@ -87,6 +88,17 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
             close_after_bytes: ws.close_after_bytes,
         },
     });
+    if config.demo {
+        DemoFeed::start(grid.clone(), config.demo_rate)
+            .await
+            .map_err(|e| format!("cannot start the demo feed: {e}"))?;
+        log::info!(
+            "demo feed: {} matches on cache {DEMO_CACHE} at {} game minutes/s (--no-demo to turn off)",
+            crate::demo::MATCHES,
+            config.demo_rate
+        );
+    }
+
     let state = web::Data::new(AppState {
         grid: grid.clone(),
         metrics,

@@ -2,6 +2,7 @@
 //! endpoints and the static scoreboard. [`AppState`] is what every handler
 //! shares; [`configure`] mounts everything on an actix-web `App`.
 
+pub mod assets;
 pub mod error;
 pub mod handshake;
 pub mod rest;
@@ -39,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default().error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
     )
     .route("/ws", web::get().to(session::websocket))
+    .configure(assets::routes)
     .configure(rest::routes)
     .default_service(web::to(not_found));
 }

@@ -28,16 +28,28 @@ impl TestNode {
         TestNode::start_with("", &[])
     }
 
+    /// A node running the demo feed, as `cargo run` does.
+    pub fn start_demo(args: &[&str]) -> TestNode {
+        TestNode::launch("", args, false)
+    }
+
     /// A node with `config_toml` as its config file (when not empty) and
     /// extra flags.
     pub fn start_with(config_toml: &str, args: &[&str]) -> TestNode {
+        TestNode::launch(config_toml, args, true)
+    }
+
+    fn launch(config_toml: &str, args: &[&str], no_demo: bool) -> TestNode {
         let config = (!config_toml.is_empty()).then(|| {
             let mut file = tempfile::NamedTempFile::new().expect("temp file");
             file.write_all(config_toml.as_bytes()).expect("write config");
             file
         });
         let mut command = Command::new(env!("CARGO_BIN_EXE_pushgrid"));
-        command.args(["--bind", "127.0.0.1:0", "--no-demo"]).args(args);
+        command.args(["--bind", "127.0.0.1:0"]).args(args);
+        if no_demo {
+            command.arg("--no-demo");
+        }
         if let Some(file) = &config {
             command.arg("--config").arg(file.path());
         }

@@ -1,0 +1,142 @@
+// The live scoreboard: follows the `scores` cache through pushgrid.js and
+// keeps one card per match, flashing a score when it changes. The + and −
+// buttons write through the WebSocket with compare-and-set.
+
+import { PushgridClient } from "/static/pushgrid.js";
+
+const CACHE = "scores";
+const board = document.getElementById("board");
+const empty = document.getElementById("empty");
+const connection = document.getElementById("connection");
+const connectionText = document.getElementById("connection-text");
+const rate = document.getElementById("event-rate");
+const template = document.getElementById("card-template");
+
+const STATUS_TEXT = { scheduled: "Soon", live: "Live", half_time: "Half time", full_time: "Full time" };
+const STATUS_ORDER = { live: 0, half_time: 1, scheduled: 2, full_time: 3 };
+const CONNECTION_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline" };
+
+/** key -> { value, version, card } */
+const matches = new Map();
+
+const client = new PushgridClient({
+  onStatus(status) {
+    connection.dataset.state = status;
+    connectionText.textContent = CONNECTION_TEXT[status] || status;
+  },
+});
+window.pushgridClient = client; // for the browser test and the curious
+
+client.subscribe(CACHE, { prefix: "match/" }, {
+  onSnapshot(entries, { reset }) {
+    const keep = new Set(entries.map((e) => e.key));
+    for (const key of [...matches.keys()]) if (!keep.has(key)) removeMatch(key);
+    for (const entry of entries) upsert(entry.key, entry.value, entry.version, !reset && !matches.has(entry.key));
+    layout();
+  },
+  onEvent(event) {
+    if (event.kind === "removed" || event.kind === "expired") removeMatch(event.key);
+    else upsert(event.key, event.value, event.version, true);
+    layout();
+  },
+});
+
+setInterval(() => {
+  rate.textContent = client.status === "live" ? `${client.eventRate().toFixed(1)} events/s` : "";
+}, 500);
+
+function upsert(key, value, version, animate) {
+  let match = matches.get(key);
+  if (!match) {
+    const card = template.content.firstElementChild.cloneNode(true);
+    card.dataset.key = key;
+    card.addEventListener("click", (e) => {
+      const button = e.target.closest("button");
+      if (button) changeScore(key, button.dataset.side, button.classList.contains("plus") ? 1 : -1);
+    });
+    match = { value: null, version: 0, card };
+    matches.set(key, match);
+  }
+  const previous = match.value;
+  match.value = value;
+  match.version = version;
+  render(match, previous, animate);
+}
+
+function render({ card, value }, previous, animate) {
+  card.querySelector(".league").textContent = value.league || "";
+  card.querySelector(".home .name").textContent = value.home;
+  card.querySelector(".away .name").textContent = value.away;
+  const status = card.querySelector(".status");
+  status.dataset.status = value.status;
+  status.textContent = value.status === "live" ? `${minuteText(value.minute)}` : STATUS_TEXT[value.status] || value.status;
+  card.dataset.status = value.status;
+  for (const side of ["home", "away"]) {
+    const score = card.querySelector(`.${side}-score`);
+    const now = value[`${side}_score`];
+    score.textContent = now;
+    if (animate && previous && previous[`${side}_score`] !== now) {
+      score.classList.remove("flash");
+      void score.offsetWidth; // restart the animation
+      score.classList.add("flash");
+    }
+  }
+  const goals = card.querySelector(".goals");
+  goals.replaceChildren(
+    ...(value.goals || []).map((goal) => {
+      const li = document.createElement("li");
+      li.className = goal.side;
+      li.textContent = `${goal.minute}' ${goal.side === "home" ? value.home : value.away}`;
+      return li;
+    }),
+  );
+}
+
+function minuteText(minute) {
+  return minute > 90 ? `90+${minute - 90}'` : `${minute}'`;
+}
+
+function removeMatch(key) {
+  const match = matches.get(key);
+  if (!match) return;
+  matches.delete(key);
+  match.card.classList.add("leaving");
+  setTimeout(() => match.card.remove(), 400);
+}
+
+function layout() {
+  const ordered = [...matches.entries()].sort(([ka, a], [kb, b]) => {
+    const byStatus = (STATUS_ORDER[a.value.status] ?? 9) - (STATUS_ORDER[b.value.status] ?? 9);
+    return byStatus || ka.localeCompare(kb, undefined, { numeric: true });
+  });
+  ordered.forEach(([, match], i) => {
+    if (board.children[i] !== match.card) board.insertBefore(match.card, board.children[i] || null);
+  });
+  empty.classList.toggle("hidden", matches.size > 0);
+}
+
+/** A person's change: written with compare-and-set, retried once on a race. */
+async function changeScore(key, side, delta, retried = false) {
+  const match = matches.get(key);
+  if (!match) return;
+  const value = structuredClone(match.value);
+  const field = `${side}_score`;
+  value[field] = Math.max(0, value[field] + delta);
+  if (value[field] === match.value[field]) return;
+  value.goals = value.goals || [];
+  if (delta > 0) value.goals.push({ minute: value.minute, side });
+  else {
+    const last = value.goals.map((g) => g.side).lastIndexOf(side);
+    if (last >= 0) value.goals.splice(last, 1);
+  }
+  try {
+    await client.put(CACHE, key, value, { if_version: match.version });
+  } catch (error) {
+    if (error.code === "version_mismatch" && !retried) {
+      const current = await client.get(CACHE, key);
+      upsert(key, current.value, current.version, true);
+      return changeScore(key, side, delta, true);
+    }
+    console.warn("pushgrid: could not change the score", error);
+  }
+}
