@@ -296,7 +296,7 @@ async fn fanout(settings: &Settings, report: &mut Report) {
     for format in settings.formats.clone().unwrap_or(vec![Format::Json]) {
         for (name, start) in settings.servers() {
             let mut best: Option<BTreeMap<String, Value>> = None;
-            let mut rate = settings.rate.unwrap_or(500.0);
+            let mut rate = settings.rate.unwrap_or(25.0);
             let subscribers = settings.subscribers.unwrap_or(1000);
             loop {
                 let server = start();

@@ -216,11 +216,9 @@ async fn the_scoreboard_follows_the_grid_live_across_reconnects_and_windows() {
         eventually(&page, CONNECTION, Duration::from_secs(5), |v| v == "live").await,
         "live"
     );
-    let names = page
-        .find(Locator::Css("[data-key=\"match/2\"] .home .name"))
-        .await
-        .unwrap();
-    assert_eq!(names.text().await.unwrap(), "Gamma");
+    // textContent, not WebDriver's rendered text: cards fade in.
+    let name = "return document.querySelector('[data-key=\"match/2\"] .home .name').textContent";
+    assert_eq!(page.execute(name, vec![]).await.unwrap(), "Gamma");
     assert_eq!(
         page.execute(&score_of("match/2", "home"), vec![]).await.unwrap(),
         "2"

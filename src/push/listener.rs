@@ -4,11 +4,19 @@
 //! rebalance), finds the subscriptions that want it in the
 //! [`SubscriptionIndex`], and pushes it to their sessions as a shared
 //! [`EncodedEvent`], so each format is encoded once whatever the fan-out.
+//!
+//! Pushes are batched per session: routed events wait in `pending` until
+//! the listener's mailbox is empty (a `Flush` it sends itself runs only
+//! then), and each session gets one [`Push`] with all of its events. Under
+//! load that turns one message, allocation and cross-thread wake per event
+//! per subscriber into one per session per burst; when idle, a burst is one
+//! event and nothing waits.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler, Message, Recipient};
+use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 
 use super::dedup::DedupWindow;
 use super::filter::Filter;
@@ -26,10 +34,18 @@ struct Target {
     recipient: Recipient<Push>,
 }
 
+/// Events routed to one session, not yet sent.
+struct Batch {
+    recipient: Recipient<Push>,
+    events: Vec<(SubId, Arc<EncodedEvent>)>,
+}
+
 pub struct Listener {
     dedup: DedupWindow,
     index: SubscriptionIndex<Target>,
     metrics: PushMetrics,
+    pending: HashMap<SessionId, Batch>,
+    flush_scheduled: bool,
 }
 
 impl Listener {
@@ -41,6 +57,8 @@ impl Listener {
             ),
             index: SubscriptionIndex::default(),
             metrics,
+            pending: HashMap::new(),
+            flush_scheduled: false,
         }
     }
 }
@@ -53,13 +71,18 @@ impl Actor for Listener {
     }
 }
 
-/// An event for one subscription of the receiving session.
+/// Events for subscriptions of the receiving session, in the order the
+/// listener routed them.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Push {
-    pub sub: SubId,
-    pub event: Arc<EncodedEvent>,
+    pub events: Vec<(SubId, Arc<EncodedEvent>)>,
 }
+
+/// Sends every pending batch; the listener sends it to itself.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
 
 /// Starts routing matching events to `recipient`. Acknowledged once the
 /// subscription is in the index: every event the listener handles after
@@ -86,21 +109,43 @@ pub struct Unregister {
 impl Handler<Published> for Listener {
     type Result = ();
 
-    fn handle(&mut self, Published(event): Published, _: &mut Context<Self>) {
+    fn handle(&mut self, Published(event): Published, ctx: &mut Context<Self>) {
         if !self.dedup.first_sighting(event.id, Instant::now()) {
             self.metrics.duplicates_dropped.inc();
             return;
         }
         self.metrics.listener_events.inc();
         let mut encoded: Option<Arc<EncodedEvent>> = None;
+        let pending = &mut self.pending;
         self.index
             .for_each_match(event.cache.as_str(), &event.key, |target| {
                 let event = encoded.get_or_insert_with(|| EncodedEvent::new(event.clone()));
-                target.recipient.do_send(Push {
-                    sub: target.sub,
-                    event: event.clone(),
-                });
+                pending
+                    .entry(target.session)
+                    .or_insert_with(|| Batch {
+                        recipient: target.recipient.clone(),
+                        events: Vec::new(),
+                    })
+                    .events
+                    .push((target.sub, event.clone()));
             });
+        if !self.pending.is_empty() && !self.flush_scheduled {
+            // Runs once the mailbox is empty: everything queued until then
+            // goes out in the same batches.
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+    }
+}
+
+impl Handler<Flush> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        for (_, batch) in self.pending.drain() {
+            batch.recipient.do_send(Push { events: batch.events });
+        }
     }
 }
 
@@ -147,7 +192,9 @@ mod tests {
     impl Handler<Push> for FakeSession {
         type Result = ();
         fn handle(&mut self, push: Push, _: &mut Context<Self>) {
-            let _ = self.0.send((push.sub, push.event));
+            for pushed in push.events {
+                let _ = self.0.send(pushed);
+            }
         }
     }
 

@@ -374,21 +374,32 @@ impl Session {
         ctx: &mut Context<Self>,
     ) {
         for event in events {
-            match self.outbox.push_event(sub, event) {
-                Admission::Queued => {}
-                Admission::Conflated => self.metrics.events_conflated.inc(),
-                Admission::Overloaded => {
-                    self.metrics.slow_consumer_closes.inc();
-                    log::warn!(
-                        "session {} closed: {} bytes waiting even with conflation",
-                        self.id,
-                        self.outbox.pending_bytes()
-                    );
-                    return self.close(CloseCode::Again, "cannot keep up", ctx);
-                }
+            if !self.admit(sub, event, ctx) {
+                return;
             }
         }
         self.pump(ctx);
+    }
+
+    /// Queues one event; false when the session had to close instead.
+    fn admit(&mut self, sub: SubId, event: Arc<EncodedEvent>, ctx: &mut Context<Self>) -> bool {
+        match self.outbox.push_event(sub, event) {
+            Admission::Queued => true,
+            Admission::Conflated => {
+                self.metrics.events_conflated.inc();
+                true
+            }
+            Admission::Overloaded => {
+                self.metrics.slow_consumer_closes.inc();
+                log::warn!(
+                    "session {} closed: {} bytes waiting even with conflation",
+                    self.id,
+                    self.outbox.pending_bytes()
+                );
+                self.close(CloseCode::Again, "cannot keep up", ctx);
+                false
+            }
+        }
     }
 
     fn unregister(&self, sub: SubId, subscription: Subscription) {
@@ -579,15 +590,20 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
 impl Handler<Push> for Session {
     type Result = ();
 
-    fn handle(&mut self, Push { sub, event }: Push, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Push { events }: Push, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
-        let Some(subscription) = self.subscriptions.get_mut(&sub) else {
-            return;
-        };
-        if let Some(event) = subscription.offer(event) {
-            self.enqueue_events(sub, std::iter::once(event), ctx);
+        for (sub, event) in events {
+            let Some(subscription) = self.subscriptions.get_mut(&sub) else {
+                continue;
+            };
+            if let Some(event) = subscription.offer(event) {
+                if !self.admit(sub, event, ctx) {
+                    return;
+                }
+            }
         }
+        self.pump(ctx);
     }
 }
