@@ -289,12 +289,21 @@ pub async fn publish(
     let reader = async {
         let mut ack_latency_us = Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
         let mut acked = 0u64;
+        // Once sending is over, wait at most this long for the last acks.
+        let mut give_up: Option<Instant> = None;
         loop {
-            if done_sending.get().is_some_and(|n| acked >= *n) {
-                break;
+            if let Some(total) = done_sending.get() {
+                let deadline = *give_up.get_or_insert_with(|| Instant::now() + Duration::from_secs(10));
+                if acked >= *total || Instant::now() > deadline {
+                    break;
+                }
             }
-            let next = tokio::time::timeout(Duration::from_secs(10), source.next()).await;
-            let Ok(Some(Ok(message))) = next else { break };
+            // Short waits, so the end of sending is noticed at once.
+            let message = match tokio::time::timeout(Duration::from_millis(20), source.next()).await {
+                Err(_) => continue,
+                Ok(Some(Ok(message))) => message,
+                Ok(_) => break,
+            };
             if let Some(reply) = format.decode::<Incoming>(&message) {
                 if reply.kind == "ok" {
                     acked += 1;

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -48,6 +49,47 @@ impl Format {
             Format::MsgPack => rmp_serde::to_vec_named(message)
                 .expect("server messages always encode")
                 .into(),
+        }
+    }
+
+    /// Encodes one message as a whole frame.
+    pub fn frame(self, message: &impl Serialize) -> WireFrame {
+        self.wrap(self.encode(message))
+    }
+
+    /// A payload of this format as its frame: text for JSON, binary for
+    /// MessagePack.
+    fn wrap(self, payload: Bytes) -> WireFrame {
+        match self {
+            Format::Json => WireFrame::Text(ByteString::try_from(payload).expect("JSON is UTF-8")),
+            Format::MsgPack => WireFrame::Binary(payload),
+        }
+    }
+}
+
+/// A server frame ready for the socket; cloning shares the bytes.
+#[derive(Clone, Debug)]
+pub enum WireFrame {
+    Text(ByteString),
+    Binary(Bytes),
+}
+
+impl WireFrame {
+    pub fn len(&self) -> usize {
+        match self {
+            WireFrame::Text(text) => text.len(),
+            WireFrame::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            WireFrame::Text(text) => text.as_bytes(),
+            WireFrame::Binary(bytes) => bytes,
         }
     }
 }
@@ -259,14 +301,22 @@ impl<'a> WireEvent<'a> {
     }
 }
 
+/// The subscription id most connections use: their first and only one.
+const FIRST_SUB: &str = "s1";
+
 /// An event with its encodings, each made the first time a subscriber needs
 /// it and then shared by every other subscriber: at most four encodings per
 /// event whatever the number of subscribers.
+///
+/// The whole frame differs between subscribers only by `sub`. Most
+/// connections hold one subscription, `s1`, so its frames are made once too
+/// and shared; other subscriptions get the shared encoding wrapped for them.
 #[derive(Debug)]
 pub struct EncodedEvent {
     pub event: Arc<Event>,
     /// Indexed by [`EncodedEvent::slot`].
     encodings: [OnceLock<Bytes>; 4],
+    first_sub_frames: [OnceLock<WireFrame>; 4],
 }
 
 impl EncodedEvent {
@@ -274,6 +324,7 @@ impl EncodedEvent {
         Arc::new(EncodedEvent {
             event,
             encodings: Default::default(),
+            first_sub_frames: Default::default(),
         })
     }
 
@@ -287,9 +338,18 @@ impl EncodedEvent {
             .get_or_init(|| format.encode(&WireEvent::new(&self.event, conflated)))
     }
 
-    /// `{"type":"event","sub":...,"event":{...}}`: the shared encoding
-    /// wrapped for one subscription, without re-encoding the event.
-    pub fn frame(&self, format: Format, sub: &str, conflated: bool) -> Bytes {
+    /// `{"type":"event","sub":...,"event":{...}}` for one subscription.
+    pub fn frame(&self, format: Format, sub: &str, conflated: bool) -> WireFrame {
+        if sub == FIRST_SUB {
+            return self.first_sub_frames[Self::slot(format, conflated)]
+                .get_or_init(|| format.wrap(self.wrap(format, sub, conflated)))
+                .clone();
+        }
+        format.wrap(self.wrap(format, sub, conflated))
+    }
+
+    /// The shared encoding wrapped for `sub`, without re-encoding the event.
+    fn wrap(&self, format: Format, sub: &str, conflated: bool) -> Bytes {
         let event = self.encoded(format, conflated);
         match format {
             Format::Json => {
@@ -350,7 +410,8 @@ mod tests {
     #[test]
     fn json_event_frames_match_the_contract() {
         let encoded = EncodedEvent::new(event(Some(r#"{"home":2,"away":1}"#)));
-        let frame: Value = serde_json::from_slice(&encoded.frame(Format::Json, "s1", false)).unwrap();
+        let frame: Value =
+            serde_json::from_slice(encoded.frame(Format::Json, "s1", false).payload()).unwrap();
         assert_eq!(frame["type"], "event");
         assert_eq!(frame["sub"], "s1");
         let e = &frame["event"];
@@ -367,18 +428,21 @@ mod tests {
         );
         assert_eq!(e["ts"], 1_764_000_000_123_u64);
         assert!(e.get("conflated").is_none());
-        let conflated: Value = serde_json::from_slice(&encoded.frame(Format::Json, "s1", true)).unwrap();
+        let conflated: Value =
+            serde_json::from_slice(encoded.frame(Format::Json, "s1", true).payload()).unwrap();
         assert_eq!(conflated["event"]["conflated"], true);
     }
 
     #[test]
     fn msgpack_event_frames_carry_the_same_fields_and_values() {
         let encoded = EncodedEvent::new(event(Some(r#"{"home":2,"list":[1,"x",null]}"#)));
-        let json: Value = serde_json::from_slice(&encoded.frame(Format::Json, "s9", false)).unwrap();
-        let msgpack: Value = rmp_serde::from_slice(&encoded.frame(Format::MsgPack, "s9", false)).unwrap();
+        let json: Value = serde_json::from_slice(encoded.frame(Format::Json, "s9", false).payload()).unwrap();
+        let msgpack: Value =
+            rmp_serde::from_slice(encoded.frame(Format::MsgPack, "s9", false).payload()).unwrap();
         assert_eq!(json, msgpack);
         let removed = EncodedEvent::new(event(None));
-        let msgpack: Value = rmp_serde::from_slice(&removed.frame(Format::MsgPack, "s9", true)).unwrap();
+        let msgpack: Value =
+            rmp_serde::from_slice(removed.frame(Format::MsgPack, "s9", true).payload()).unwrap();
         assert!(msgpack["event"].get("value").is_none());
         assert_eq!(msgpack["event"]["conflated"], true);
     }
@@ -390,6 +454,13 @@ mod tests {
         encoded.frame(Format::Json, "s1", false);
         encoded.frame(Format::Json, "s2", false);
         assert_eq!(a, encoded.encoded(Format::Json, false).as_ptr());
+        // The first subscription's frame is built once and shared.
+        let first = encoded.frame(Format::Json, "s1", false);
+        let again = encoded.frame(Format::Json, "s1", false);
+        assert_eq!(first.payload().as_ptr(), again.payload().as_ptr());
+        let other = encoded.frame(Format::Json, "s2", false);
+        let other: Value = serde_json::from_slice(other.payload()).unwrap();
+        assert_eq!(other["sub"], "s2");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::SubId;
 use crate::grid::Key;
-use crate::protocol::ws::{EncodedEvent, Format};
+use crate::protocol::ws::{EncodedEvent, Format, WireFrame};
 
 #[derive(Clone, Copy, Debug)]
 pub struct OutboxLimits {
@@ -26,7 +26,7 @@ pub struct OutboxLimits {
 #[derive(Debug)]
 pub enum Outgoing {
     /// A reply or snapshot frame, encoded.
-    Message(Bytes),
+    Message(WireFrame),
     Event {
         sub: SubId,
         event: Arc<EncodedEvent>,
@@ -89,7 +89,8 @@ impl Outbox {
     /// own requests, which it bounds by asking.
     pub fn push(&mut self, item: Outgoing) {
         let bytes = match &item {
-            Outgoing::Message(b) | Outgoing::Pong(b) => b.len(),
+            Outgoing::Message(frame) => frame.len(),
+            Outgoing::Pong(b) => b.len(),
             Outgoing::Ping => 0,
             Outgoing::Event { event, .. } => event.encoded(self.format, false).len(),
         };
@@ -273,8 +274,9 @@ mod tests {
     #[test]
     fn replies_are_never_conflated() {
         let mut outbox = outbox(0, 1);
-        outbox.push(Outgoing::Message(Bytes::from_static(b"{\"type\":\"pong\"}")));
-        outbox.push(Outgoing::Message(Bytes::from_static(b"{\"type\":\"pong\"}")));
+        let pong = WireFrame::Text("{\"type\":\"pong\"}".into());
+        outbox.push(Outgoing::Message(pong.clone()));
+        outbox.push(Outgoing::Message(pong));
         assert_eq!(std::iter::from_fn(|| outbox.pop()).count(), 2);
     }
 }

@@ -23,7 +23,6 @@ use actix::{
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use bytes::Bytes;
-use bytestring::ByteString;
 
 use super::error::ApiError;
 use super::handshake::{negotiate_format, origin_allowed};
@@ -32,6 +31,7 @@ use crate::grid::{parse_key, EntryView, Grid, GridError, JsonValue, Precondition
 use crate::metrics::PushMetrics;
 use crate::protocol::ws::{
     decode_request, wire_positions, ClientOp, ClientRequest, EncodedEvent, Format, RequestId, ServerMessage,
+    WireFrame,
 };
 use crate::protocol::{ErrorCode, ErrorDetail};
 use crate::push::filter::Filter;
@@ -124,7 +124,7 @@ pub struct Session {
 
 /// A frame on its way to the socket.
 enum Frame {
-    Data(Bytes),
+    Data(WireFrame),
     Ping,
     Pong(Bytes),
 }
@@ -363,7 +363,7 @@ impl Session {
                 positions: done.then_some(&wire),
                 reset,
             };
-            self.outbox.push(Outgoing::Message(self.format.encode(&message)));
+            self.outbox.push(Outgoing::Message(self.format.frame(&message)));
         }
     }
 
@@ -436,7 +436,7 @@ impl Session {
     }
 
     fn reply(&mut self, message: &ServerMessage, ctx: &mut Context<Self>) {
-        self.outbox.push(Outgoing::Message(self.format.encode(message)));
+        self.outbox.push(Outgoing::Message(self.format.frame(message)));
         self.pump(ctx);
     }
 
@@ -487,15 +487,12 @@ impl Session {
             return;
         }
         self.writing = true;
-        let (mut ws, format) = (self.ws.clone(), self.format);
+        let mut ws = self.ws.clone();
         let write = async move {
             for frame in batch {
                 match frame {
-                    Frame::Data(bytes) if format == Format::Json => {
-                        let text = ByteString::try_from(bytes).expect("JSON frames are UTF-8");
-                        ws.text(text).await?
-                    }
-                    Frame::Data(bytes) => ws.binary(bytes).await?,
+                    Frame::Data(WireFrame::Text(text)) => ws.text(text).await?,
+                    Frame::Data(WireFrame::Binary(bytes)) => ws.binary(bytes).await?,
                     Frame::Ping => ws.ping(b"").await?,
                     Frame::Pong(bytes) => ws.pong(&bytes).await?,
                 }
