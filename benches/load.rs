@@ -96,6 +96,11 @@ impl Settings {
         settings
     }
 
+    /// The formats asked for, or the scenario's own default.
+    fn formats_or(&self, default: &[Format]) -> Vec<Format> {
+        self.formats.clone().unwrap_or_else(|| default.to_vec())
+    }
+
     /// The servers to run each scenario against, by name.
     fn servers(&self) -> Vec<(&'static str, StartServer)> {
         let mut servers: Vec<(&'static str, StartServer)> =
@@ -277,11 +282,7 @@ async fn scoreboard(settings: &Settings, report: &mut Report) {
         duration: Duration::from_secs_f64(settings.duration.unwrap_or(10.0)),
         padding: settings.padding,
     };
-    for format in settings
-        .formats
-        .clone()
-        .unwrap_or(vec![Format::Json, Format::MsgPack])
-    {
+    for format in settings.formats_or(&[Format::Json, Format::MsgPack]) {
         for (_, start) in settings.servers() {
             let server = start();
             let figures = run_fanout(&server, format, &run).await;
@@ -293,7 +294,7 @@ async fn scoreboard(settings: &Settings, report: &mut Report) {
 /// Raises the write rate until p99 passes 50 ms or deliveries fall behind;
 /// reports the best sustained step.
 async fn fanout(settings: &Settings, report: &mut Report) {
-    for format in settings.formats.clone().unwrap_or(vec![Format::Json]) {
+    for format in settings.formats_or(&[Format::Json]) {
         for (name, start) in settings.servers() {
             let mut best: Option<BTreeMap<String, Value>> = None;
             let mut rate = settings.rate.unwrap_or(25.0);
@@ -369,11 +370,7 @@ async fn idle(settings: &Settings, report: &mut Report) {
 /// for pushgrid).
 async fn writes(settings: &Settings, report: &mut Report) {
     let duration = Duration::from_secs_f64(settings.duration.unwrap_or(5.0));
-    for format in settings
-        .formats
-        .clone()
-        .unwrap_or(vec![Format::Json, Format::MsgPack])
-    {
+    for format in settings.formats_or(&[Format::Json, Format::MsgPack]) {
         for (_, start) in settings.servers() {
             let server = start();
             let url = server.ws_url();
@@ -471,11 +468,7 @@ async fn snapshot(settings: &Settings, report: &mut Report) {
         }
         sent += batch;
     }
-    for format in settings
-        .formats
-        .clone()
-        .unwrap_or(vec![Format::Json, Format::MsgPack])
-    {
+    for format in settings.formats_or(&[Format::Json, Format::MsgPack]) {
         let mut ws = clients::connect(&url, format).await;
         let started = Instant::now();
         let entries = clients::subscribe(&mut ws, format, "bench", "snap/").await;

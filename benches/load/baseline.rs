@@ -142,28 +142,25 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
     let Some(mut events) = events else {
         return;
     };
+    let pick = |frames: &Frames| {
+        if msgpack {
+            frames.1.clone()
+        } else {
+            frames.0.clone()
+        }
+    };
     loop {
         let frames = match events.recv().await {
             Ok(frames) => frames,
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let frame = if msgpack {
-            frames.1.clone()
-        } else {
-            frames.0.clone()
-        };
-        if sink.feed(frame).await.is_err() {
+        if sink.feed(pick(&frames)).await.is_err() {
             return;
         }
         // Batch what is already waiting into one flush.
         while let Ok(frames) = events.try_recv() {
-            let frame = if msgpack {
-                frames.1.clone()
-            } else {
-                frames.0.clone()
-            };
-            if sink.feed(frame).await.is_err() {
+            if sink.feed(pick(&frames)).await.is_err() {
                 return;
             }
         }
