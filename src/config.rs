@@ -52,6 +52,9 @@ pub struct Config {
     pub http_workers: usize,
     /// This member's id in the cluster; a fresh UUID when absent.
     pub node_id: Option<String>,
+    /// On SIGTERM/SIGINT, how long in-flight requests and closing
+    /// connections get before the node exits anyway, in seconds.
+    pub shutdown_grace_secs: u64,
     pub listener: ListenerConfig,
     pub websocket: WebSocketConfig,
     /// Caches created at start-up, by name.
@@ -137,6 +140,7 @@ impl Default for Config {
             arbiters: 0,
             http_workers: 0,
             node_id: None,
+            shutdown_grace_secs: 10,
             listener: ListenerConfig::default(),
             websocket: WebSocketConfig::default(),
             caches: BTreeMap::new(),

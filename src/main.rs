@@ -35,18 +35,71 @@ fn main() -> ExitCode {
     let served = actix_web::rt::System::new().block_on(async move {
         let node = pushgrid::node::start(config).await?;
         raise_file_limit();
+        // Listening before the address is printed: whoever starts the node
+        // may stop it as soon as it reads the address.
+        let signals = ShutdownSignals::install();
         println!(
             "pushgrid listening on http://{}/ (open it in a browser for the live scoreboard)",
             node.address
         );
         let _ = std::io::stdout().flush();
-        node.server.await.map_err(|e| format!("server failed: {e}"))
+        let shutdown = node.shutdown_handle();
+        let mut server = node.server;
+        tokio::select! {
+            served = &mut server => return served.map_err(|e| format!("server failed: {e}")),
+            signal = signals.next() => log::info!("{signal} received"),
+        }
+        // The server future runs the stop it is asked for: poll both.
+        let ((), served) = tokio::join!(shutdown.shut_down(), server);
+        served.map_err(|e| format!("server failed: {e}"))
     });
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("pushgrid: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), listened for from `install` on.
+struct ShutdownSignals {
+    terminate: Option<actix_web::rt::signal::unix::Signal>,
+    interrupt: Option<actix_web::rt::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        let (terminate, interrupt) = (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        );
+        if terminate.is_none() || interrupt.is_none() {
+            log::warn!(
+                "cannot listen for SIGTERM/SIGINT; they will stop the node without a graceful shutdown"
+            );
+        }
+        ShutdownSignals { terminate, interrupt }
+    }
+
+    /// Resolves on the first of them; names it.
+    async fn next(mut self) -> &'static str {
+        let terminate = async {
+            match self.terminate.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let interrupt = async {
+            match self.interrupt.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = terminate => "SIGTERM",
+            _ = interrupt => "SIGINT",
         }
     }
 }

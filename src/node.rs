@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::{Actor, Arbiter};
 use actix_web::{middleware, web, App, HttpServer};
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::demo::{DemoFeed, DEMO_CACHE};
@@ -25,6 +26,33 @@ pub struct RunningNode {
     pub address: SocketAddr,
     pub grid: Grid,
     pub server: actix_web::dev::Server,
+    shutting_down: Arc<watch::Sender<bool>>,
+}
+
+impl RunningNode {
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            server: self.server.handle(),
+            shutting_down: self.shutting_down.clone(),
+        }
+    }
+}
+
+/// Shuts a running node down gracefully.
+pub struct ShutdownHandle {
+    server: actix_web::dev::ServerHandle,
+    shutting_down: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    /// Every WebSocket session closes with 1001, the server stops
+    /// accepting, in-flight requests finish (within the configured grace
+    /// period), and then the node's `server` future completes.
+    pub async fn shut_down(self) {
+        log::info!("shutting down: closing sessions (1001) and finishing in-flight requests");
+        self.shutting_down.send_replace(true);
+        self.server.stop(true).await
+    }
 }
 
 /// Starts a node inside the current actix system.
@@ -99,11 +127,13 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         );
     }
 
+    let (shutting_down, shutdown) = watch::channel(false);
     let state = web::Data::new(AppState {
         grid: grid.clone(),
         metrics,
         listener,
         websocket,
+        shutdown,
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -115,6 +145,9 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     // A push server writes small frames as they happen; Nagle's algorithm
     // would hold them back for up to a delayed-ACK timeout (~40 ms).
     .tcp_nodelay(true)
+    // Signals are handled by the binary, which closes sessions first.
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_grace_secs)
     .listen(tcp)
     .map_err(|e| format!("cannot listen on {address}: {e}"))?
     .run();
@@ -123,5 +156,6 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         address,
         grid,
         server,
+        shutting_down: Arc::new(shutting_down),
     })
 }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub listener: actix::Addr<Listener>,
     pub websocket: Arc<WsSettings>,
+    /// Turns true when the node starts shutting down.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Mounts every route, the JSON error handlers for malformed query strings

@@ -98,8 +98,16 @@ pub async fn websocket(
         last_heard: Instant::now(),
         closing: false,
     };
+    let mut shutdown = state.shutdown.clone();
     Session::create(|ctx| {
         ctx.add_stream(stream);
+        // Close with 1001 when the node shuts down.
+        let shutting_down = async move { shutdown.wait_for(|down| *down).await.is_ok() };
+        ctx.spawn(shutting_down.into_actor(&session).map(|down, session, ctx| {
+            if down {
+                session.close(CloseCode::Away, "server shutting down", ctx);
+            }
+        }));
         session
     });
     Ok(response)

@@ -191,6 +191,16 @@ impl WsClient {
         message["event"].clone()
     }
 
+    /// Every message until the server closes, and its close code.
+    pub async fn drain_until_close(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut messages: Vec<Value> = self.inbox.drain(..).collect();
+        while let Some(message) = self.read().await {
+            messages.push(message);
+        }
+        let code = self.closed.clone().flatten().map(|reason| u16::from(reason.code));
+        (messages, code)
+    }
+
     /// Reads until the server closes; returns its close code.
     pub async fn close_code(&mut self) -> Option<u16> {
         while self.read().await.is_some() {}
