@@ -57,6 +57,7 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     pub listener: ListenerConfig,
     pub websocket: WebSocketConfig,
+    pub limits: LimitsConfig,
     /// Caches created at start-up, by name.
     pub caches: BTreeMap<String, CacheConfig>,
 }
@@ -76,6 +77,32 @@ impl Default for ListenerConfig {
         ListenerConfig {
             dedup_capacity: 100_000,
             dedup_max_age_ms: 60_000,
+        }
+    }
+}
+
+/// What one client may ask of the node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The deepest nesting of arrays and objects accepted in a value.
+    pub max_depth: usize,
+    /// Operations (WebSocket messages) per second per connection; a burst of
+    /// one second's worth is allowed. 0 means unlimited.
+    pub ops_per_second: u32,
+    /// WebSocket connections per node; a handshake past it gets 503.
+    pub max_connections: usize,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_depth: 64,
+            ops_per_second: 50_000,
+            max_connections: 100_000,
+            max_subscriptions: 1_000,
         }
     }
 }
@@ -143,6 +170,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             listener: ListenerConfig::default(),
             websocket: WebSocketConfig::default(),
+            limits: LimitsConfig::default(),
             caches: BTreeMap::new(),
         }
     }
@@ -211,6 +239,15 @@ impl Config {
         }
         if ws.close_after_bytes <= ws.conflate_after_bytes {
             return Err("websocket.close_after_bytes: must exceed conflate_after_bytes".into());
+        }
+        if !(1..=1000).contains(&self.limits.max_depth) {
+            return Err(format!(
+                "limits.max_depth: must be 1 to 1000, not {}",
+                self.limits.max_depth
+            ));
+        }
+        if self.limits.max_connections == 0 || self.limits.max_subscriptions == 0 {
+            return Err("limits.max_connections and max_subscriptions: must be at least 1".into());
         }
         if self.listener.dedup_capacity == 0 {
             return Err("listener.dedup_capacity: must be at least 1".into());

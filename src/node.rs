@@ -134,6 +134,8 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         listener,
         websocket,
         shutdown,
+        limits: Arc::new(config.limits.clone()),
+        connections: Arc::default(),
     });
     let server = HttpServer::new(move || {
         App::new()

@@ -2,6 +2,7 @@
 //! REST bodies here, the WebSocket messages and both of their codecs in
 //! [`ws`]. Nothing else in the crate builds JSON or MessagePack by hand.
 
+pub mod depth;
 pub mod ws;
 
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,7 @@ use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::depth::{json_within_depth, value_depth};
 use super::ErrorCode;
 use crate::grid::{EntryView, Event, EventKind, JsonValue, SegmentId, Version};
 
@@ -184,13 +185,27 @@ pub struct DecodeError {
     pub message: String,
 }
 
-/// Decodes one client frame's payload.
-pub fn decode_request(format: Format, payload: &[u8]) -> Result<ClientRequest, DecodeError> {
+/// Decodes one client frame's payload; values may nest `max_depth` deep.
+pub fn decode_request(
+    format: Format,
+    payload: &[u8],
+    max_depth: usize,
+) -> Result<ClientRequest, DecodeError> {
+    // The message object itself is one level.
+    let too_deep = || format!("the message nests deeper than {max_depth} levels");
     let parsed: Result<Value, String> = match format {
+        Format::Json if !json_within_depth(payload, max_depth + 1) => Err(too_deep()),
         Format::Json => serde_json::from_slice(payload).map_err(|e| format!("frame is not JSON: {e}")),
-        Format::MsgPack => {
-            rmp_serde::from_slice(payload).map_err(|e| format!("frame is not MessagePack: {e}"))
-        }
+        // rmp_serde's own depth limit keeps this parse off the stack's edge.
+        Format::MsgPack => rmp_serde::from_slice(payload)
+            .map_err(|e| format!("frame is not MessagePack: {e}"))
+            .and_then(|v: Value| {
+                if value_depth(&v) > max_depth + 1 {
+                    Err(too_deep())
+                } else {
+                    Ok(v)
+                }
+            }),
     };
     let error = |id, message| DecodeError { id, message };
     let Value::Object(mut fields) = parsed.map_err(|m| error(None, m))? else {
@@ -466,7 +481,7 @@ mod tests {
     #[test]
     fn requests_decode_in_both_formats() {
         let json = br#"{"op":"put","id":7,"cache":"c","key":"k","value":{"a":[1]},"if_version":3}"#;
-        let request = decode_request(Format::Json, json).unwrap();
+        let request = decode_request(Format::Json, json, 64).unwrap();
         assert_eq!(request.id, Some(serde_json::json!(7)));
         assert!(matches!(
             request.op,
@@ -479,21 +494,21 @@ mod tests {
 
         let value: Value = serde_json::from_slice(json).unwrap();
         let msgpack = rmp_serde::to_vec_named(&value).unwrap();
-        let request = decode_request(Format::MsgPack, &msgpack).unwrap();
+        let request = decode_request(Format::MsgPack, &msgpack, 64).unwrap();
         assert!(matches!(request.op, ClientOp::Put { ref value, .. } if value["a"][0] == 1));
     }
 
     #[test]
     fn bad_frames_keep_their_id_when_they_have_one() {
-        let err = decode_request(Format::Json, br#"{"op":"fly","id":"a"}"#).unwrap_err();
+        let err = decode_request(Format::Json, br#"{"op":"fly","id":"a"}"#, 64).unwrap_err();
         assert_eq!(err.id, Some(serde_json::json!("a")));
-        let err = decode_request(Format::Json, br#"{"op":"get","id":2,"cache":"c"}"#).unwrap_err();
+        let err = decode_request(Format::Json, br#"{"op":"get","id":2,"cache":"c"}"#, 64).unwrap_err();
         assert!(err.message.contains("key"), "{}", err.message);
-        assert!(decode_request(Format::Json, b"{").unwrap_err().id.is_none());
-        assert!(decode_request(Format::Json, b"[1]").is_err());
-        assert!(decode_request(Format::Json, br#"{"op":"ping","id":[1]}"#).is_err());
-        assert!(decode_request(Format::MsgPack, b"\xc1").is_err());
-        let ok = decode_request(Format::Json, br#"{"op":"subscribe","cache":"c"}"#).unwrap();
+        assert!(decode_request(Format::Json, b"{", 64).unwrap_err().id.is_none());
+        assert!(decode_request(Format::Json, b"[1]", 64).is_err());
+        assert!(decode_request(Format::Json, br#"{"op":"ping","id":[1]}"#, 64).is_err());
+        assert!(decode_request(Format::MsgPack, b"\xc1", 64).is_err());
+        let ok = decode_request(Format::Json, br#"{"op":"subscribe","cache":"c"}"#, 64).unwrap();
         assert!(matches!(
             ok.op,
             ClientOp::Subscribe {

@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod error;
 pub mod handshake;
+pub mod rate_limit;
 pub mod rest;
 pub mod session;
 
@@ -30,6 +31,9 @@ pub struct AppState {
     pub websocket: Arc<WsSettings>,
     /// Turns true when the node starts shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub limits: Arc<crate::config::LimitsConfig>,
+    /// Open WebSocket connections, against `limits.max_connections`.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Mounts every route, the JSON error handlers for malformed query strings

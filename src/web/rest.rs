@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use super::error::ApiError;
 use super::AppState;
 use crate::grid::{parse_key, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version};
+use crate::protocol::depth::json_within_depth;
 use crate::protocol::{CacheList, CacheSummary, EntryPage, ErrorCode, ListedEntry, WriteAck};
 
 /// The largest cache-config body accepted by `PUT /api/v1/caches/{cache}`.
@@ -149,6 +150,12 @@ async fn put_entry(
     let cache = state.grid.cache(cache_name.as_str())?;
     let precondition = write_precondition(req.headers())?;
     let body = read_body(body, req.headers(), cache.config().max_value_bytes).await?;
+    let max_depth = state.limits.max_depth;
+    if !json_within_depth(&body, max_depth) {
+        return Err(ApiError::bad_request(format!(
+            "the value nests deeper than {max_depth} levels"
+        )));
+    }
     let value: Box<RawValue> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
     let outcome = state

@@ -26,7 +26,9 @@ use bytes::Bytes;
 
 use super::error::ApiError;
 use super::handshake::{negotiate_format, origin_allowed};
+use super::rate_limit::RateLimiter;
 use super::AppState;
+use crate::config::LimitsConfig;
 use crate::grid::{parse_key, EntryView, Grid, GridError, JsonValue, Precondition};
 use crate::metrics::PushMetrics;
 use crate::protocol::ws::{
@@ -51,6 +53,10 @@ const WRITE_BATCH: usize = 64;
 const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Refusing more than this many seconds' worth of operations within one
+/// second is persistent abuse: the connection is closed with 1008.
+const ABUSE_FACTOR: u64 = 10;
 
 /// The WebSocket settings every session shares.
 #[derive(Clone, Debug)]
@@ -77,8 +83,21 @@ pub async fn websocket(
         ));
     }
     let format = negotiate_format(req.headers())?;
-    let (response, ws, stream) = actix_ws::handle_with_protocols(&req, body, &[format.subprotocol()])
-        .map_err(|e| ApiError::bad_request(format!("not a WebSocket handshake: {e}")))?;
+    let connections = state.connections.clone();
+    if connections.fetch_add(1, Ordering::SeqCst) >= state.limits.max_connections {
+        connections.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the node is at its connection limit",
+        ));
+    }
+    let (response, ws, stream) = match actix_ws::handle_with_protocols(&req, body, &[format.subprotocol()]) {
+        Ok(upgraded) => upgraded,
+        Err(err) => {
+            connections.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::bad_request(format!("not a WebSocket handshake: {err}")));
+        }
+    };
     let stream = stream
         .max_frame_size(settings.max_message_bytes)
         .aggregate_continuations()
@@ -97,6 +116,12 @@ pub async fn websocket(
         writing: false,
         last_heard: Instant::now(),
         closing: false,
+        limiter: (state.limits.ops_per_second > 0)
+            .then(|| RateLimiter::new(state.limits.ops_per_second, Instant::now())),
+        refused_since: Instant::now(),
+        refused: 0,
+        limits: state.limits.clone(),
+        connections,
     };
     let mut shutdown = state.shutdown.clone();
     Session::create(|ctx| {
@@ -128,6 +153,13 @@ pub struct Session {
     writing: bool,
     last_heard: Instant,
     closing: bool,
+    /// `None` when operations are not limited.
+    limiter: Option<RateLimiter>,
+    /// Operations refused since `refused_since` (a one-second window).
+    refused_since: Instant,
+    refused: u64,
+    limits: Arc<LimitsConfig>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A frame on its way to the socket.
@@ -139,10 +171,46 @@ enum Frame {
 
 impl Session {
     fn on_payload(&mut self, payload: &[u8], ctx: &mut Context<Self>) {
-        match decode_request(self.format, payload) {
+        let decoded = decode_request(self.format, payload, self.limits.max_depth);
+        if !self.admit_operation(ctx) {
+            let id = match &decoded {
+                Ok(request) => request.id.clone(),
+                Err(err) => err.id.clone(),
+            };
+            let message = format!("more than {} operations per second", self.limits.ops_per_second);
+            let detail = ErrorDetail {
+                code: ErrorCode::RateLimited,
+                message,
+                current_version: None,
+            };
+            return self.reply_detail(id.as_ref(), detail, ctx);
+        }
+        match decoded {
             Ok(request) => self.on_request(request, ctx),
             Err(err) => self.reply_error(err.id.as_ref(), GridError::BadRequest(err.message), ctx),
         }
+    }
+
+    /// Whether the rate limit lets one more operation through. A client
+    /// that keeps sending far past its limit (more than
+    /// `ABUSE_FACTOR` seconds' worth refused within one second) is closed
+    /// with 1008.
+    fn admit_operation(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(limiter) = self.limiter.as_mut() else {
+            return true;
+        };
+        let now = Instant::now();
+        if limiter.try_acquire(now) {
+            return true;
+        }
+        if now.duration_since(self.refused_since) > Duration::from_secs(1) {
+            (self.refused_since, self.refused) = (now, 0);
+        }
+        self.refused += 1;
+        if self.refused > ABUSE_FACTOR * u64::from(self.limits.ops_per_second) {
+            self.close(CloseCode::Policy, "rate limit persistently exceeded", ctx);
+        }
+        false
     }
 
     fn on_request(&mut self, ClientRequest { id, op }: ClientRequest, ctx: &mut Context<Self>) {
@@ -238,6 +306,17 @@ impl Session {
                 let Some((cache, filter, resume)) = self.valid(parsed, id.as_ref(), ctx) else {
                     return;
                 };
+                if self.subscriptions.len() >= self.limits.max_subscriptions {
+                    let detail = ErrorDetail {
+                        code: ErrorCode::RateLimited,
+                        message: format!(
+                            "at most {} subscriptions per connection",
+                            self.limits.max_subscriptions
+                        ),
+                        current_version: None,
+                    };
+                    return self.reply_detail(id.as_ref(), detail, ctx);
+                }
                 self.subscribe(id, cache.name().clone(), filter, snapshot, resume, ctx);
             }
             ClientOp::Unsubscribe { sub: name } => {
@@ -449,7 +528,10 @@ impl Session {
     }
 
     fn reply_error(&mut self, id: Option<&RequestId>, err: GridError, ctx: &mut Context<Self>) {
-        let detail = ErrorDetail::from(err);
+        self.reply_detail(id, ErrorDetail::from(err), ctx);
+    }
+
+    fn reply_detail(&mut self, id: Option<&RequestId>, detail: ErrorDetail, ctx: &mut Context<Self>) {
         let message = ServerMessage::Error {
             id,
             code: detail.code,
@@ -555,6 +637,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.metrics.sessions.dec();
+        self.connections.fetch_sub(1, Ordering::SeqCst);
         for (sub, subscription) in std::mem::take(&mut self.subscriptions) {
             self.unregister(sub, subscription);
         }
