@@ -58,6 +58,7 @@ pub struct Config {
     pub listener: ListenerConfig,
     pub websocket: WebSocketConfig,
     pub limits: LimitsConfig,
+    pub auth: crate::auth::AuthConfig,
     /// Caches created at start-up, by name.
     pub caches: BTreeMap<String, CacheConfig>,
 }
@@ -171,6 +172,7 @@ impl Default for Config {
             listener: ListenerConfig::default(),
             websocket: WebSocketConfig::default(),
             limits: LimitsConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
             caches: BTreeMap::new(),
         }
     }

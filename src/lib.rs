@@ -7,6 +7,7 @@
 //! to the listener (`push`), which deduplicates it and routes it to the
 //! subscriptions it concerns.
 
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod grid;

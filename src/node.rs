@@ -10,6 +10,7 @@ use actix::{Actor, Arbiter};
 use actix_web::{middleware, web, App, HttpServer};
 use tokio::sync::watch;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::demo::{DemoFeed, DEMO_CACHE};
 use crate::grid::membership::{Member, Membership};
@@ -127,6 +128,20 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         );
     }
 
+    let auth = Arc::new(Authenticator::new(&config.auth));
+    if auth.is_enabled() {
+        log::info!(
+            "auth: {} tokens configured; requests without one may do nothing",
+            config.auth.tokens.len()
+        );
+    } else if address.ip().is_loopback() {
+        log::info!("no auth configured: every client may read and write every cache (fine on localhost)");
+    } else {
+        log::warn!(
+            "no auth configured and listening on {address}, beyond this machine: anyone who can reach it may \
+             read and write every cache; configure [auth] tokens"
+        );
+    }
     let (shutting_down, shutdown) = watch::channel(false);
     let state = web::Data::new(AppState {
         grid: grid.clone(),
@@ -135,6 +150,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         websocket,
         shutdown,
         limits: Arc::new(config.limits.clone()),
+        auth,
         connections: Arc::default(),
     });
     let server = HttpServer::new(move || {

@@ -30,11 +30,13 @@ export class PushgridClient {
   /**
    * @param {object} options
    * @param {string} [options.url] WebSocket URL; defaults to this page's host at /ws.
+   * @param {string} [options.token] access token, when the node requires one.
    * @param {(status: "connecting"|"live"|"reconnecting"|"offline") => void} [options.onStatus]
    */
   constructor(options = {}) {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    this.url = options.url || `${scheme}://${location.host}/ws`;
+    const url = options.url || `${scheme}://${location.host}/ws`;
+    this.url = options.token ? `${url}?access_token=${encodeURIComponent(options.token)}` : url;
     this.onStatus = options.onStatus || (() => {});
     this.status = "connecting";
     this.nextId = 1;

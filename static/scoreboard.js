@@ -20,6 +20,8 @@ const CONNECTION_TEXT = { connecting: "Connecting…", live: "Live", reconnectin
 const matches = new Map();
 
 const client = new PushgridClient({
+  // A node with [auth] tokens: open the page as /?token=...
+  token: new URLSearchParams(location.search).get("token") || undefined,
   onStatus(status) {
     connection.dataset.state = status;
     connectionText.textContent = CONNECTION_TEXT[status] || status;

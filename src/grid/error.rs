@@ -24,4 +24,6 @@ pub enum GridError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Unauthorized(String),
 }

@@ -52,6 +52,7 @@ impl From<&GridError> for ErrorCode {
             GridError::BadRequest(_) => ErrorCode::BadRequest,
             GridError::Conflict(_) => ErrorCode::Conflict,
             GridError::Unavailable(_) => ErrorCode::Unavailable,
+            GridError::Unauthorized(_) => ErrorCode::Unauthorized,
         }
     }
 }

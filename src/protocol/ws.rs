@@ -142,6 +142,10 @@ pub enum ClientOp {
         if_version: Option<u64>,
     },
     Ping,
+    /// Presents a token; its grants replace the connection's.
+    Auth {
+        token: String,
+    },
 }
 
 fn yes() -> bool {
@@ -264,6 +268,10 @@ pub enum ServerMessage<'a> {
         sub: &'a str,
     },
     Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+    },
+    Authenticated {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
     },

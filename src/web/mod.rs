@@ -32,6 +32,7 @@ pub struct AppState {
     /// Turns true when the node starts shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub limits: Arc<crate::config::LimitsConfig>,
+    pub auth: Arc<crate::auth::Authenticator>,
     /// Open WebSocket connections, against `limits.max_connections`.
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -49,6 +50,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(assets::routes)
     .configure(rest::routes)
     .default_service(web::to(not_found));
+}
+
+/// The access of a REST request's `Authorization: Bearer <token>`.
+pub fn request_access(state: &AppState, req: &HttpRequest) -> Result<crate::auth::Access, ApiError> {
+    let token = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(|| ApiError::bad_request("Authorization must be \"Bearer <token>\""))?,
+        ),
+    };
+    Ok(state.auth.authenticate(token.map(str::trim))?)
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

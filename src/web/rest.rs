@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use super::AppState;
+use super::{request_access, AppState};
 use crate::grid::{parse_key, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version};
 use crate::protocol::depth::json_within_depth;
 use crate::protocol::{CacheList, CacheSummary, EntryPage, ErrorCode, ListedEntry, WriteAck};
@@ -54,18 +54,20 @@ async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.grid.describe_cluster().await?))
 }
 
-async fn list_caches(state: web::Data<AppState>) -> HttpResponse {
+async fn list_caches(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let access = request_access(&state, &req)?;
     let caches = state
         .grid
         .caches()
         .iter()
+        .filter(|cache| access.check_read(cache.name().as_str()).is_ok())
         .map(|cache| CacheSummary {
             name: cache.name().clone(),
             entries: cache.entry_count(),
             config: cache.config().clone(),
         })
         .collect();
-    HttpResponse::Ok().json(CacheList { caches })
+    Ok(HttpResponse::Ok().json(CacheList { caches }))
 }
 
 async fn create_cache(
@@ -75,6 +77,7 @@ async fn create_cache(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let name = CacheName::parse(&path.into_inner())?;
+    request_access(&state, &req)?.check_write(name.as_str())?;
     let body = read_body(body, req.headers(), MAX_CONFIG_BODY).await?;
     let config: CacheConfig = if body.iter().all(u8::is_ascii_whitespace) {
         CacheConfig::default()
@@ -104,8 +107,10 @@ async fn list_entries(
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<ListQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let name = CacheName::parse(&path.into_inner())?;
+    request_access(&state, &req)?.check_read(name.as_str())?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     let page = state
         .grid
@@ -128,6 +133,7 @@ async fn list_entries(
 
 async fn get_entry(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let (cache, key) = entry_target(&req)?;
+    request_access(&state, &req)?.check_read(cache.as_str())?;
     let entry = state.grid.get(cache.as_str(), key).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(entry.version)))
@@ -147,6 +153,7 @@ async fn put_entry(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (cache_name, key) = entry_target(&req)?;
+    request_access(&state, &req)?.check_write(cache_name.as_str())?;
     let cache = state.grid.cache(cache_name.as_str())?;
     let precondition = write_precondition(req.headers())?;
     let body = read_body(body, req.headers(), cache.config().max_value_bytes).await?;
@@ -183,6 +190,7 @@ async fn put_entry(
 
 async fn delete_entry(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let (cache, key) = entry_target(&req)?;
+    request_access(&state, &req)?.check_write(cache.as_str())?;
     let precondition = match write_precondition(req.headers())? {
         Precondition::IfAbsent => {
             return Err(ApiError::bad_request("If-None-Match does not apply to DELETE"))

@@ -28,6 +28,7 @@ use super::error::ApiError;
 use super::handshake::{negotiate_format, origin_allowed};
 use super::rate_limit::RateLimiter;
 use super::AppState;
+use crate::auth::{Access, Authenticator};
 use crate::config::LimitsConfig;
 use crate::grid::{parse_key, EntryView, Grid, GridError, JsonValue, Precondition};
 use crate::metrics::PushMetrics;
@@ -83,6 +84,11 @@ pub async fn websocket(
         ));
     }
     let format = negotiate_format(req.headers())?;
+    let token = web::Query::<AccessQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?
+        .into_inner()
+        .access_token;
+    let access = state.auth.authenticate(token.as_deref())?;
     let connections = state.connections.clone();
     if connections.fetch_add(1, Ordering::SeqCst) >= state.limits.max_connections {
         connections.fetch_sub(1, Ordering::SeqCst);
@@ -122,6 +128,8 @@ pub async fn websocket(
         refused: 0,
         limits: state.limits.clone(),
         connections,
+        access,
+        auth: state.auth.clone(),
     };
     let mut shutdown = state.shutdown.clone();
     Session::create(|ctx| {
@@ -160,6 +168,15 @@ pub struct Session {
     refused: u64,
     limits: Arc<LimitsConfig>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// What this connection's token allows.
+    access: Access,
+    auth: Arc<Authenticator>,
+}
+
+/// `GET /ws?access_token=...`
+#[derive(serde::Deserialize)]
+struct AccessQuery {
+    access_token: Option<String>,
 }
 
 /// A frame on its way to the socket.
@@ -216,8 +233,16 @@ impl Session {
     fn on_request(&mut self, ClientRequest { id, op }: ClientRequest, ctx: &mut Context<Self>) {
         match op {
             ClientOp::Ping => self.reply(&ServerMessage::Pong { id: id.as_ref() }, ctx),
+            ClientOp::Auth { token } => match self.auth.authenticate(Some(&token)) {
+                Ok(access) => {
+                    self.access = access;
+                    self.reply(&ServerMessage::Authenticated { id: id.as_ref() }, ctx)
+                }
+                Err(err) => self.reply_error(id.as_ref(), err, ctx),
+            },
             ClientOp::Get { cache, key } => {
-                let Some(key) = self.valid(parse_key(&key), id.as_ref(), ctx) else {
+                let checked = self.access.check_read(&cache).and_then(|()| parse_key(&key));
+                let Some(key) = self.valid(checked, id.as_ref(), ctx) else {
                     return;
                 };
                 // Called here, not inside the spawned future: the request is
@@ -249,7 +274,8 @@ impl Session {
                     (None, true) => Ok(Precondition::IfAbsent),
                     (None, false) => Ok(Precondition::None),
                 };
-                let Some(precondition) = self.valid(precondition, id.as_ref(), ctx) else {
+                let checked = self.access.check_write(&cache).and(precondition);
+                let Some(precondition) = self.valid(checked, id.as_ref(), ctx) else {
                     return;
                 };
                 let Some(key) = self.valid(parse_key(&key), id.as_ref(), ctx) else {
@@ -271,7 +297,8 @@ impl Session {
                 key,
                 if_version,
             } => {
-                let Some(key) = self.valid(parse_key(&key), id.as_ref(), ctx) else {
+                let checked = self.access.check_write(&cache).and_then(|()| parse_key(&key));
+                let Some(key) = self.valid(checked, id.as_ref(), ctx) else {
                     return;
                 };
                 let precondition = if_version.map_or(Precondition::None, |v| {
@@ -296,6 +323,7 @@ impl Session {
                 resume,
             } => {
                 let parsed = (|| {
+                    self.access.check_read(&cache)?;
                     let cache = self.grid.cache(&cache)?;
                     let filter = Filter::from_spec(&filter)?;
                     let resume = resume

@@ -50,10 +50,19 @@ impl WsClient {
         protocols: &[&str],
         origin: Option<&str>,
     ) -> Result<WsClient, WsClientError> {
+        WsClient::connect_to(&node.ws_url(), protocols, origin).await
+    }
+
+    /// A JSON client at `url` (which may carry a query string).
+    pub async fn connect_to(
+        url: &str,
+        protocols: &[&str],
+        origin: Option<&str>,
+    ) -> Result<WsClient, WsClientError> {
         let mut request = awc::Client::builder()
             .timeout(Duration::from_secs(30))
             .finish()
-            .ws(node.ws_url())
+            .ws(url)
             .max_frame_size(64 * 1024 * 1024);
         if !protocols.is_empty() {
             request = request.protocols(protocols);

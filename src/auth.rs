@@ -1,0 +1,171 @@
+//! Who may read and write which caches. Tokens come from the config, each
+//! with the caches it may read and the caches it may write (`"*"`: all).
+//! With no tokens configured the node is open: every client may do
+//! everything, which the start-up log says.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::grid::GridError;
+
+/// One configured token and its grants.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Grants {
+    read: Vec<String>,
+    write: Vec<String>,
+}
+
+fn granted(list: &[String], cache: &str) -> bool {
+    list.iter().any(|c| c == "*" || c == cache)
+}
+
+/// What one client may do.
+#[derive(Clone, Debug)]
+pub enum Access {
+    /// No authentication configured: everything.
+    Open,
+    /// Authentication configured, no token presented yet: nothing.
+    Anonymous,
+    Granted(Arc<TokenGrants>),
+}
+
+/// The grants of a presented token.
+#[derive(Debug)]
+pub struct TokenGrants(Grants);
+
+impl Access {
+    pub fn check_read(&self, cache: &str) -> Result<(), GridError> {
+        self.check(cache, "read", |g| granted(&g.read, cache))
+    }
+
+    pub fn check_write(&self, cache: &str) -> Result<(), GridError> {
+        self.check(cache, "write", |g| granted(&g.write, cache))
+    }
+
+    fn check(&self, cache: &str, what: &str, allowed: impl Fn(&Grants) -> bool) -> Result<(), GridError> {
+        match self {
+            Access::Open => Ok(()),
+            Access::Granted(grants) if allowed(&grants.0) => Ok(()),
+            Access::Granted(_) => Err(GridError::Unauthorized(format!(
+                "this token may not {what} cache {cache}"
+            ))),
+            Access::Anonymous => Err(GridError::Unauthorized(format!(
+                "a token is needed to {what} cache {cache}"
+            ))),
+        }
+    }
+}
+
+/// Turns presented tokens into [`Access`].
+pub struct Authenticator {
+    tokens: HashMap<String, Arc<TokenGrants>>,
+}
+
+impl Authenticator {
+    pub fn new(config: &AuthConfig) -> Self {
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|t| {
+                let grants = Grants {
+                    read: t.read.clone(),
+                    write: t.write.clone(),
+                };
+                (t.token.clone(), Arc::new(TokenGrants(grants)))
+            })
+            .collect();
+        Authenticator { tokens }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// The access `token` gives; an unknown token is an error.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Access, GridError> {
+        if !self.is_enabled() {
+            return Ok(Access::Open);
+        }
+        match token {
+            None => Ok(Access::Anonymous),
+            Some(token) => self
+                .tokens
+                .get(token)
+                .cloned()
+                .map(Access::Granted)
+                .ok_or_else(|| GridError::Unauthorized("unknown token".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator() -> Authenticator {
+        Authenticator::new(&AuthConfig {
+            tokens: vec![
+                TokenConfig {
+                    token: "writer".into(),
+                    read: vec!["*".into()],
+                    write: vec!["scores".into()],
+                },
+                TokenConfig {
+                    token: "reader".into(),
+                    read: vec!["scores".into()],
+                    write: vec![],
+                },
+            ],
+        })
+    }
+
+    #[test]
+    fn tokens_grant_what_they_list() {
+        let auth = authenticator();
+        let writer = auth.authenticate(Some("writer")).unwrap();
+        assert!(writer.check_read("anything").is_ok());
+        assert!(writer.check_write("scores").is_ok());
+        assert!(writer.check_write("other").is_err());
+        let reader = auth.authenticate(Some("reader")).unwrap();
+        assert!(reader.check_read("scores").is_ok());
+        assert!(reader.check_read("other").is_err());
+        assert!(reader.check_write("scores").is_err());
+    }
+
+    #[test]
+    fn no_token_or_a_wrong_one_gets_nothing() {
+        let auth = authenticator();
+        assert!(auth.authenticate(Some("guess")).is_err());
+        let anonymous = auth.authenticate(None).unwrap();
+        assert!(anonymous.check_read("scores").is_err());
+    }
+
+    #[test]
+    fn without_tokens_everything_is_open() {
+        let auth = Authenticator::new(&AuthConfig::default());
+        assert!(!auth.is_enabled());
+        assert!(auth
+            .authenticate(Some("anything"))
+            .unwrap()
+            .check_write("x")
+            .is_ok());
+    }
+}
