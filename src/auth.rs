@@ -1,11 +1,13 @@
-//! Who may read and write which caches. Tokens come from the config, each
-//! with the caches it may read and the caches it may write (`"*"`: all).
-//! With no tokens configured the node is open: every client may do
+//! Who may read and write which caches. A token is either one listed in the
+//! config, with the caches it may read and write (`"*"`: all), or an
+//! HS256-signed JWT whose claims carry the same `read` and `write` lists and
+//! an `exp`. With neither configured the node is open: every client may do
 //! everything, which the start-up log says.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::grid::GridError;
@@ -25,11 +27,16 @@ pub struct TokenConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
+    /// The HMAC secret JWTs are signed with (HS256); none: JWTs are refused.
+    pub jwt_secret: Option<String>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// What a token may do; also the claims of a JWT (besides `exp`).
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 struct Grants {
+    #[serde(default)]
     read: Vec<String>,
+    #[serde(default)]
     write: Vec<String>,
 }
 
@@ -77,6 +84,7 @@ impl Access {
 /// Turns presented tokens into [`Access`].
 pub struct Authenticator {
     tokens: HashMap<String, Arc<TokenGrants>>,
+    jwt: Option<(DecodingKey, Validation)>,
 }
 
 impl Authenticator {
@@ -92,11 +100,18 @@ impl Authenticator {
                 (t.token.clone(), Arc::new(TokenGrants(grants)))
             })
             .collect();
-        Authenticator { tokens }
+        let jwt = config.jwt_secret.as_ref().map(|secret| {
+            // `exp` is required and checked; the algorithm is pinned.
+            (
+                DecodingKey::from_secret(secret.as_bytes()),
+                Validation::new(Algorithm::HS256),
+            )
+        });
+        Authenticator { tokens, jwt }
     }
 
     pub fn is_enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || self.jwt.is_some()
     }
 
     /// The access `token` gives; an unknown token is an error.
@@ -106,12 +121,17 @@ impl Authenticator {
         }
         match token {
             None => Ok(Access::Anonymous),
-            Some(token) => self
-                .tokens
-                .get(token)
-                .cloned()
-                .map(Access::Granted)
-                .ok_or_else(|| GridError::Unauthorized("unknown token".into())),
+            Some(token) => {
+                if let Some(grants) = self.tokens.get(token) {
+                    return Ok(Access::Granted(grants.clone()));
+                }
+                let Some((key, validation)) = &self.jwt else {
+                    return Err(GridError::Unauthorized("unknown token".into()));
+                };
+                jsonwebtoken::decode::<Grants>(token, key, validation)
+                    .map(|data| Access::Granted(Arc::new(TokenGrants(data.claims))))
+                    .map_err(|e| GridError::Unauthorized(format!("token refused: {e}")))
+            }
         }
     }
 }
@@ -134,7 +154,37 @@ mod tests {
                     write: vec![],
                 },
             ],
+            jwt_secret: Some("jwt-secret".into()),
         })
+    }
+
+    fn jwt(secret: &str, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn signed_jwts_grant_their_claims_until_they_expire() {
+        let auth = authenticator();
+        let exp = crate::grid::now_ms() / 1000 + 600;
+        let token = jwt(
+            "jwt-secret",
+            serde_json::json!({"read":["scores"],"write":["scores"],"exp":exp}),
+        );
+        let access = auth.authenticate(Some(&token)).unwrap();
+        assert!(access.check_write("scores").is_ok());
+        assert!(access.check_read("other").is_err());
+
+        let forged = jwt("other-secret", serde_json::json!({"read":["*"],"exp":exp}));
+        assert!(auth.authenticate(Some(&forged)).is_err(), "a wrong signature");
+        let expired = jwt("jwt-secret", serde_json::json!({"read":["*"],"exp":1_000_000}));
+        assert!(auth.authenticate(Some(&expired)).is_err(), "an expired token");
+        let no_exp = jwt("jwt-secret", serde_json::json!({"read":["*"]}));
+        assert!(auth.authenticate(Some(&no_exp)).is_err(), "exp is required");
     }
 
     #[test]
@@ -161,6 +211,7 @@ mod tests {
     #[test]
     fn without_tokens_everything_is_open() {
         let auth = Authenticator::new(&AuthConfig::default());
+        assert!(auth.jwt.is_none());
         assert!(!auth.is_enabled());
         assert!(auth
             .authenticate(Some("anything"))

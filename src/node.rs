@@ -139,7 +139,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     } else {
         log::warn!(
             "no auth configured and listening on {address}, beyond this machine: anyone who can reach it may \
-             read and write every cache; configure [auth] tokens"
+             read and write every cache; configure [auth] tokens or jwt_secret"
         );
     }
     let (shutting_down, shutdown) = watch::channel(false);

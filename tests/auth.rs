@@ -15,6 +15,9 @@ const CONFIG: &str = r#"
 [caches.scores]
 [caches.secret]
 
+[auth]
+jwt_secret = "a-long-hmac-secret"
+
 [[auth.tokens]]
 token = "admin"
 read = ["*"]
@@ -178,6 +181,55 @@ async fn without_tokens_everything_is_open() {
     let mut client = WsClient::connect(&node).await;
     assert_eq!(
         client.request(json!({"op":"get","cache":"c","key":"k"})).await["value"],
+        1
+    );
+}
+
+#[actix_web::test]
+async fn signed_jwts_carry_their_grants() {
+    let node = TestNode::start_with(CONFIG, &[]);
+    let rest = Rest::new(&node);
+    let exp = pushgrid::grid::now_ms() / 1000 + 600;
+    let sign = |secret: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"read":["scores"],"write":["scores"],"exp":exp}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let url = rest.entry_url("scores", "jwt");
+    let ok = send(
+        rest.http
+            .put(&url)
+            .insert_header(bearer(&sign("a-long-hmac-secret"))),
+        "1",
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED);
+    let secret = rest.entry_url("secret", "jwt");
+    let denied = send(
+        rest.http
+            .put(&secret)
+            .insert_header(bearer(&sign("a-long-hmac-secret"))),
+        "1",
+    )
+    .await;
+    assert_eq!(denied.error_code(), "unauthorized");
+    let forged = send(rest.http.put(&url).insert_header(bearer(&sign("guessed"))), "2").await;
+    assert_eq!(
+        (forged.status, forged.error_code()),
+        (StatusCode::FORBIDDEN, "unauthorized")
+    );
+    let mut client = WsClient::connect(&node).await;
+    let authed = client
+        .request(json!({"op":"auth","token":sign("a-long-hmac-secret")}))
+        .await;
+    assert_eq!(authed["type"], "authenticated");
+    assert_eq!(
+        client
+            .request(json!({"op":"get","cache":"scores","key":"jwt"}))
+            .await["value"],
         1
     );
 }
