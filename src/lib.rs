@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod fuzzing;
 pub mod grid;
 pub mod metrics;
 pub mod node;

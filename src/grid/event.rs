@@ -22,9 +22,8 @@ pub struct Version(pub u64);
 #[serde(transparent)]
 pub struct SegmentId(pub u32);
 
-/// A stored value: validated JSON text, kept as the client sent it so that
-/// reads and JSON pushes copy bytes instead of re-encoding a tree. Cloning
-/// shares the text.
+/// A stored value: validated, compact JSON text, so that reads and JSON
+/// pushes copy bytes instead of re-encoding a tree. Cloning shares the text.
 ///
 /// It serializes as itself into JSON, and is transcoded into the target's own
 /// types for binary formats (MessagePack), so a msgpack client sees a

@@ -10,7 +10,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::{request_access, AppState};
@@ -157,20 +156,13 @@ async fn put_entry(
     let cache = state.grid.cache(cache_name.as_str())?;
     let precondition = write_precondition(req.headers())?;
     let body = read_body(body, req.headers(), cache.config().max_value_bytes).await?;
-    let max_depth = state.limits.max_depth;
-    if !json_within_depth(&body, max_depth) {
-        return Err(ApiError::bad_request(format!(
-            "the value nests deeper than {max_depth} levels"
-        )));
-    }
-    let value: Box<RawValue> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+    let value = parse_value(&body, state.limits.max_depth)?;
     let outcome = state
         .grid
         .put(
             cache_name.as_str(),
             key,
-            JsonValue::from_raw(value),
+            value,
             precondition,
             query.lifespan_ms,
         )
@@ -204,12 +196,14 @@ async fn delete_entry(state: web::Data<AppState>, req: HttpRequest) -> Result<Ht
 /// The cache and key of `/api/v1/caches/{cache}/entries/{key}`, read from
 /// the raw path: the router has already matched its shape.
 fn entry_target(req: &HttpRequest) -> Result<(CacheName, Key), ApiError> {
+    parse_entry_path(req.uri().path())
+}
+
+/// The cache and key of a raw (still percent-encoded) entry path. Public
+/// for the fuzz targets.
+pub fn parse_entry_path(path: &str) -> Result<(CacheName, Key), ApiError> {
     let malformed = || ApiError::bad_request("expected /api/v1/caches/{cache}/entries/{key}");
-    let rest = req
-        .uri()
-        .path()
-        .strip_prefix("/api/v1/caches/")
-        .ok_or_else(malformed)?;
+    let rest = path.strip_prefix("/api/v1/caches/").ok_or_else(malformed)?;
     let (cache, rest) = rest.split_once('/').ok_or_else(malformed)?;
     let raw_key = rest.strip_prefix("entries/").ok_or_else(malformed)?;
     let decode = |raw: &str, what: &str| {
@@ -221,6 +215,20 @@ fn entry_target(req: &HttpRequest) -> Result<(CacheName, Key), ApiError> {
     let cache = CacheName::parse(&decode(cache, "cache name")?)?;
     let key = parse_key(&decode(raw_key, "key")?)?;
     Ok((cache, key))
+}
+
+/// A request body as a stored value: JSON, nested at most `max_depth` deep
+/// (checked before parsing), parsed whole and stored as its compact
+/// encoding. Parsing whole, not just checking the syntax, refuses what JSON
+/// text allows but no reader can hold (a number like `1e99999`), so every
+/// stored value encodes in every format. Public for the fuzz targets.
+pub fn parse_value(body: &[u8], max_depth: usize) -> Result<JsonValue, ApiError> {
+    if !json_within_depth(body, max_depth) {
+        return Err(ApiError::bad_request(format!("the value nests deeper than {max_depth} levels")));
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .map(|value| JsonValue::from_value(&value))
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
 }
 
 fn etag(version: Version) -> String {
