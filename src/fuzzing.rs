@@ -2,9 +2,9 @@
 //! (`tests/fuzz_corpus.rs`) drive: every parser that untrusted bytes reach,
 //! run the way the node runs them. Each must return, never panic.
 
+use crate::grid::{parse_key, JsonValue};
 use crate::protocol::ws::{decode_request, ClientOp, Format};
 use crate::web::rest::{parse_entry_path, parse_value};
-use crate::grid::{parse_key, JsonValue};
 
 /// The nesting limit the node uses by default.
 const MAX_DEPTH: usize = 64;

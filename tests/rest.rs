@@ -250,7 +250,14 @@ async fn unknown_caches_bad_bodies_and_big_values_get_their_codes() {
     }
 
     // Valid JSON syntax that no reader can hold (found by fuzzing).
-    for body in ["{\"a\":", "not json", "", "[1,]", "1e99999", "[9900000000700000e000702222222022]"] {
+    for body in [
+        "{\"a\":",
+        "not json",
+        "",
+        "[1,]",
+        "1e99999",
+        "[9900000000700000e000702222222022]",
+    ] {
         let reply = rest.put_entry("small", "k", body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body:?}");
         assert_eq!(reply.error_code(), "bad_request");

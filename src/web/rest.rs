@@ -159,13 +159,7 @@ async fn put_entry(
     let value = parse_value(&body, state.limits.max_depth)?;
     let outcome = state
         .grid
-        .put(
-            cache_name.as_str(),
-            key,
-            value,
-            precondition,
-            query.lifespan_ms,
-        )
+        .put(cache_name.as_str(), key, value, precondition, query.lifespan_ms)
         .await?;
     let status = if outcome.created {
         StatusCode::CREATED
@@ -224,7 +218,9 @@ pub fn parse_entry_path(path: &str) -> Result<(CacheName, Key), ApiError> {
 /// stored value encodes in every format. Public for the fuzz targets.
 pub fn parse_value(body: &[u8], max_depth: usize) -> Result<JsonValue, ApiError> {
     if !json_within_depth(body, max_depth) {
-        return Err(ApiError::bad_request(format!("the value nests deeper than {max_depth} levels")));
+        return Err(ApiError::bad_request(format!(
+            "the value nests deeper than {max_depth} levels"
+        )));
     }
     serde_json::from_slice::<serde_json::Value>(body)
         .map(|value| JsonValue::from_value(&value))
