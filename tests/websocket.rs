@@ -329,3 +329,42 @@ async fn pipelined_writes_to_one_key_apply_in_the_order_sent() {
     let read = client.request(json!({"op":"get","cache":"c","key":"k"})).await;
     assert_eq!(read["value"], WRITES - 1, "the last write sent is the one stored");
 }
+
+#[actix_web::test]
+async fn huge_numbers_are_bad_requests_and_change_nothing() {
+    let node = node();
+    let mut client = WsClient::connect(&node).await;
+    let frame = r#"{"op":"put","id":1,"cache":"c","key":"k","value":1e99999}"#;
+    client.send_raw(ws::Message::Text(frame.into())).await;
+    assert_eq!(client.next().await["code"], "bad_request");
+    let big = r#"{"op":"put","id":2,"cache":"c","key":"k","value":123456789012345678901234567890}"#;
+    client.send_raw(ws::Message::Text(big.into())).await;
+    let reply = client.next().await;
+    assert_eq!(
+        reply["type"], "ok",
+        "a big integer that fits a double is a number: {reply}"
+    );
+    let read = client.request(json!({"op":"get","cache":"c","key":"k"})).await;
+    assert_eq!(read["value"].as_f64(), Some(1.2345678901234568e29));
+}
+
+#[actix_web::test]
+async fn a_reused_id_is_echoed_on_each_reply() {
+    let node = node();
+    let mut client = WsClient::connect(&node).await;
+    client
+        .send(json!({"op":"put","id":"same","cache":"c","key":"a","value":1}))
+        .await;
+    client
+        .send(json!({"op":"put","id":"same","cache":"c","key":"b","value":2}))
+        .await;
+    let (first, second) = (client.next().await, client.next().await);
+    assert_eq!(
+        (first["id"].as_str(), second["id"].as_str()),
+        (Some("same"), Some("same"))
+    );
+    assert_eq!(
+        (first["type"].as_str(), second["type"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
+}
