@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle};
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle};
 
 use super::cache::CacheShared;
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
@@ -191,11 +191,6 @@ struct Evict {
 #[rtype(result = "()")]
 pub struct Ready;
 
-/// Stops the partition (node shutdown, or the segment moving away).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Stop;
-
 impl Handler<Get> for Partition {
     type Result = MessageResult<Get>;
 
@@ -275,14 +270,6 @@ impl Handler<Ready> for Partition {
     type Result = ();
 
     fn handle(&mut self, _: Ready, _: &mut Context<Self>) {}
-}
-
-impl Handler<Stop> for Partition {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
 }
 
 #[cfg(test)]
