@@ -63,6 +63,8 @@ impl HttpMetrics {
 #[derive(Clone)]
 pub struct PushMetrics {
     pub sessions: IntGauge,
+    pub sse_streams: IntGauge,
+    pub polls_held: IntGauge,
     pub subscriptions: IntGauge,
     pub listener_events: IntCounter,
     pub duplicates_dropped: IntCounter,
@@ -89,6 +91,8 @@ impl PushMetrics {
         };
         PushMetrics {
             sessions: gauge("pushgrid_sessions", "Connected WebSocket sessions"),
+            sse_streams: gauge("pushgrid_sse_streams", "Open Server-Sent Events streams"),
+            polls_held: gauge("pushgrid_polls_held", "Long polls waiting for an event"),
             subscriptions: gauge("pushgrid_subscriptions", "Active subscriptions"),
             listener_events: counter(
                 "pushgrid_listener_events_total",

@@ -3,6 +3,8 @@
 //! [`ws`]. Nothing else in the crate builds JSON or MessagePack by hand.
 
 pub mod depth;
+pub mod fallback;
+pub mod position;
 pub mod ws;
 
 use serde::{Deserialize, Serialize};

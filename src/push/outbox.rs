@@ -3,10 +3,14 @@
 //! Frames wait in order. When more than `conflate_after_bytes` are waiting
 //! (the client is not keeping up), new events stop queueing behind each
 //! other: each (subscription, key) keeps only its latest pending event, which
-//! replaces an older one in place and is then sent with `"conflated":true`.
-//! Those are sent after the ordered queue, so each key still goes in version
-//! order. If even that exceeds `close_after_bytes`, the outbox reports
-//! [`Admission::Overloaded`] and the session closes with 1013.
+//! replaces an older one and is then sent with `"conflated":true`. A
+//! replacing event takes the older one's place at the back of the line, so
+//! pending events stay in arrival order, which per segment is version
+//! order: a client (or an SSE stream's position token) that remembers the
+//! highest version it got per segment never skips a write still pending.
+//! Those are sent after the ordered queue. If even that exceeds
+//! `close_after_bytes`, the outbox reports [`Admission::Overloaded`] and
+//! the session closes with 1013.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -48,6 +52,8 @@ struct Latest {
     event: Arc<EncodedEvent>,
     conflated: bool,
     bytes: usize,
+    /// Its place in `latest_order`; older places of the key are stale.
+    turn: u64,
 }
 
 pub struct Outbox {
@@ -57,7 +63,10 @@ pub struct Outbox {
     queued_bytes: usize,
     conflating: bool,
     latest: HashMap<(SubId, Key), Latest>,
-    latest_order: VecDeque<(SubId, Key)>,
+    /// Keys by turn; a key appears again each time it is replaced, and
+    /// only its entry with the current turn counts.
+    latest_order: VecDeque<(u64, (SubId, Key))>,
+    next_turn: u64,
     latest_bytes: usize,
 }
 
@@ -71,6 +80,7 @@ impl Outbox {
             conflating: false,
             latest: HashMap::new(),
             latest_order: VecDeque::new(),
+            next_turn: 0,
             latest_bytes: 0,
         }
     }
@@ -81,7 +91,7 @@ impl Outbox {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.latest_order.is_empty()
+        self.queue.is_empty() && self.latest.is_empty()
     }
 
     /// Queues a reply, snapshot frame or control frame. These are never
@@ -106,29 +116,23 @@ impl Outbox {
         let mut admission = Admission::Queued;
         if self.conflating {
             let key = (sub, event.event.key.clone());
-            match self.latest.get_mut(&key) {
-                Some(latest) => {
-                    self.latest_bytes = self.latest_bytes - latest.bytes + bytes;
-                    *latest = Latest {
-                        event,
-                        conflated: true,
-                        bytes,
-                    };
-                    admission = Admission::Conflated;
-                }
-                None => {
-                    self.latest.insert(
-                        key.clone(),
-                        Latest {
-                            event,
-                            conflated: false,
-                            bytes,
-                        },
-                    );
-                    self.latest_order.push_back(key);
-                    self.latest_bytes += bytes;
-                }
+            let turn = self.next_turn;
+            self.next_turn += 1;
+            let replaced = self.latest.remove(&key);
+            if let Some(replaced) = &replaced {
+                self.latest_bytes -= replaced.bytes;
+                admission = Admission::Conflated;
             }
+            let latest = Latest {
+                event,
+                conflated: replaced.is_some(),
+                bytes,
+                turn,
+            };
+            self.latest.insert(key.clone(), latest);
+            self.latest_bytes += bytes;
+            self.latest_order.push_back((turn, key));
+            self.drop_stale_turns();
         } else {
             self.push(Outgoing::Event {
                 sub,
@@ -148,8 +152,9 @@ impl Outbox {
             self.queued_bytes -= bytes;
             return Some(item);
         }
-        while let Some(key) = self.latest_order.pop_front() {
-            if let Some(latest) = self.latest.remove(&key) {
+        while let Some((turn, key)) = self.latest_order.pop_front() {
+            if self.latest.get(&key).is_some_and(|latest| latest.turn == turn) {
+                let latest = self.latest.remove(&key).expect("just found");
                 self.latest_bytes -= latest.bytes;
                 return Some(Outgoing::Event {
                     sub: key.0,
@@ -161,6 +166,16 @@ impl Outbox {
         // Caught up: queue in order again.
         self.conflating = false;
         None
+    }
+
+    /// Keeps the line within twice the pending keys, so memory stays
+    /// bounded by keys however often they are replaced.
+    fn drop_stale_turns(&mut self) {
+        if self.latest_order.len() > 2 * self.latest.len() + 16 {
+            let latest = &self.latest;
+            self.latest_order
+                .retain(|(turn, key)| latest.get(key).is_some_and(|l| l.turn == *turn));
+        }
     }
 }
 
@@ -241,8 +256,8 @@ mod tests {
             [
                 ("a".into(), 1, false),
                 ("b".into(), 2, false),
-                ("a".into(), 6, true),
                 ("c".into(), 5, false),
+                ("a".into(), 6, true),
                 ("a".into(), 6, false),
             ]
         );
@@ -266,6 +281,10 @@ mod tests {
             );
         }
         assert!(outbox.pending_bytes() <= size * 6, "one pending write per key");
+        assert!(
+            outbox.latest_order.len() <= 2 * 5 + 16,
+            "the line drops stale turns"
+        );
         let overloaded =
             (0..20).any(|i| outbox.push_event(1, event(&format!("new{i}"), i)) == Admission::Overloaded);
         assert!(overloaded, "distinct keys beyond the limit overload the session");

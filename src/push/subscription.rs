@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 
 use super::filter::Filter;
-use crate::grid::{CacheName, EntryView, Event, Grid, GridError, SegmentId, Version};
+use crate::grid::{Cache, CacheName, EntryView, Event, Grid, GridError, SegmentId, Version};
 use crate::protocol::ws::EncodedEvent;
 
 pub struct Subscription {
@@ -118,14 +118,23 @@ pub async fn read_start(
     }
 }
 
+/// The segments whose positions matter to `filter`: a key's own segment,
+/// or every segment.
+pub fn segments_of(cache: &Cache, filter: &Filter) -> Vec<SegmentId> {
+    match filter {
+        Filter::Key(key) => vec![cache.segment_of(key)],
+        Filter::All | Filter::Prefix(_) => (0..cache.config().segments).map(SegmentId).collect(),
+    }
+}
+
 async fn read_replay(
     grid: &Grid,
     cache: &str,
     filter: &Filter,
     positions: &HashMap<SegmentId, Version>,
 ) -> Result<Option<Start>, GridError> {
-    let segments = grid.cache(cache)?.config().segments;
-    let reads = (0..segments).map(SegmentId).map(|segment| {
+    let segments = segments_of(&*grid.cache(cache)?, filter);
+    let reads = segments.into_iter().map(|segment| {
         let after = positions.get(&segment).copied().unwrap_or_default();
         async move { (segment, after, grid.history(cache, segment, after).await) }
     });
@@ -142,6 +151,13 @@ async fn read_replay(
         events,
         positions: covered,
     }))
+}
+
+/// Every segment's current position, without reading any entry: where a
+/// subscription without a snapshot starts.
+pub async fn read_positions(grid: &Grid, cache: &str) -> Result<HashMap<SegmentId, Version>, GridError> {
+    let snapshots = grid.snapshot(cache, Arc::new(|_: &str| false)).await?;
+    Ok(snapshots.into_iter().map(|s| (s.segment, s.position)).collect())
 }
 
 async fn read_snapshot(grid: &Grid, cache: &str, filter: &Filter, reset: bool) -> Result<Start, GridError> {

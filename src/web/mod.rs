@@ -4,11 +4,15 @@
 
 pub mod assets;
 pub mod error;
+pub mod follow;
 pub mod handshake;
+pub mod poll;
 pub mod rate_limit;
 pub mod rest;
 pub mod session;
+pub mod sse;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,8 +37,33 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub limits: Arc<crate::config::LimitsConfig>,
     pub auth: Arc<crate::auth::Authenticator>,
-    /// Open WebSocket connections, against `limits.max_connections`.
-    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Open WebSocket connections and SSE streams, against
+    /// `limits.max_connections`.
+    pub connections: Arc<AtomicUsize>,
+}
+
+/// One of the node's `limits.max_connections` places, held by a WebSocket
+/// session or an SSE stream for its lifetime and given back on drop.
+pub struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    pub fn take(state: &AppState) -> Result<ConnectionSlot, ApiError> {
+        let open = state.connections.fetch_add(1, Ordering::SeqCst);
+        let slot = ConnectionSlot(state.connections.clone());
+        if open >= state.limits.max_connections {
+            return Err(ApiError::new(
+                crate::protocol::ErrorCode::Unavailable,
+                "the node is at its connection limit",
+            ));
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Mounts every route, the JSON error handlers for malformed query strings
@@ -47,6 +76,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default().error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
     )
     .route("/ws", web::get().to(session::websocket))
+    .route("/api/v1/caches/{cache}/events", web::get().to(sse::events))
+    .route("/api/v1/caches/{cache}/poll", web::get().to(poll::poll))
     .configure(assets::routes)
     .configure(rest::routes)
     .default_service(web::to(not_found));

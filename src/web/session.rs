@@ -13,7 +13,6 @@
 //! rest.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use bytes::Bytes;
 use super::error::ApiError;
 use super::handshake::{negotiate_format, origin_allowed};
 use super::rate_limit::RateLimiter;
-use super::AppState;
+use super::{AppState, ConnectionSlot};
 use crate::auth::{Access, Authenticator};
 use crate::config::LimitsConfig;
 use crate::grid::{parse_key, EntryView, Grid, GridError, JsonValue, Precondition};
@@ -52,8 +51,6 @@ const WRITE_BATCH: usize = 64;
 /// frames meanwhile; a stalled client that resumes reading within this gets
 /// its close code (1013) instead of a bare disconnect.
 const CLOSE_GRACE: Duration = Duration::from_secs(30);
-
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Refusing more than this many seconds' worth of operations within one
 /// second is persistent abuse: the connection is closed with 1008.
@@ -89,27 +86,15 @@ pub async fn websocket(
         .into_inner()
         .access_token;
     let access = state.auth.authenticate(token.as_deref())?;
-    let connections = state.connections.clone();
-    if connections.fetch_add(1, Ordering::SeqCst) >= state.limits.max_connections {
-        connections.fetch_sub(1, Ordering::SeqCst);
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the node is at its connection limit",
-        ));
-    }
-    let (response, ws, stream) = match actix_ws::handle_with_protocols(&req, body, &[format.subprotocol()]) {
-        Ok(upgraded) => upgraded,
-        Err(err) => {
-            connections.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::bad_request(format!("not a WebSocket handshake: {err}")));
-        }
-    };
+    let slot = ConnectionSlot::take(&state)?;
+    let (response, ws, stream) = actix_ws::handle_with_protocols(&req, body, &[format.subprotocol()])
+        .map_err(|err| ApiError::bad_request(format!("not a WebSocket handshake: {err}")))?;
     let stream = stream
         .max_frame_size(settings.max_message_bytes)
         .aggregate_continuations()
         .max_continuation_size(settings.max_message_bytes);
     let session = Session {
-        id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        id: crate::push::new_session_id(),
         format,
         ws,
         grid: state.grid.clone(),
@@ -127,7 +112,7 @@ pub async fn websocket(
         refused_since: Instant::now(),
         refused: 0,
         limits: state.limits.clone(),
-        connections,
+        _slot: slot,
         access,
         auth: state.auth.clone(),
     };
@@ -167,7 +152,7 @@ pub struct Session {
     refused_since: Instant,
     refused: u64,
     limits: Arc<LimitsConfig>,
-    connections: Arc<std::sync::atomic::AtomicUsize>,
+    _slot: ConnectionSlot,
     /// What this connection's token allows.
     access: Access,
     auth: Arc<Authenticator>,
@@ -665,7 +650,6 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.metrics.sessions.dec();
-        self.connections.fetch_sub(1, Ordering::SeqCst);
         for (sub, subscription) in std::mem::take(&mut self.subscriptions) {
             self.unregister(sub, subscription);
         }

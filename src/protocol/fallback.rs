@@ -1,0 +1,154 @@
+//! The wire forms of the HTTP fallbacks: Server-Sent Events messages and
+//! long-poll answers. Events reuse the shared JSON encoding of
+//! [`EncodedEvent`], so an SSE stream or a poll adds only its framing.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+use crate::grid::EntryView;
+use crate::protocol::ws::{EncodedEvent, Format};
+
+/// The comment an idle stream sends to keep proxies from closing it.
+pub const SSE_HEARTBEAT: &str = ": heartbeat\n\n";
+
+/// `data` of an `event: snapshot` message.
+#[derive(Serialize)]
+struct SnapshotData<'a> {
+    entries: &'a [EntryView],
+    done: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reset: bool,
+}
+
+/// Appends one `event: snapshot` message; the `done` one carries `id`.
+pub fn sse_snapshot(out: &mut BytesMut, entries: &[EntryView], done: bool, reset: bool, id: Option<&str>) {
+    let data = serde_json::to_vec(&SnapshotData { entries, done, reset }).expect("entries always encode");
+    sse_message(out, "snapshot", id, &data);
+}
+
+/// Appends one `event: event` message: the Event object, and the position
+/// token after it as `id`.
+pub fn sse_event(out: &mut BytesMut, event: &EncodedEvent, conflated: bool, id: &str) {
+    sse_message(out, "event", Some(id), event.encoded(Format::Json, conflated));
+}
+
+fn sse_message(out: &mut BytesMut, name: &str, id: Option<&str>, data: &[u8]) {
+    out.reserve(data.len() + name.len() + id.map_or(0, str::len) + 24);
+    out.put_slice(b"event: ");
+    out.put_slice(name.as_bytes());
+    if let Some(id) = id {
+        out.put_slice(b"\nid: ");
+        out.put_slice(id.as_bytes());
+    }
+    // Compact JSON has no line breaks; a stored value that had some would
+    // still arrive whole, as SSE joins `data:` lines with "\n".
+    for line in data.split(|&b| b == b'\n') {
+        out.put_slice(b"\ndata: ");
+        out.put_slice(line);
+    }
+    out.put_slice(b"\n\n");
+}
+
+/// A long poll's answer: `{"reset":true,"snapshot":[...],"events":[...],"position":"..."}`,
+/// with `reset` only when true and `snapshot` only when one is sent. A poll
+/// answers with every event it has, so none is conflated.
+pub struct PollAnswer<'a> {
+    pub reset: bool,
+    pub snapshot: Option<&'a [EntryView]>,
+    pub events: &'a [std::sync::Arc<EncodedEvent>],
+    pub position: &'a str,
+}
+
+impl PollAnswer<'_> {
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_u8(b'{');
+        if self.reset {
+            out.put_slice(b"\"reset\":true,");
+        }
+        if let Some(entries) = self.snapshot {
+            out.put_slice(b"\"snapshot\":");
+            serde_json::to_writer((&mut out).writer(), entries).expect("entries always encode");
+            out.put_u8(b',');
+        }
+        out.put_slice(b"\"events\":[");
+        for (i, event) in self.events.iter().enumerate() {
+            if i > 0 {
+                out.put_u8(b',');
+            }
+            out.put_slice(event.encoded(Format::Json, false));
+        }
+        out.put_slice(b"],\"position\":");
+        serde_json::to_writer((&mut out).writer(), self.position).expect("strings always encode");
+        out.put_u8(b'}');
+        out.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{CacheName, Event, EventKind, JsonValue, SegmentId, Version};
+    use std::sync::Arc;
+
+    fn event() -> Arc<EncodedEvent> {
+        EncodedEvent::new(Arc::new(Event {
+            id: uuid::Uuid::nil(),
+            kind: EventKind::Created,
+            cache: CacheName::parse("c").unwrap(),
+            key: Arc::from("k"),
+            value: Some(JsonValue::parse("[1,\n2]").unwrap()),
+            version: Version(3),
+            segment: SegmentId(1),
+            ts: 5,
+        }))
+    }
+
+    #[test]
+    fn sse_messages_are_framed_by_the_spec() {
+        let mut out = BytesMut::new();
+        sse_snapshot(&mut out, &[], true, true, Some("AQ"));
+        assert_eq!(
+            &out[..],
+            b"event: snapshot\nid: AQ\ndata: {\"entries\":[],\"done\":true,\"reset\":true}\n\n"
+        );
+        out.clear();
+        sse_event(&mut out, &event(), false, "AQED");
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(
+            text.starts_with("event: event\nid: AQED\ndata: {\"id\":\"00000000-"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"value\":[1,\ndata: 2]"),
+            "a line break splits data lines: {text}"
+        );
+        assert!(text.ends_with("}\n\n"));
+    }
+
+    #[test]
+    fn poll_answers_carry_only_what_applies() {
+        let events = [event()];
+        let answer = PollAnswer {
+            reset: false,
+            snapshot: None,
+            events: &events,
+            position: "AQ",
+        };
+        let json: serde_json::Value = serde_json::from_slice(&answer.encode()).unwrap();
+        assert_eq!(json["position"], "AQ");
+        assert_eq!(json["events"][0]["version"], 3);
+        assert!(json.get("reset").is_none() && json.get("snapshot").is_none());
+        let reset = PollAnswer {
+            reset: true,
+            snapshot: Some(&[]),
+            events: &[],
+            position: "AQ",
+        };
+        let json: serde_json::Value = serde_json::from_slice(&reset.encode()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"reset":true,"snapshot":[],"events":[],"position":"AQ"})
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! What the two HTTP fallbacks (SSE and long polling) share: reading which
+//! cache and keys a request follows, who may follow them, and the position
+//! tokens it resumes from and is given.
+
+use std::sync::Arc;
+
+use actix_web::HttpRequest;
+
+use super::error::ApiError;
+use super::{request_access, AppState};
+use crate::grid::{Cache, SegmentId};
+use crate::protocol::position::{self, Positions};
+use crate::protocol::ws::FilterSpec;
+use crate::push::filter::Filter;
+use crate::push::subscription::segments_of;
+
+/// A cache and filter an HTTP client follows.
+pub struct Follow {
+    pub cache: Arc<Cache>,
+    pub filter: Filter,
+    /// The segments its positions cover: a key's own, or all.
+    segments: Vec<SegmentId>,
+}
+
+impl Follow {
+    /// Checks the request's access (its `Authorization` header, or an
+    /// `access_token` parameter, since `EventSource` cannot set headers),
+    /// the cache and the filter.
+    pub fn new(
+        state: &AppState,
+        req: &HttpRequest,
+        cache: &str,
+        filter: FilterSpec,
+        access_token: Option<&str>,
+    ) -> Result<Follow, ApiError> {
+        let access = match access_token {
+            Some(token) if !req.headers().contains_key(actix_web::http::header::AUTHORIZATION) => {
+                state.auth.authenticate(Some(token))?
+            }
+            _ => request_access(state, req)?,
+        };
+        access.check_read(cache)?;
+        let cache = state.grid.cache(cache)?;
+        let filter = Filter::from_spec(&filter)?;
+        let segments = segments_of(&cache, &filter);
+        Ok(Follow {
+            cache,
+            filter,
+            segments,
+        })
+    }
+
+    /// The positions a client's token holds; a token naming a segment this
+    /// cache does not have is refused.
+    pub fn resume_from(&self, token: &str) -> Result<Positions, ApiError> {
+        let positions = position::decode(token).map_err(ApiError::bad_request)?;
+        let segments = self.cache.config().segments;
+        match positions.keys().find(|s| s.0 >= segments) {
+            Some(s) => Err(ApiError::bad_request(format!(
+                "the position token names segment {}, but {} has {segments}",
+                s.0,
+                self.cache.name()
+            ))),
+            None => Ok(positions),
+        }
+    }
+
+    /// The token for `positions`, holding only the segments this filter
+    /// covers.
+    pub fn token(&self, positions: &Positions) -> String {
+        if self.segments.len() == 1 {
+            let only = self.segments[0];
+            let mine: Positions = positions.get(&only).map(|v| (only, *v)).into_iter().collect();
+            return position::encode(&mine);
+        }
+        position::encode(positions)
+    }
+}
