@@ -48,7 +48,11 @@ async fn a_stream_sends_the_snapshot_then_matching_events_with_ids() {
         put(&rest, key, json!({"k": key})).await;
     }
     let mut stream = SseClient::open(&node, "/api/v1/caches/c/events?prefix=m/", None).await;
-    assert!(stream.content_type.starts_with("text/event-stream"), "{}", stream.content_type);
+    assert!(
+        stream.content_type.starts_with("text/event-stream"),
+        "{}",
+        stream.content_type
+    );
     let (entries, snapshot_id, reset) = stream.snapshot().await;
     assert_eq!(keys(&entries), ["m/1", "m/2"], "sorted, filtered");
     assert_eq!(entries[0]["value"], json!({"k":"m/1"}));
@@ -60,18 +64,36 @@ async fn a_stream_sends_the_snapshot_then_matching_events_with_ids() {
     rest.delete_entry("c", "m/2").await;
     let (event, first_id) = stream.event().await;
     assert_eq!(
-        (&event["kind"], &event["key"], &event["value"], &event["version"], &event["cache"]),
-        (&json!("modified"), &json!("m/1"), &json!("new"), &json!(version), &json!("c"))
+        (
+            &event["kind"],
+            &event["key"],
+            &event["value"],
+            &event["version"],
+            &event["cache"]
+        ),
+        (
+            &json!("modified"),
+            &json!("m/1"),
+            &json!("new"),
+            &json!(version),
+            &json!("c")
+        )
     );
     assert!(event["id"].is_string() && event["ts"].is_u64() && event["segment"].is_u64());
     let (removed, second_id) = stream.event().await;
-    assert_eq!((&removed["kind"], &removed["key"]), (&json!("removed"), &json!("m/2")));
+    assert_eq!(
+        (&removed["kind"], &removed["key"]),
+        (&json!("removed"), &json!("m/2"))
+    );
     assert!(removed.get("value").is_none());
     let ids = [&snapshot_id, &first_id, &second_id];
-    assert!(ids.windows(2).all(|w| w[0] != w[1]), "each id is the position after it: {ids:?}");
-    assert!(ids
-        .iter()
-        .all(|id| id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')));
+    assert!(
+        ids.windows(2).all(|w| w[0] != w[1]),
+        "each id is the position after it: {ids:?}"
+    );
+    assert!(ids.iter().all(|id| id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')));
     stream.assert_quiet(Duration::from_millis(300)).await;
 }
 
@@ -84,13 +106,18 @@ async fn filters_and_snapshot_false_are_honoured() {
 
     let mut by_key = SseClient::open(&node, "/api/v1/caches/c/events?key=m/1", None).await;
     let (entries, key_id, _) = by_key.snapshot().await;
-    assert_eq!(keys(&entries), ["m/1"], "a key filter is that key only, not a prefix");
+    assert_eq!(
+        keys(&entries),
+        ["m/1"],
+        "a key filter is that key only, not a prefix"
+    );
     assert!(key_id.len() < 12, "a key's token holds its one segment: {key_id}");
 
     let mut whole = SseClient::open(&node, "/api/v1/caches/c/events", None).await;
     assert_eq!(whole.snapshot().await.0.len(), 2);
 
-    let mut live_only = SseClient::open(&node, "/api/v1/caches/c/events?prefix=m/&snapshot=false", None).await;
+    let mut live_only =
+        SseClient::open(&node, "/api/v1/caches/c/events?prefix=m/&snapshot=false", None).await;
     // Subscribed once the response has started; give the stream a moment.
     live_only.assert_quiet(Duration::from_millis(200)).await;
     put(&rest, "m/10", json!("ten")).await;
@@ -144,8 +171,16 @@ async fn last_event_id_replays_exactly_the_missed_events_then_goes_live() {
         }
         // Replay goes segment by segment: in version order per key, which
         // is the contract's order.
-        assert_eq!(by_key_version(&replayed), by_key_version(&missed), "the original ids, no snapshot");
-        let m1: Vec<_> = replayed.iter().filter(|e| e["key"] == "m/1").map(|e| &e["value"]).collect();
+        assert_eq!(
+            by_key_version(&replayed),
+            by_key_version(&missed),
+            "the original ids, no snapshot"
+        );
+        let m1: Vec<_> = replayed
+            .iter()
+            .filter(|e| e["key"] == "m/1")
+            .map(|e| &e["value"])
+            .collect();
         assert_eq!(m1, [&json!("a"), &json!("c")], "in version order per key");
         resumed.assert_quiet(Duration::from_millis(200)).await;
         if use_header {
@@ -168,7 +203,12 @@ async fn a_position_the_history_no_longer_reaches_gets_a_reset_snapshot() {
     for i in 0..10 {
         put(&rest, &format!("m/{}", i % 3), json!(i)).await;
     }
-    let mut resumed = SseClient::open(&node, "/api/v1/caches/c/events?prefix=m/&snapshot=false", Some(&id)).await;
+    let mut resumed = SseClient::open(
+        &node,
+        "/api/v1/caches/c/events?prefix=m/&snapshot=false",
+        Some(&id),
+    )
+    .await;
     let (entries, reset_id, reset) = resumed.snapshot().await;
     assert!(reset, "the snapshot replaces state");
     assert_eq!(keys(&entries), ["m/0", "m/1", "m/2"]);
@@ -193,7 +233,12 @@ async fn bad_requests_get_the_contract_error() {
     let cases = [
         ("/api/v1/caches/nope/events", None, 404, "unknown_cache"),
         ("/api/v1/caches/c/events?key=a&prefix=b", None, 400, "bad_request"),
-        ("/api/v1/caches/c/events", Some("not a token!"), 400, "bad_request"),
+        (
+            "/api/v1/caches/c/events",
+            Some("not a token!"),
+            400,
+            "bad_request",
+        ),
         // A valid token naming segment 100 of an 8-segment cache.
         ("/api/v1/caches/c/events", Some("AWQB"), 400, "bad_request"),
         ("/api/v1/caches/c/events?snapshot=maybe", None, 400, "bad_request"),
@@ -202,7 +247,11 @@ async fn bad_requests_get_the_contract_error() {
         let Err((got, body)) = SseClient::try_open(&node, path, last_event_id).await else {
             panic!("{path} {last_event_id:?} was accepted");
         };
-        assert_eq!((got.as_u16(), body["error"]["code"].as_str()), (status, Some(code)), "{path}");
+        assert_eq!(
+            (got.as_u16(), body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
     }
 }
 
@@ -256,7 +305,11 @@ async fn every_write_arrives_once_and_in_order_across_a_reconnect() {
     for (key, seen) in &versions {
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{key}: {seen:?}");
         let current = rest.get_entry("c", key).await.etag().unwrap();
-        assert_eq!(current, format!("\"{}\"", seen.last().unwrap()), "{key} ends current");
+        assert_eq!(
+            current,
+            format!("\"{}\"", seen.last().unwrap()),
+            "{key} ends current"
+        );
     }
 }
 
@@ -267,5 +320,7 @@ async fn streams_end_when_the_node_shuts_down() {
     stream.snapshot().await;
     node.terminate();
     stream.drain_until_end().await;
-    assert!(node.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(node
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
 }

@@ -68,7 +68,10 @@ impl SseClient {
         let mut response = request.send().await.expect("request failed");
         if response.status() != StatusCode::OK {
             let body = response.body().await.expect("read body");
-            return Err((response.status(), serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            return Err((
+                response.status(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            ));
         }
         let content_type = response
             .headers()
@@ -155,7 +158,8 @@ impl SseClient {
     }
 
     fn parse(&mut self, chunk: &[u8]) {
-        self.buffer.push_str(std::str::from_utf8(chunk).expect("SSE is UTF-8"));
+        self.buffer
+            .push_str(std::str::from_utf8(chunk).expect("SSE is UTF-8"));
         while let Some(end) = self.buffer.find("\n\n") {
             let block: String = self.buffer.drain(..end + 2).collect();
             let mut message = SseMessage {
