@@ -233,3 +233,25 @@ async fn signed_jwts_carry_their_grants() {
         1
     );
 }
+
+#[actix_web::test]
+async fn the_http_fallbacks_take_a_bearer_header_or_an_access_token_parameter() {
+    let node = TestNode::start_with(CONFIG, &[]);
+    let http = common::client();
+    for transport in ["events", "poll"] {
+        let status = |path: String, header: Option<&str>| {
+            let mut request = http.get(node.url(&path));
+            if let Some(token) = header {
+                request = request.insert_header(bearer(token));
+            }
+            async move { request.send().await.expect("request").status() }
+        };
+        let base = format!("/api/v1/caches/scores/{transport}");
+        assert_eq!(status(base.clone(), None).await, StatusCode::FORBIDDEN, "{transport}: no token");
+        assert_eq!(status(base.clone(), Some("viewer")).await, StatusCode::OK, "{transport}: header");
+        let query = format!("{base}?access_token=viewer");
+        assert_eq!(status(query, None).await, StatusCode::OK, "{transport}: parameter");
+        let secret = format!("/api/v1/caches/secret/{transport}?access_token=viewer");
+        assert_eq!(status(secret, None).await, StatusCode::FORBIDDEN, "{transport}: not granted");
+    }
+}
