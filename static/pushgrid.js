@@ -1,22 +1,31 @@
-// pushgrid client: speaks the pushgrid wire contract (docs/protocol.md) over
-// a WebSocket. It subscribes with a snapshot, applies events by version,
-// and when the connection drops it reconnects with exponential backoff and
-// resumes from the positions it holds, applying a reset snapshot when the
-// server can no longer resume.
+// pushgrid client: speaks the pushgrid wire contract (docs/protocol.md)
+// over a WebSocket, or, where a WebSocket cannot connect, over Server-Sent
+// Events and then long polling, with the same guarantees. It subscribes
+// with a snapshot, applies events by version, and when the connection
+// drops it reconnects with exponential backoff and resumes from the
+// position it holds, applying a reset snapshot when the server can no
+// longer resume.
 //
 //   import { PushgridClient } from "/static/pushgrid.js";
-//   const client = new PushgridClient({ onStatus: (s) => console.log(s) });
+//   const client = new PushgridClient({ onStatus: (s, transport) => console.log(s, transport) });
 //   client.subscribe("scores", { prefix: "match/" }, {
 //     onSnapshot(entries, { reset }) { /* replace state with entries */ },
 //     onEvent(event) { /* apply one change */ },
 //   });
 //   await client.put("scores", "match/1", { home_score: 1 }, { if_version: 7 });
+//
+// Over SSE and long polling, reads and writes go through the REST API.
 
 const PROTOCOL = "pushgrid.v1.json";
 const BACKOFF_START_MS = 250;
 const BACKOFF_MAX_MS = 5000;
 /// Failed attempts in a row after which the status says "offline".
 const OFFLINE_AFTER = 6;
+const POLL_TIMEOUT_MS = 25000;
+
+/** The transports in the order `auto` tries them. */
+export const TRANSPORTS = ["websocket", "sse", "poll"];
+export const TRANSPORT_NAMES = { websocket: "WebSocket", sse: "SSE", poll: "Long polling" };
 
 export class PushgridError extends Error {
   constructor(reply) {
@@ -29,31 +38,42 @@ export class PushgridError extends Error {
 export class PushgridClient {
   /**
    * @param {object} options
-   * @param {string} [options.url] WebSocket URL; defaults to this page's host at /ws.
+   * @param {string} [options.origin] the node's HTTP origin; defaults to this page's.
    * @param {string} [options.token] access token, when the node requires one.
-   * @param {(status: "connecting"|"live"|"reconnecting"|"offline") => void} [options.onStatus]
+   * @param {"auto"|"websocket"|"sse"|"poll"} [options.transport] "auto" (the default)
+   *   tries WebSocket, then SSE, then long polling, moving on when one cannot connect.
+   * @param {(status: "connecting"|"live"|"reconnecting"|"offline", transport: string) => void} [options.onStatus]
    */
   constructor(options = {}) {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const url = options.url || `${scheme}://${location.host}/ws`;
-    this.url = options.token ? `${url}?access_token=${encodeURIComponent(options.token)}` : url;
+    this.origin = options.origin || location.origin;
+    this.token = options.token;
+    const forced = options.transport && options.transport !== "auto";
+    this.candidates = forced ? [options.transport] : TRANSPORTS;
+    this.candidate = 0;
     this.onStatus = options.onStatus || (() => {});
     this.status = "connecting";
     this.nextId = 1;
-    this.pending = new Map(); // request id -> {resolve, reject}
+    this.pending = new Map(); // WebSocket request id -> {resolve, reject}
     this.subscriptions = []; // what to (re)subscribe to on every connection
-    this.bySub = new Map(); // server sub id -> subscription
+    this.bySub = new Map(); // WebSocket sub id -> subscription
     this.failures = 0;
     this.eventTimes = [];
     this.closed = false;
+    this.attempt = null; // the current connection attempt, see connect()
     this.connect();
+  }
+
+  /** The transport in use, or being tried. */
+  get transport() {
+    return this.candidates[this.candidate];
   }
 
   /** Follows `cache` (filter `{}`, `{key}` or `{prefix}`) across reconnections. */
   subscribe(cache, filter, handlers) {
-    const subscription = { cache, filter, handlers, positions: null, versions: new Map(), incoming: [] };
+    // `positions` resumes a WebSocket, `token` an SSE stream or a poll.
+    const subscription = { cache, filter, handlers, positions: null, token: null, versions: new Map(), incoming: [] };
     this.subscriptions.push(subscription);
-    if (this.status === "live") this.sendSubscribe(subscription);
+    if (this.attempt?.opened) this.follow(this.attempt, subscription);
     return subscription;
   }
 
@@ -79,44 +99,126 @@ export class PushgridClient {
 
   close() {
     this.closed = true;
-    if (this.ws) this.ws.close(1000);
+    this.attempt?.stop();
   }
 
   request(message) {
+    if (this.transport !== "websocket") return this.rest(message);
     return new Promise((resolve, reject) => {
-      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      const ws = this.attempt?.ws;
+      if (!ws || ws.readyState !== WebSocket.OPEN) {
         reject(new PushgridError({ code: "unavailable", message: "not connected" }));
         return;
       }
       const id = this.nextId++;
       this.pending.set(id, { resolve, reject });
-      this.ws.send(JSON.stringify({ ...message, id }));
+      ws.send(JSON.stringify({ ...message, id }));
     });
   }
 
+  /** One operation through the REST API, answered like its WebSocket reply. */
+  async rest({ op, cache, key, value, if_version, if_absent, lifespan_ms }) {
+    const headers = {};
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    if (if_version !== undefined) headers["If-Match"] = `"${if_version}"`;
+    if (if_absent) headers["If-None-Match"] = "*";
+    const method = { get: "GET", put: "PUT", remove: "DELETE" }[op];
+    let url = `${this.origin}/api/v1/caches/${encodeURIComponent(cache)}/entries/${encodeURIComponent(key)}`;
+    if (lifespan_ms !== undefined) url += `?lifespan_ms=${lifespan_ms}`;
+    let response;
+    try {
+      response = await fetch(url, { method, headers, body: op === "put" ? JSON.stringify(value) : undefined });
+    } catch (error) {
+      throw new PushgridError({ code: "unavailable", message: String(error) });
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      const error = text ? JSON.parse(text).error : { code: "internal", message: response.statusText };
+      throw new PushgridError(error);
+    }
+    const version = Number((response.headers.get("ETag") || "").replaceAll('"', "")) || undefined;
+    if (op === "get") return { type: "entry", key, value: JSON.parse(text), version };
+    return { type: "ok", version, created: response.status === 201 };
+  }
+
+  /**
+   * Starts one connection attempt over the current transport. An attempt
+   * that fails before it ever opened moves `auto` on to the next transport
+   * (after the last, back to the first, with backoff); one that drops after
+   * opening is retried on the same transport.
+   */
   connect() {
+    const attempt = { transport: this.transport, opened: false, stopped: false, streams: [], aborts: [] };
+    attempt.stop = () => {
+      attempt.stopped = true;
+      attempt.ws?.close(1000);
+      for (const stream of attempt.streams) stream.close();
+      for (const abort of attempt.aborts) abort.abort();
+    };
+    this.attempt = attempt;
     this.setStatus(this.failures === 0 ? "connecting" : this.failures >= OFFLINE_AFTER ? "offline" : "reconnecting");
-    const ws = new WebSocket(this.url, PROTOCOL);
-    this.ws = ws;
+    if (attempt.transport === "websocket") this.openWebSocket(attempt);
+    else for (const subscription of this.subscriptions) this.follow(attempt, subscription);
+    if (attempt.transport !== "websocket" && this.subscriptions.length === 0) this.opened(attempt);
+  }
+
+  opened(attempt) {
+    if (attempt !== this.attempt || attempt.opened) return;
+    attempt.opened = true;
+    this.failures = 0;
+    this.setStatus("live");
+  }
+
+  /** The attempt ended: reconnect, on this transport or the next. */
+  failed(attempt) {
+    if (attempt !== this.attempt || attempt.stopped) return;
+    attempt.stop();
+    for (const { reject } of this.pending.values()) {
+      reject(new PushgridError({ code: "unavailable", message: "connection lost" }));
+    }
+    this.pending.clear();
+    if (this.closed) return;
+    let backoff = 0;
+    if (!attempt.opened && this.candidate + 1 < this.candidates.length) {
+      this.candidate += 1; // try the next transport at once
+    } else {
+      if (!attempt.opened) this.candidate = 0;
+      this.failures += 1;
+      backoff = Math.min(BACKOFF_START_MS * 2 ** (this.failures - 1), BACKOFF_MAX_MS);
+    }
+    this.setStatus(this.failures >= OFFLINE_AFTER ? "offline" : "reconnecting");
+    setTimeout(() => this.connect(), backoff * (0.75 + Math.random() / 2));
+  }
+
+  follow(attempt, subscription) {
+    if (attempt.transport === "websocket") this.sendSubscribe(subscription);
+    else if (attempt.transport === "sse") this.openEventStream(attempt, subscription);
+    else this.pollLoop(attempt, subscription);
+  }
+
+  filterQuery(subscription) {
+    const query = new URLSearchParams();
+    if (subscription.filter.key !== undefined) query.set("key", subscription.filter.key);
+    if (subscription.filter.prefix !== undefined) query.set("prefix", subscription.filter.prefix);
+    if (this.token) query.set("access_token", this.token);
+    return query;
+  }
+
+  // --- WebSocket ---
+
+  openWebSocket(attempt) {
+    const scheme = this.origin.startsWith("https:") ? "wss" : "ws";
+    let url = `${scheme}://${this.origin.replace(/^https?:\/\//, "")}/ws`;
+    if (this.token) url += `?access_token=${encodeURIComponent(this.token)}`;
+    const ws = new WebSocket(url, PROTOCOL);
+    attempt.ws = ws;
     ws.onopen = () => {
-      this.failures = 0;
       this.bySub.clear();
-      this.setStatus("live");
+      this.opened(attempt);
       for (const subscription of this.subscriptions) this.sendSubscribe(subscription);
     };
     ws.onmessage = (frame) => this.dispatch(JSON.parse(frame.data));
-    ws.onclose = () => {
-      if (this.ws !== ws) return;
-      for (const { reject } of this.pending.values()) {
-        reject(new PushgridError({ code: "unavailable", message: "connection lost" }));
-      }
-      this.pending.clear();
-      if (this.closed) return;
-      this.failures += 1;
-      this.setStatus(this.failures >= OFFLINE_AFTER ? "offline" : "reconnecting");
-      const backoff = Math.min(BACKOFF_START_MS * 2 ** (this.failures - 1), BACKOFF_MAX_MS);
-      setTimeout(() => this.connect(), backoff * (0.75 + Math.random() / 2));
-    };
+    ws.onclose = () => this.failed(attempt);
   }
 
   sendSubscribe(subscription) {
@@ -130,7 +232,7 @@ export class PushgridClient {
       resolve: (reply) => this.bySub.set(reply.sub, subscription),
       reject: (error) => console.error("pushgrid: subscribe failed", error),
     });
-    this.ws.send(JSON.stringify(message));
+    this.attempt.ws.send(JSON.stringify(message));
   }
 
   dispatch(message) {
@@ -143,23 +245,17 @@ export class PushgridClient {
         const entries = subscription.incoming;
         subscription.incoming = [];
         subscription.positions = { ...message.positions };
-        subscription.versions = new Map(entries.map((e) => [e.key, e.version]));
-        subscription.handlers.onSnapshot?.(entries, { reset: Boolean(message.reset) });
+        this.applySnapshot(subscription, entries, Boolean(message.reset));
         return;
       }
       case "event": {
         const subscription = this.bySub.get(message.sub);
         if (!subscription) return;
         const event = message.event;
-        this.eventTimes.push(performance.now());
         const positions = subscription.positions || (subscription.positions = {});
         const segment = String(event.segment);
         positions[segment] = Math.max(positions[segment] || 0, event.version);
-        // Apply by version: a write the client already holds is skipped.
-        if ((subscription.versions.get(event.key) || 0) >= event.version) return;
-        if (event.kind === "removed" || event.kind === "expired") subscription.versions.delete(event.key);
-        else subscription.versions.set(event.key, event.version);
-        subscription.handlers.onEvent?.(event);
+        this.applyEvent(subscription, event);
         return;
       }
       default: {
@@ -172,9 +268,86 @@ export class PushgridClient {
     }
   }
 
+  // --- Server-Sent Events ---
+
+  openEventStream(attempt, subscription) {
+    const query = this.filterQuery(subscription);
+    // A new EventSource cannot send Last-Event-ID itself: the parameter does.
+    if (subscription.token) query.set("last_event_id", subscription.token);
+    const stream = new EventSource(`${this.origin}/api/v1/caches/${encodeURIComponent(subscription.cache)}/events?${query}`);
+    attempt.streams.push(stream);
+    subscription.incoming = [];
+    stream.onopen = () => this.opened(attempt);
+    stream.addEventListener("snapshot", (message) => {
+      const data = JSON.parse(message.data);
+      subscription.incoming.push(...data.entries);
+      if (!data.done) return;
+      const entries = subscription.incoming;
+      subscription.incoming = [];
+      subscription.token = message.lastEventId;
+      this.applySnapshot(subscription, entries, Boolean(data.reset));
+    });
+    stream.addEventListener("event", (message) => {
+      subscription.token = message.lastEventId;
+      this.applyEvent(subscription, JSON.parse(message.data));
+    });
+    // The browser would retry by itself; this client retries with its own
+    // backoff and transport choice instead.
+    stream.onerror = () => this.failed(attempt);
+  }
+
+  // --- Long polling ---
+
+  async pollLoop(attempt, subscription) {
+    const path = `${this.origin}/api/v1/caches/${encodeURIComponent(subscription.cache)}/poll`;
+    while (!attempt.stopped) {
+      const query = this.filterQuery(subscription);
+      if (subscription.token) {
+        query.set("after", subscription.token);
+        query.set("timeout_ms", String(POLL_TIMEOUT_MS));
+      }
+      const abort = new AbortController();
+      attempt.aborts.push(abort);
+      let answer;
+      try {
+        const response = await fetch(`${path}?${query}`, { signal: abort.signal, cache: "no-store" });
+        if (!response.ok) throw new Error(`poll answered ${response.status}`);
+        answer = await response.json();
+      } catch (error) {
+        if (!attempt.stopped) console.warn("pushgrid: poll failed", error);
+        this.failed(attempt);
+        return;
+      } finally {
+        attempt.aborts = attempt.aborts.filter((a) => a !== abort);
+      }
+      if (attempt.stopped) return;
+      this.opened(attempt);
+      if (answer.snapshot) this.applySnapshot(subscription, answer.snapshot, Boolean(answer.reset));
+      for (const event of answer.events) this.applyEvent(subscription, event);
+      subscription.token = answer.position;
+    }
+  }
+
+  // --- Shared by every transport ---
+
+  applySnapshot(subscription, entries, reset) {
+    subscription.versions = new Map(entries.map((e) => [e.key, e.version]));
+    subscription.handlers.onSnapshot?.(entries, { reset });
+  }
+
+  applyEvent(subscription, event) {
+    this.eventTimes.push(performance.now());
+    // Apply by version: a write the client already holds is skipped.
+    if ((subscription.versions.get(event.key) || 0) >= event.version) return;
+    if (event.kind === "removed" || event.kind === "expired") subscription.versions.delete(event.key);
+    else subscription.versions.set(event.key, event.version);
+    subscription.handlers.onEvent?.(event);
+  }
+
   setStatus(status) {
-    if (this.status === status) return;
+    if (this.status === status && this.reportedTransport === this.transport) return;
     this.status = status;
-    this.onStatus(status);
+    this.reportedTransport = this.transport;
+    this.onStatus(status, this.transport);
   }
 }

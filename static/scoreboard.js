@@ -1,8 +1,10 @@
 // The live scoreboard: follows the `scores` cache through pushgrid.js and
 // keeps one card per match, flashing a score when it changes. The + and −
-// buttons write through the WebSocket with compare-and-set.
+// buttons write with compare-and-set (through the WebSocket, or REST when
+// the page runs over SSE or long polling). `?transport=sse` or
+// `?transport=poll` forces a transport; `?token=...` presents a token.
 
-import { PushgridClient } from "/static/pushgrid.js";
+import { PushgridClient, TRANSPORT_NAMES } from "/static/pushgrid.js";
 
 const CACHE = "scores";
 const board = document.getElementById("board");
@@ -19,12 +21,16 @@ const CONNECTION_TEXT = { connecting: "Connecting…", live: "Live", reconnectin
 /** key -> { value, version, card } */
 const matches = new Map();
 
+const params = new URLSearchParams(location.search);
 const client = new PushgridClient({
   // A node with [auth] tokens: open the page as /?token=...
-  token: new URLSearchParams(location.search).get("token") || undefined,
-  onStatus(status) {
+  token: params.get("token") || undefined,
+  transport: params.get("transport") || "auto",
+  onStatus(status, transport) {
     connection.dataset.state = status;
-    connectionText.textContent = CONNECTION_TEXT[status] || status;
+    connection.dataset.transport = transport;
+    const text = CONNECTION_TEXT[status] || status;
+    connectionText.textContent = status === "live" ? `${text} · ${TRANSPORT_NAMES[transport] || transport}` : text;
   },
 });
 window.pushgridClient = client; // for the browser test and the curious

@@ -247,11 +247,27 @@ async fn the_http_fallbacks_take_a_bearer_header_or_an_access_token_parameter() 
             async move { request.send().await.expect("request").status() }
         };
         let base = format!("/api/v1/caches/scores/{transport}");
-        assert_eq!(status(base.clone(), None).await, StatusCode::FORBIDDEN, "{transport}: no token");
-        assert_eq!(status(base.clone(), Some("viewer")).await, StatusCode::OK, "{transport}: header");
+        assert_eq!(
+            status(base.clone(), None).await,
+            StatusCode::FORBIDDEN,
+            "{transport}: no token"
+        );
+        assert_eq!(
+            status(base.clone(), Some("viewer")).await,
+            StatusCode::OK,
+            "{transport}: header"
+        );
         let query = format!("{base}?access_token=viewer");
-        assert_eq!(status(query, None).await, StatusCode::OK, "{transport}: parameter");
+        assert_eq!(
+            status(query, None).await,
+            StatusCode::OK,
+            "{transport}: parameter"
+        );
         let secret = format!("/api/v1/caches/secret/{transport}?access_token=viewer");
-        assert_eq!(status(secret, None).await, StatusCode::FORBIDDEN, "{transport}: not granted");
+        assert_eq!(
+            status(secret, None).await,
+            StatusCode::FORBIDDEN,
+            "{transport}: not granted"
+        );
     }
 }

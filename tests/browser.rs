@@ -1,8 +1,10 @@
 //! The scoreboard page in a real browser (headless Chromium driven over
-//! WebDriver) against a real node: the snapshot shows, a REST write appears
-//! within a second, a connection cut by the server side is resumed with the
-//! write made meanwhile, and two pages see each other's changes. Screenshots
-//! are kept under `target/`.
+//! WebDriver) against a real node, once over each transport (WebSocket,
+//! SSE, long polling): the snapshot shows, a REST write appears within a
+//! second, a connection cut by the server side is resumed with the write
+//! made meanwhile, and two pages see each other's changes. A page whose
+//! WebSocket cannot connect falls back to SSE by itself. Screenshots are
+//! kept under `target/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs
 //! them); without them the test says it was skipped, and why.
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use common::{Rest, TestNode};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -115,8 +118,26 @@ struct Proxy {
     cut: watch::Sender<u64>,
 }
 
+/// Whether a connection's first bytes are a WebSocket handshake.
+fn is_websocket_handshake(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .contains("upgrade: websocket")
+}
+
 impl Proxy {
     async fn start(upstream: String) -> Proxy {
+        Proxy::start_with(upstream, false).await
+    }
+
+    /// A proxy that drops every WebSocket handshake, as some corporate
+    /// proxies do. (Browsers open a fresh connection for each WebSocket,
+    /// so a connection's first request is enough to tell.)
+    async fn refusing_websockets(upstream: String) -> Proxy {
+        Proxy::start_with(upstream, true).await
+    }
+
+    async fn start_with(upstream: String, refuse_websockets: bool) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepting = Arc::new(AtomicBool::new(true));
@@ -132,9 +153,20 @@ impl Proxy {
                 cuts.borrow_and_update();
                 let upstream = upstream.clone();
                 actix_web::rt::spawn(async move {
+                    let mut head = vec![0; 4096];
+                    let Ok(read) = client.read(&mut head).await else {
+                        return;
+                    };
+                    head.truncate(read);
+                    if refuse_websockets && is_websocket_handshake(&head) {
+                        return;
+                    }
                     let Ok(mut server) = TcpStream::connect(upstream).await else {
                         return;
                     };
+                    if server.write_all(&head).await.is_err() {
+                        return;
+                    }
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cuts.changed() => {}
@@ -184,6 +216,7 @@ fn score_of(key: &str, side: &str) -> String {
 
 const CARD_COUNT: &str = "return document.querySelectorAll('#board .card:not(.leaving)').length";
 const CONNECTION: &str = "return document.getElementById('connection').dataset.state";
+const TRANSPORT: &str = "return document.getElementById('connection').dataset.transport";
 
 fn fixture(home: &str, away: &str, home_score: u32, away_score: u32) -> String {
     json!({"league":"Test League","home":home,"away":away,"home_score":home_score,"away_score":away_score,
@@ -198,10 +231,33 @@ fn save_screenshot(png: &[u8], name: &str) {
 }
 
 #[actix_web::test]
-async fn the_scoreboard_follows_the_grid_live_across_reconnects_and_windows() {
+async fn the_scoreboard_follows_the_grid_over_a_websocket() {
+    scoreboard_follows_the_grid_live_across_reconnects_and_windows(None, "websocket").await;
+}
+
+#[actix_web::test]
+async fn the_scoreboard_follows_the_grid_over_sse() {
+    scoreboard_follows_the_grid_live_across_reconnects_and_windows(Some("sse"), "sse").await;
+}
+
+#[actix_web::test]
+async fn the_scoreboard_follows_the_grid_over_long_polling() {
+    scoreboard_follows_the_grid_live_across_reconnects_and_windows(Some("poll"), "poll").await;
+}
+
+/// The whole scoreboard journey with the page's `?transport=` set to
+/// `forced` (none: the page chooses), which must end up on `expected`.
+async fn scoreboard_follows_the_grid_live_across_reconnects_and_windows(
+    forced: Option<&str>,
+    expected: &str,
+) {
     if !browser_available() {
         return;
     }
+    let page_url = |proxy: &Proxy| match forced {
+        Some(transport) => format!("{}?transport={transport}", proxy.url()),
+        None => proxy.url(),
+    };
     let node = TestNode::start_with("[caches.scores]\nsegments = 16\n", &[]);
     let rest = Rest::new(&node);
     rest.put_entry("scores", "match/1", &fixture("Alpha", "Beta", 0, 0))
@@ -211,7 +267,7 @@ async fn the_scoreboard_follows_the_grid_live_across_reconnects_and_windows() {
     let proxy = Proxy::start(node.base.trim_start_matches("http://").to_string()).await;
     let driver = Driver::start().await;
     let page = driver.browser().await;
-    page.goto(&proxy.url()).await.unwrap();
+    page.goto(&page_url(&proxy)).await.unwrap();
 
     // The snapshot shows.
     let cards = eventually(&page, CARD_COUNT, Duration::from_secs(10), |v| v == 2).await;
@@ -220,6 +276,7 @@ async fn the_scoreboard_follows_the_grid_live_across_reconnects_and_windows() {
         eventually(&page, CONNECTION, Duration::from_secs(5), |v| v == "live").await,
         "live"
     );
+    assert_eq!(page.execute(TRANSPORT, vec![]).await.unwrap(), expected);
     // textContent, not WebDriver's rendered text: cards fade in.
     let name = "return document.querySelector('[data-key=\"match/2\"] .home .name').textContent";
     assert_eq!(page.execute(name, vec![]).await.unwrap(), "Gamma");
@@ -277,10 +334,11 @@ async fn the_scoreboard_follows_the_grid_live_across_reconnects_and_windows() {
         "the page reconnected and resumed with the missed write"
     );
     assert_eq!(page.execute(CONNECTION, vec![]).await.unwrap(), "live");
+    assert_eq!(page.execute(TRANSPORT, vec![]).await.unwrap(), expected);
 
     // Two pages see each other's writes.
     let other = driver.browser().await;
-    other.goto(&proxy.url()).await.unwrap();
+    other.goto(&page_url(&proxy)).await.unwrap();
     assert_eq!(
         eventually(&other, CARD_COUNT, Duration::from_secs(10), |v| v == 2).await,
         2
@@ -321,8 +379,46 @@ async fn the_scoreboard_follows_the_grid_live_across_reconnects_and_windows() {
         "1"
     );
 
-    save_screenshot(&page.screenshot().await.unwrap(), "scoreboard-test.png");
+    save_screenshot(
+        &page.screenshot().await.unwrap(),
+        &format!("scoreboard-test-{expected}.png"),
+    );
     other.close().await.unwrap();
+    page.close().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_page_whose_websocket_cannot_connect_falls_back_to_sse() {
+    if !browser_available() {
+        return;
+    }
+    let node = TestNode::start_with("[caches.scores]\nsegments = 16\n", &[]);
+    let rest = Rest::new(&node);
+    rest.put_entry("scores", "match/1", &fixture("Alpha", "Beta", 0, 0))
+        .await;
+    let proxy = Proxy::refusing_websockets(node.base.trim_start_matches("http://").to_string()).await;
+    let driver = Driver::start().await;
+    let page = driver.browser().await;
+    page.goto(&proxy.url()).await.unwrap();
+    assert_eq!(
+        eventually(&page, CARD_COUNT, Duration::from_secs(10), |v| v == 1).await,
+        1
+    );
+    assert_eq!(
+        eventually(&page, CONNECTION, Duration::from_secs(5), |v| v == "live").await,
+        "live"
+    );
+    assert_eq!(page.execute(TRANSPORT, vec![]).await.unwrap(), "sse");
+    let text = "return document.getElementById('connection-text').textContent";
+    assert_eq!(page.execute(text, vec![]).await.unwrap(), "Live · SSE");
+    rest.put_entry("scores", "match/1", &fixture("Alpha", "Beta", 0, 2))
+        .await;
+    assert_eq!(
+        eventually(&page, &score_of("match/1", "away"), Duration::from_secs(2), |v| v
+            == "2")
+        .await,
+        "2"
+    );
     page.close().await.unwrap();
 }
 
