@@ -5,16 +5,21 @@
 //! same against the baseline (a minimal tokio-tungstenite fan-out server, in
 //! a process of its own) and reports pushgrid / baseline for each figure.
 //! Scenarios: `scoreboard`, `fanout`, `idle`, `writes`, `snapshot` (all by
-//! default). Flags: `--subscribers N`, `--publishers N`, `--keys N`,
-//! `--rate W` (writes/s), `--duration S`, `--padding BYTES`,
-//! `--format json|msgpack|both`, `--idle N`, `--entries N`, `--no-baseline`.
-//! Output: a Markdown table on stdout and `target/load-report.json`.
+//! default), and `transports` (on request: the comparison of WebSocket, SSE,
+//! long polling and interval polling in `docs/transports.md`, see
+//! [`load::transports`]). Flags: `--subscribers N`, `--publishers N`,
+//! `--keys N`, `--rate W` (writes/s), `--duration S`, `--padding BYTES`,
+//! `--format json|msgpack|both`, `--idle N`, `--entries N`, `--no-baseline`;
+//! for `transports`, `--updates N` and `--interval-ms MS` (interval polling).
+//! Output: a Markdown table on stdout and `target/load-report.json`
+//! (`target/transports-report.json` for `transports`).
 
 mod load {
     pub mod baseline;
     pub mod clients;
     pub mod node;
     pub mod report;
+    pub mod transports;
 }
 
 use std::collections::BTreeMap;
@@ -46,6 +51,8 @@ struct Settings {
     idle: usize,
     entries: usize,
     baseline: bool,
+    updates: u64,
+    interval_ms: u64,
 }
 
 impl Settings {
@@ -62,6 +69,8 @@ impl Settings {
             idle: 10_000,
             entries: 100_000,
             baseline: true,
+            updates: 3000,
+            interval_ms: 1000,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -77,6 +86,8 @@ impl Settings {
                 "--idle" => settings.idle = value().parse().expect("a number"),
                 "--entries" => settings.entries = value().parse().expect("a number"),
                 "--no-baseline" => settings.baseline = false,
+                "--updates" => settings.updates = value().parse().expect("a number"),
+                "--interval-ms" => settings.interval_ms = value().parse().expect("a number"),
                 "--format" => {
                     settings.formats = Some(match value().as_str() {
                         "json" => vec![Format::Json],
@@ -137,14 +148,83 @@ fn main() {
                 "idle" => idle(&settings, &mut report).await,
                 "writes" => writes(&settings, &mut report).await,
                 "snapshot" => snapshot(&settings, &mut report).await,
+                "transports" => transports(&settings).await,
                 other => panic!("unknown scenario {other}"),
             }
         }
     });
+    if report.rows.is_empty() {
+        return;
+    }
     let table = report.markdown();
     println!("\nLoad test on {}\n\n{table}", report.machine);
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load-report.json");
     std::fs::write(&out, serde_json::to_vec_pretty(&report).expect("encodes")).expect("write the report");
+    println!("Saved {}", out.display());
+}
+
+/// The transport comparison: a control run (the writes, no subscriber),
+/// then one run per transport; prints its own table.
+async fn transports(settings: &Settings) {
+    use load::transports::{run, Workload, TRANSPORTS};
+    let workload = Workload {
+        updates: settings.updates,
+        keys: 10,
+        rate: settings.rate.unwrap_or(100.0),
+        interval: Duration::from_millis(settings.interval_ms),
+        padding: settings.padding,
+    };
+    // The writes alone, before and after the transports: their mean is
+    // what the writes cost, subtracted from each transport's run.
+    eprintln!("control run: the writes alone");
+    let control_before = run(None, &workload).await["server_cpu_s"].as_f64().unwrap_or(0.0);
+    let mut rows = BTreeMap::new();
+    for transport in TRANSPORTS {
+        eprintln!("{transport}");
+        rows.insert(transport, run(Some(transport), &workload).await);
+    }
+    eprintln!("control run again");
+    let control_after = run(None, &workload).await["server_cpu_s"].as_f64().unwrap_or(0.0);
+    let control_cpu = (control_before + control_after) / 2.0;
+    for figures in rows.values_mut() {
+        let delivered = figures["updates_delivered"].as_f64().unwrap_or(0.0).max(1.0);
+        let cpu = figures["server_cpu_s"].as_f64().unwrap_or(0.0);
+        figures.insert(
+            "server_cpu_us_per_update".into(),
+            json!(((cpu - control_cpu).max(0.0) * 1e6 / delivered).round()),
+        );
+    }
+    let mut table = String::from(
+        "| transport | delivered / written | requests | bytes to server per update | bytes to client per update \
+         | latency p50 (ms) | latency p99 (ms) | server CPU per update (µs) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for transport in TRANSPORTS {
+        let f = &rows[transport];
+        let number = |name: &str| f[name].as_f64().unwrap_or(0.0);
+        table += &format!(
+            "| {transport} | {} / {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
+            number("updates_delivered"),
+            number("updates_written"),
+            number("requests"),
+            number("bytes_to_server_per_update"),
+            number("bytes_to_client_per_update"),
+            number("latency_p50_ms"),
+            number("latency_p99_ms"),
+            number("server_cpu_us_per_update"),
+        );
+    }
+    println!(
+        "\nTransports on {}: {} updates at {}/s over 10 keys, interval polling every {} ms, \
+         control runs' CPU {control_before:.3} s and {control_after:.3} s\n\n{table}",
+        machine(),
+        workload.updates,
+        workload.rate,
+        settings.interval_ms,
+    );
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/transports-report.json");
+    let saved = json!({"command": std::env::args().collect::<Vec<_>>().join(" "), "machine": machine(),
+                       "control_cpu_s": [control_before, control_after], "transports": rows});
+    std::fs::write(&out, serde_json::to_vec_pretty(&saved).expect("encodes")).expect("write the report");
     println!("Saved {}", out.display());
 }
 

@@ -217,3 +217,40 @@ async fn chained_polls_get_every_write_once_and_in_order() {
     }
     assert!(polls > 1);
 }
+
+/// A client that gives up on a held poll leaves nothing behind: once the
+/// poll's timeout passes (actix-web does not tell a waiting handler that
+/// its client hung up, so the timeout bounds it), its subscription is
+/// dropped and the held-polls gauge goes back down.
+#[actix_rt::test]
+async fn an_abandoned_poll_is_cleaned_up() {
+    let node = node();
+    let rest = Rest::new(&node);
+    let after = position(&poll(&rest, "prefix=m/").await);
+    let mut client = tokio::net::TcpStream::connect(node.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /api/v1/caches/c/poll?prefix=m/&after={after}&timeout_ms=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+        .await
+        .unwrap();
+    async fn gauge(rest: &Rest<'_>) -> (Option<f64>, Option<f64>) {
+        (
+            rest.metric("pushgrid_polls_held").await,
+            rest.metric("pushgrid_subscriptions").await,
+        )
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge(&rest).await != (Some(1.0), Some(1.0)) {
+        assert!(Instant::now() < deadline, "the poll was never held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge(&rest).await != (Some(0.0), Some(0.0)) {
+        assert!(Instant::now() < deadline, "still held: {:?}", gauge(&rest).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -103,9 +103,9 @@ struct EventFields<'a> {
 
 /// What every written value carries.
 #[derive(Deserialize)]
-struct Stamp {
-    t: u64,
-    c: u64,
+pub struct Stamp {
+    pub t: u64,
+    pub c: u64,
 }
 
 /// Subscribes to `prefix` and reads the snapshot; returns the entries it held.
@@ -140,7 +140,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    fn new(keys: usize) -> Self {
+    pub fn new(keys: usize) -> Self {
         Delivery {
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
             events: 0,
@@ -153,7 +153,7 @@ impl Delivery {
         }
     }
 
-    fn record(&mut self, key: usize, stamp: &Stamp, conflated: bool, now: u64) {
+    pub fn record(&mut self, key: usize, stamp: &Stamp, conflated: bool, now: u64) {
         self.events += 1;
         let _ = self.latency_us.record(now.saturating_sub(stamp.t).max(1));
         let previous = self.last[key];
@@ -173,8 +173,22 @@ impl Delivery {
         self.last[key] = previous.max(stamp.c);
     }
 
-    fn caught_up(&self, finals: &[u64]) -> bool {
+    /// The highest counter seen of `key`.
+    pub fn last_seen(&self, key: usize) -> u64 {
+        self.last[key]
+    }
+
+    pub fn caught_up(&self, finals: &[u64]) -> bool {
         self.last.iter().zip(finals).all(|(seen, last)| seen >= last)
+    }
+
+    /// Once the publishers stopped: every write never reached is lost.
+    pub fn count_unreached(&mut self, counters: &Counters) {
+        if let Some(finals) = counters.finals.get() {
+            for (seen, last) in self.last.iter().zip(finals) {
+                self.lost += last.saturating_sub(*seen);
+            }
+        }
     }
 }
 
@@ -183,6 +197,8 @@ impl Delivery {
 pub struct Counters {
     next: Vec<AtomicU64>,
     pub finals: OnceLock<Vec<u64>>,
+    /// When kept: per key, the send time of each write (index c - 1).
+    write_times: Option<std::sync::Mutex<Vec<Vec<u64>>>>,
 }
 
 impl Counters {
@@ -190,7 +206,44 @@ impl Counters {
         Arc::new(Counters {
             next: (0..keys).map(|_| AtomicU64::new(0)).collect(),
             finals: OnceLock::new(),
+            write_times: None,
         })
+    }
+
+    /// Counters that also remember when each write was sent, so a client
+    /// that skips writes can tell how long each went unseen.
+    pub fn with_write_times(keys: usize) -> Arc<Self> {
+        Arc::new(Counters {
+            next: (0..keys).map(|_| AtomicU64::new(0)).collect(),
+            finals: OnceLock::new(),
+            write_times: Some(std::sync::Mutex::new(vec![Vec::new(); keys])),
+        })
+    }
+
+    fn note_write(&self, key: usize, c: u64, t: u64) {
+        if let Some(times) = &self.write_times {
+            let mut times = times.lock().expect("not poisoned");
+            let times = &mut times[key];
+            if times.len() < c as usize {
+                times.resize(c as usize, t);
+            }
+            times[c as usize - 1] = t;
+        }
+    }
+
+    /// The send times of writes `from..=to` of `key` (empty unless kept).
+    pub fn write_times(&self, key: usize, from: u64, to: u64) -> Vec<u64> {
+        let Some(times) = &self.write_times else {
+            return Vec::new();
+        };
+        let times = times.lock().expect("not poisoned");
+        (from..=to)
+            .filter_map(|c| times[key].get((c as usize).checked_sub(1)?).copied())
+            .collect()
+    }
+
+    pub fn keys(&self) -> usize {
+        self.next.len()
     }
 
     pub fn freeze(&self) {
@@ -227,11 +280,7 @@ pub async fn receive(mut ws: Ws, format: Format, counters: Arc<Counters>, give_u
             }
         }
     }
-    if let Some(finals) = counters.finals.get() {
-        for (seen, last) in delivery.last.iter().zip(finals) {
-            delivery.lost += last.saturating_sub(*seen);
-        }
-    }
+    delivery.count_unreached(&counters);
     let _ = ws.close(None).await;
     delivery
 }
@@ -272,6 +321,7 @@ pub async fn publish(
                     let key = keys[n as usize % keys.len()];
                     let c = counters.next[key].fetch_add(1, Ordering::SeqCst) + 1;
                     let t = now_us();
+                    counters.note_write(key, c, t);
                     let op = json!({"op":"put","id":t,"cache":"bench","key":key_name(key),
                                     "value":{"t":t,"c":c,"p":pad}});
                     if sink.feed(format.encode(&op)).await.is_err() {

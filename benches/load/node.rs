@@ -79,8 +79,27 @@ impl ServerProcess {
             .map_or(0, |kib| kib * 1024)
     }
 
-    /// User plus system CPU time so far, in seconds.
+    /// CPU time so far, in seconds, to the nanosecond: the sum of every
+    /// live thread's run time from `/proc/PID/task/*/schedstat` (the
+    /// scheduler's own accounting; the server's threads live as long as
+    /// it does). Falls back to [`ServerProcess::cpu_ticks_seconds`].
     pub fn cpu_seconds(&self) -> f64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return self.cpu_ticks_seconds();
+        };
+        let nanos: u64 = tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        if nanos == 0 {
+            return self.cpu_ticks_seconds();
+        }
+        nanos as f64 / 1e9
+    }
+
+    /// User plus system CPU time so far, in seconds, in clock ticks.
+    pub fn cpu_ticks_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are
         // the 14th and 15th fields of the whole line.

@@ -76,7 +76,7 @@ pub async fn poll(
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    state.metrics.push.polls_held.inc();
+    let held = GaugeGuard::raise(&state.metrics.push.polls_held);
     let mut events = Vec::new();
     loop {
         tokio::select! {
@@ -95,7 +95,7 @@ pub async fn poll(
             _ = shutdown.wait_for(|down| *down) => break,
         }
     }
-    state.metrics.push.polls_held.dec();
+    drop(held);
     for event in &events {
         let position = positions.entry(event.event.segment).or_insert(Version(0));
         *position = (*position).max(event.event.version);
@@ -147,4 +147,21 @@ fn answer(answer: PollAnswer) -> HttpResponse {
         .content_type("application/json")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(answer.encode())
+}
+
+/// Counts a held poll in its gauge for as long as it lives, however the
+/// request ends (a client that hangs up drops the handler mid-wait).
+struct GaugeGuard<'a>(&'a prometheus::IntGauge);
+
+impl<'a> GaugeGuard<'a> {
+    fn raise(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
