@@ -11,6 +11,7 @@ pub mod rate_limit;
 pub mod rest;
 pub mod session;
 pub mod sse;
+mod ws_transport;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

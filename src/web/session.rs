@@ -3,14 +3,15 @@
 //! subscriptions, receives their events from the listener as actor messages
 //! ([`Push`]), and writes everything through its bounded [`Outbox`].
 //!
-//! The transport under the actor is actix-ws rather than actix-web-actors:
-//! actix-web-actors queues outgoing frames in a private buffer with no way to
-//! see how much is waiting, so a session could not tell a slow client from a
-//! fast one. actix-ws hands frames to the socket through a bounded channel;
-//! a write that does not complete means the client is not reading, and the
-//! outbox then conflates and, past its limit, closes with 1013. All of this
-//! stays in this module, so the transport can change without touching the
-//! rest.
+//! The transport under the actor is not actix-web-actors, which queues
+//! outgoing frames in a private buffer with no way to see how much is
+//! waiting, so a session could not tell a slow client from a fast one.
+//! [`ws_transport`](super::ws_transport) (actix-ws for the handshake and
+//! reading, batched frame writing of its own) hands frames to the socket
+//! through a bounded channel; a write that does not complete means the
+//! client is not reading, and the outbox then conflates and, past its limit,
+//! closes with 1013. The rest of the crate sees only this actor, so the
+//! transport can change without touching it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,12 +21,12 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, StreamHandler, WrapFuture,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
-use bytes::Bytes;
+use actix_ws::{AggregatedMessage, CloseCode, ProtocolError};
 
 use super::error::ApiError;
 use super::handshake::{negotiate_format, origin_allowed};
 use super::rate_limit::RateLimiter;
+use super::ws_transport::{self, FrameBatch, FrameWriter, Written};
 use super::{AppState, ConnectionSlot};
 use crate::auth::{Access, Authenticator};
 use crate::config::LimitsConfig;
@@ -44,12 +45,12 @@ use crate::push::{SessionId, SubId};
 
 /// Entries per snapshot frame, as the contract sets.
 const SNAPSHOT_FRAME_ENTRIES: usize = 1000;
-/// Frames handed to the socket per write task.
+/// Frames encoded into one buffer for the socket.
 const WRITE_BATCH: usize = 64;
 /// How long a close frame may wait for a socket that is not draining. A
-/// stopped session holds only its socket and at most the transport's 32
-/// frames meanwhile; a stalled client that resumes reading within this gets
-/// its close code (1013) instead of a bare disconnect.
+/// stopped session holds only its socket and the transport's few batches
+/// meanwhile; a stalled client that resumes reading within this gets its
+/// close code (1013) instead of a bare disconnect.
 const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 /// Refusing more than this many seconds' worth of operations within one
@@ -87,16 +88,12 @@ pub async fn websocket(
         .access_token;
     let access = state.auth.authenticate(token.as_deref())?;
     let slot = ConnectionSlot::take(&state)?;
-    let (response, ws, stream) = actix_ws::handle_with_protocols(&req, body, &[format.subprotocol()])
+    let upgraded = ws_transport::upgrade(&req, body, format.subprotocol(), settings.max_message_bytes)
         .map_err(|err| ApiError::bad_request(format!("not a WebSocket handshake: {err}")))?;
-    let stream = stream
-        .max_frame_size(settings.max_message_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(settings.max_message_bytes);
     let session = Session {
         id: crate::push::new_session_id(),
         format,
-        ws,
+        socket: upgraded.writer,
         grid: state.grid.clone(),
         listener: state.listener.clone(),
         outbox: Outbox::new(format, settings.outbox),
@@ -118,7 +115,7 @@ pub async fn websocket(
     };
     let mut shutdown = state.shutdown.clone();
     Session::create(|ctx| {
-        ctx.add_stream(stream);
+        ctx.add_stream(upgraded.incoming);
         // Close with 1001 when the node shuts down.
         let shutting_down = async move { shutdown.wait_for(|down| *down).await.is_ok() };
         ctx.spawn(shutting_down.into_actor(&session).map(|down, session, ctx| {
@@ -128,13 +125,13 @@ pub async fn websocket(
         }));
         session
     });
-    Ok(response)
+    Ok(upgraded.response)
 }
 
 pub struct Session {
     id: SessionId,
     format: Format,
-    ws: actix_ws::Session,
+    socket: FrameWriter,
     grid: Grid,
     listener: Addr<Listener>,
     settings: Arc<WsSettings>,
@@ -162,13 +159,6 @@ pub struct Session {
 #[derive(serde::Deserialize)]
 struct AccessQuery {
     access_token: Option<String>,
-}
-
-/// A frame on its way to the socket.
-enum Frame {
-    Data(WireFrame),
-    Ping,
-    Pong(Bytes),
 }
 
 impl Session {
@@ -554,77 +544,75 @@ impl Session {
         self.reply(&message, ctx);
     }
 
-    /// Hands the next frames to the socket unless a write is under way; the
-    /// write's completion calls this again.
+    /// Encodes the next frames into one batch and hands it to the socket,
+    /// until the outbox is empty or the socket is full; then a write task
+    /// waits for room, and its completion calls this again.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.writing || self.closing {
             return;
         }
-        let mut batch = Vec::new();
-        while batch.len() < WRITE_BATCH {
-            let Some(item) = self.outbox.pop() else {
-                break;
-            };
-            match item {
-                Outgoing::Message(bytes) => batch.push(Frame::Data(bytes)),
-                Outgoing::Event {
-                    sub,
-                    event,
-                    conflated,
-                } => {
-                    // Events of a subscription dropped since are not sent.
-                    if let Some(subscription) = self.subscriptions.get(&sub) {
-                        batch.push(Frame::Data(event.frame(
-                            self.format,
-                            &subscription.name,
-                            conflated,
-                        )));
-                        self.metrics.events_delivered.inc();
+        let mut batch = FrameBatch::default();
+        loop {
+            while batch.frames() < WRITE_BATCH {
+                let Some(item) = self.outbox.pop() else {
+                    break;
+                };
+                match item {
+                    Outgoing::Message(frame) => push_frame(&mut batch, &frame),
+                    Outgoing::Event {
+                        sub,
+                        event,
+                        conflated,
+                    } => {
+                        // Events of a subscription dropped since are not sent.
+                        if let Some(subscription) = self.subscriptions.get(&sub) {
+                            push_frame(
+                                &mut batch,
+                                &event.frame(self.format, &subscription.name, conflated),
+                            );
+                            self.metrics.events_delivered.inc();
+                        }
                     }
-                }
-                Outgoing::Ping => batch.push(Frame::Ping),
-                Outgoing::Pong(bytes) => batch.push(Frame::Pong(bytes)),
-            }
-        }
-        if batch.is_empty() {
-            return;
-        }
-        self.writing = true;
-        let mut ws = self.ws.clone();
-        let write = async move {
-            for frame in batch {
-                match frame {
-                    Frame::Data(WireFrame::Text(text)) => ws.text(text).await?,
-                    Frame::Data(WireFrame::Binary(bytes)) => ws.binary(bytes).await?,
-                    Frame::Ping => ws.ping(b"").await?,
-                    Frame::Pong(bytes) => ws.pong(&bytes).await?,
+                    Outgoing::Ping => batch.ping(b""),
+                    Outgoing::Pong(bytes) => batch.pong(&bytes),
                 }
             }
-            Ok::<(), actix_ws::Closed>(())
-        };
-        ctx.spawn(write.into_actor(self).map(|written, session, ctx| {
-            session.writing = false;
-            match written {
-                Ok(()) => session.pump(ctx),
-                Err(actix_ws::Closed) => ctx.stop(),
+            if batch.frames() == 0 {
+                return;
             }
-        }));
+            match self.socket.try_write(batch.take()) {
+                Ok(Written::Done) => continue,
+                Ok(Written::Full(frames)) => {
+                    self.writing = true;
+                    let socket = self.socket.clone();
+                    let write = async move { socket.write(frames).await };
+                    ctx.spawn(write.into_actor(self).map(|written, session, ctx| {
+                        session.writing = false;
+                        match written {
+                            Ok(()) => session.pump(ctx),
+                            Err(ws_transport::Closed) => ctx.stop(),
+                        }
+                    }));
+                    return;
+                }
+                Err(ws_transport::Closed) => return ctx.stop(),
+            }
+        }
     }
 
     /// Sends a close frame (as soon as the socket takes it, for a while) and
-    /// stops the session.
+    /// stops the session; the socket closes once the frame is written.
     fn close(&mut self, code: CloseCode, description: &str, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
         self.closing = true;
-        let ws = self.ws.clone();
-        let reason = CloseReason {
-            code,
-            description: Some(description.to_string()),
-        };
+        let mut frame = FrameBatch::default();
+        frame.close(code, description);
+        let socket = self.socket.clone();
+        let frame = frame.take();
         actix_web::rt::spawn(async move {
-            let _ = actix_web::rt::time::timeout(CLOSE_GRACE, ws.close(Some(reason))).await;
+            let _ = actix_web::rt::time::timeout(CLOSE_GRACE, socket.write(frame)).await;
         });
         ctx.stop();
     }
@@ -705,5 +693,12 @@ impl Handler<Push> for Session {
             }
         }
         self.pump(ctx);
+    }
+}
+
+fn push_frame(batch: &mut FrameBatch, frame: &WireFrame) {
+    match frame {
+        WireFrame::Text(text) => batch.text(text.as_bytes()),
+        WireFrame::Binary(bytes) => batch.binary(bytes),
     }
 }

@@ -1,0 +1,210 @@
+//! The socket under a WebSocket session. actix-ws does the handshake and
+//! reads the client's frames; writing is done here: a session encodes a
+//! whole batch of frames into one buffer ([`FrameBatch`]) and hands it to the
+//! HTTP response body through a small bounded channel ([`FrameWriter`]).
+//! One channel operation per batch instead of one per frame is what lets a
+//! session keep up with a busy fan-out; the channel being full is how it
+//! sees a client that is not reading.
+//!
+//! Only the session module uses this; the rest of the crate never sees the
+//! transport.
+
+use std::convert::Infallible;
+
+use actix_web::body::{BodyStream, MessageBody};
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessageStream, CloseCode};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+/// Batches waiting between a session and its socket. With up to
+/// `WRITE_BATCH` frames each (see the session), a client that stops reading
+/// holds at most this many batches here before the session's outbox takes
+/// over.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// RFC 6455: a control frame's payload is at most 125 bytes, so a close
+/// reason (after the 2-byte code) at most 123.
+const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// An upgraded connection: the 101 response to return, the writer for
+/// outgoing frames, and the client's messages.
+pub struct Upgraded {
+    pub response: HttpResponse,
+    pub writer: FrameWriter,
+    pub incoming: AggregatedMessageStream,
+}
+
+/// Performs the handshake, choosing `protocol`; client frames and messages
+/// may be at most `max_message_bytes`.
+pub fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+    protocol: &str,
+    max_message_bytes: usize,
+) -> Result<Upgraded, actix_web::Error> {
+    let (response, unused_session, incoming) = actix_ws::handle_with_protocols(req, body, &[protocol])?;
+    drop(unused_session);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(BATCHES_IN_FLIGHT);
+    // actix-ws's own body is kept, unpolled, for as long as the response
+    // lives: dropping it tells the message stream the connection is gone.
+    let response = response.map_body(|_, actix_ws_body| {
+        let batches = futures_util::stream::poll_fn(move |cx| {
+            let _keep = &actix_ws_body;
+            rx.poll_recv(cx).map(|batch| batch.map(Ok::<_, Infallible>))
+        });
+        BodyStream::new(batches).boxed()
+    });
+    let incoming = incoming
+        .max_frame_size(max_message_bytes)
+        .aggregate_continuations()
+        .max_continuation_size(max_message_bytes);
+    Ok(Upgraded {
+        response,
+        writer: FrameWriter { tx },
+        incoming,
+    })
+}
+
+/// The connection's outgoing side. Cloning shares it; once every clone is
+/// dropped, the socket is closed after what was written.
+#[derive(Clone)]
+pub struct FrameWriter {
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// The connection is gone.
+#[derive(Debug)]
+pub struct Closed;
+
+pub enum Written {
+    Done,
+    /// The client is not reading: the batch is handed back.
+    Full(Bytes),
+}
+
+impl FrameWriter {
+    /// Hands `batch` to the socket if there is room.
+    pub fn try_write(&self, batch: Bytes) -> Result<Written, Closed> {
+        match self.tx.try_send(batch) {
+            Ok(()) => Ok(Written::Done),
+            Err(mpsc::error::TrySendError::Full(batch)) => Ok(Written::Full(batch)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+        }
+    }
+
+    /// Hands `batch` to the socket once there is room.
+    pub async fn write(&self, batch: Bytes) -> Result<(), Closed> {
+        self.tx.send(batch).await.map_err(|_| Closed)
+    }
+}
+
+/// Server frames (unmasked, final) encoded one after another.
+#[derive(Default)]
+pub struct FrameBatch {
+    buf: BytesMut,
+    frames: usize,
+}
+
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+impl FrameBatch {
+    pub fn text(&mut self, payload: &[u8]) {
+        self.frame(TEXT, payload);
+    }
+
+    pub fn binary(&mut self, payload: &[u8]) {
+        self.frame(BINARY, payload);
+    }
+
+    pub fn ping(&mut self, payload: &[u8]) {
+        self.frame(PING, &payload[..payload.len().min(125)]);
+    }
+
+    pub fn pong(&mut self, payload: &[u8]) {
+        self.frame(PONG, &payload[..payload.len().min(125)]);
+    }
+
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut payload = Vec::with_capacity(2 + end);
+        payload.extend_from_slice(&u16::from(code).to_be_bytes());
+        payload.extend_from_slice(&reason.as_bytes()[..end]);
+        self.frame(CLOSE, &payload);
+    }
+
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    pub fn take(&mut self) -> Bytes {
+        self.frames = 0;
+        self.buf.split().freeze()
+    }
+
+    fn frame(&mut self, opcode: u8, payload: &[u8]) {
+        let len = payload.len();
+        self.buf.reserve(len + 10);
+        self.buf.put_u8(0x80 | opcode);
+        if len < 126 {
+            self.buf.put_u8(len as u8);
+        } else if len <= usize::from(u16::MAX) {
+            self.buf.put_u8(126);
+            self.buf.put_u16(len as u16);
+        } else {
+            self.buf.put_u8(127);
+            self.buf.put_u64(len as u64);
+        }
+        self.buf.put_slice(payload);
+        self.frames += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_codec::Decoder;
+    use awc::ws::{Codec, Frame};
+
+    /// What a client's decoder reads from a batch.
+    fn decode(mut bytes: BytesMut) -> Vec<Frame> {
+        let mut codec = Codec::new().client_mode().max_size(1 << 20);
+        std::iter::from_fn(|| codec.decode(&mut bytes).unwrap()).collect()
+    }
+
+    #[test]
+    fn frames_of_every_size_and_kind_decode_as_sent() {
+        let mut batch = FrameBatch::default();
+        let medium = "m".repeat(300);
+        let large = vec![7u8; 70_000];
+        batch.text(b"{}");
+        batch.text(medium.as_bytes());
+        batch.binary(&large);
+        batch.ping(b"");
+        batch.pong(b"hi");
+        batch.close(CloseCode::Again, &"é".repeat(100));
+        assert_eq!(batch.frames(), 6);
+        let frames = decode(BytesMut::from(&batch.take()[..]));
+        assert_eq!(batch.frames(), 0);
+        assert!(matches!(&frames[0], Frame::Text(t) if &t[..] == b"{}"));
+        assert!(matches!(&frames[1], Frame::Text(t) if t.len() == 300));
+        assert!(matches!(&frames[2], Frame::Binary(b) if b.len() == 70_000));
+        assert!(matches!(&frames[3], Frame::Ping(p) if p.is_empty()));
+        assert!(matches!(&frames[4], Frame::Pong(p) if &p[..] == b"hi"));
+        match &frames[5] {
+            Frame::Close(Some(reason)) => {
+                assert_eq!(reason.code, CloseCode::Again);
+                let description = reason.description.as_deref().unwrap();
+                assert!(description.len() <= MAX_CLOSE_REASON_BYTES && description.starts_with('é'));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
