@@ -8,6 +8,7 @@
 //! events: an event is encoded once per format ([`EncodedEvent`]) and each
 //! subscriber's frame only wraps those shared bytes with its `sub`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
@@ -371,6 +372,17 @@ impl EncodedEvent {
         format.wrap(self.wrap(format, sub, conflated))
     }
 
+    /// The payload of [`EncodedEvent::frame`], borrowed where it is shared:
+    /// a socket that copies it into its own buffer needs no frame of its own.
+    pub fn frame_payload(&self, format: Format, sub: &str, conflated: bool) -> Cow<'_, [u8]> {
+        if sub == FIRST_SUB {
+            let frame = self.first_sub_frames[Self::slot(format, conflated)]
+                .get_or_init(|| format.wrap(self.wrap(format, sub, conflated)));
+            return Cow::Borrowed(frame.payload());
+        }
+        Cow::Owned(self.wrap(format, sub, conflated).into())
+    }
+
     /// The shared encoding wrapped for `sub`, without re-encoding the event.
     fn wrap(&self, format: Format, sub: &str, conflated: bool) -> Bytes {
         let event = self.encoded(format, conflated);
@@ -482,6 +494,19 @@ mod tests {
         let again = encoded.frame(Format::Json, "s1", false);
         assert_eq!(first.payload().as_ptr(), again.payload().as_ptr());
         let other = encoded.frame(Format::Json, "s2", false);
+        assert_eq!(
+            encoded.frame_payload(Format::Json, "s1", false).as_ref(),
+            first.payload(),
+            "the borrowed payload is the shared frame's"
+        );
+        assert!(matches!(
+            encoded.frame_payload(Format::Json, "s1", false),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            encoded.frame_payload(Format::Json, "s2", false).as_ref(),
+            other.payload()
+        );
         let other: Value = serde_json::from_slice(other.payload()).unwrap();
         assert_eq!(other["sub"], "s2");
     }

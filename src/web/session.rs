@@ -553,6 +553,7 @@ impl Session {
         }
         let mut batch = FrameBatch::default();
         loop {
+            let mut delivered = 0;
             while batch.frames() < WRITE_BATCH {
                 let Some(item) = self.outbox.pop() else {
                     break;
@@ -566,17 +567,20 @@ impl Session {
                     } => {
                         // Events of a subscription dropped since are not sent.
                         if let Some(subscription) = self.subscriptions.get(&sub) {
-                            push_frame(
-                                &mut batch,
-                                &event.frame(self.format, &subscription.name, conflated),
-                            );
-                            self.metrics.events_delivered.inc();
+                            let payload = event.frame_payload(self.format, &subscription.name, conflated);
+                            match self.format {
+                                Format::Json => batch.text(&payload),
+                                Format::MsgPack => batch.binary(&payload),
+                            }
+                            delivered += 1;
                         }
                     }
                     Outgoing::Ping => batch.ping(b""),
                     Outgoing::Pong(bytes) => batch.pong(&bytes),
                 }
             }
+            // One update of the shared counter per batch, not per event.
+            self.metrics.events_delivered.inc_by(delivered);
             if batch.frames() == 0 {
                 return;
             }
