@@ -376,10 +376,9 @@ async fn scoreboard(settings: &Settings, report: &mut Report) {
 async fn fanout(settings: &Settings, report: &mut Report) {
     for format in settings.formats_or(&[Format::Json]) {
         for (name, start) in settings.servers() {
-            let mut best: Option<BTreeMap<String, Value>> = None;
-            let mut rate = settings.rate.unwrap_or(25.0);
             let subscribers = settings.subscribers.unwrap_or(1000);
-            loop {
+            // One step at `rate`: its figures, if the server sustained it.
+            let step = |rate: f64| async move {
                 let server = start();
                 let run = Run {
                     subscribers,
@@ -393,16 +392,37 @@ async fn fanout(settings: &Settings, report: &mut Report) {
                 let p99 = figures["latency_p99_ms"].as_f64().unwrap_or(f64::MAX);
                 let delivered = figures["events_delivered_per_s"].as_f64().unwrap_or(0.0);
                 let sustained = p99 <= 50.0 && delivered >= 0.9 * rate * subscribers as f64;
-                if !sustained {
-                    break;
+                sustained.then_some(figures)
+            };
+            // Double the rate until a step fails, then halve the gap between
+            // the last good rate and the failed one twice: the same search
+            // for both servers, to within a quarter of the last doubling.
+            let mut best: Option<(f64, BTreeMap<String, Value>)> = None;
+            let mut rate = settings.rate.unwrap_or(25.0);
+            let failed = loop {
+                match step(rate).await {
+                    Some(figures) => best = Some((rate, figures)),
+                    None => break rate,
                 }
-                best = Some(figures);
                 rate *= 2.0;
                 if rate > 1_000_000.0 {
-                    break;
+                    break rate;
+                }
+            };
+            if let Some((good, _)) = &best {
+                let (mut low, mut high) = (*good, failed);
+                for _ in 0..2 {
+                    let middle = (low + high) / 2.0;
+                    match step(middle).await {
+                        Some(figures) => {
+                            low = middle;
+                            best = Some((middle, figures));
+                        }
+                        None => high = middle,
+                    }
                 }
             }
-            if let Some(figures) = best {
+            if let Some((_, figures)) = best {
                 report.add("fanout", format.name(), name, figures);
             }
         }
