@@ -10,7 +10,8 @@
 //! [`load::transports`]). Flags: `--subscribers N`, `--publishers N`,
 //! `--keys N`, `--rate W` (writes/s), `--duration S`, `--padding BYTES`,
 //! `--format json|msgpack|both`, `--idle N`, `--entries N`, `--no-baseline`;
-//! for `transports`, `--updates N` and `--interval-ms MS` (interval polling).
+//! for `transports`, `--updates N`, `--interval-ms MS` (interval polling)
+//! and `--followers N` (subscribers at once; one is measured).
 //! Output: a Markdown table on stdout and `target/load-report.json`
 //! (`target/transports-report.json` for `transports`).
 
@@ -53,6 +54,7 @@ struct Settings {
     baseline: bool,
     updates: u64,
     interval_ms: u64,
+    followers: usize,
 }
 
 impl Settings {
@@ -71,6 +73,7 @@ impl Settings {
             baseline: true,
             updates: 3000,
             interval_ms: 1000,
+            followers: 5,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -88,6 +91,7 @@ impl Settings {
                 "--no-baseline" => settings.baseline = false,
                 "--updates" => settings.updates = value().parse().expect("a number"),
                 "--interval-ms" => settings.interval_ms = value().parse().expect("a number"),
+                "--followers" => settings.followers = value().parse::<usize>().expect("a number").max(1),
                 "--format" => {
                     settings.formats = Some(match value().as_str() {
                         "json" => vec![Format::Json],
@@ -173,6 +177,7 @@ async fn transports(settings: &Settings) {
         rate: settings.rate.unwrap_or(100.0),
         interval: Duration::from_millis(settings.interval_ms),
         padding: settings.padding,
+        followers: settings.followers,
     };
     // The writes alone, before and after the transports: their mean is
     // what the writes cost, subtracted from each transport's run.
@@ -187,7 +192,10 @@ async fn transports(settings: &Settings) {
     let control_after = run(None, &workload).await["server_cpu_s"].as_f64().unwrap_or(0.0);
     let control_cpu = (control_before + control_after) / 2.0;
     for figures in rows.values_mut() {
-        let delivered = figures["updates_delivered"].as_f64().unwrap_or(0.0).max(1.0);
+        let delivered = figures["updates_delivered_all_followers"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .max(1.0);
         let cpu = figures["server_cpu_s"].as_f64().unwrap_or(0.0);
         figures.insert(
             "server_cpu_us_per_update".into(),
@@ -215,11 +223,13 @@ async fn transports(settings: &Settings) {
     }
     println!(
         "\nTransports on {}: {} updates at {}/s over 10 keys, interval polling every {} ms, \
-         control runs' CPU {control_before:.3} s and {control_after:.3} s\n\n{table}",
+         {} followers (server CPU over all of them), control runs' CPU {control_before:.3} s and \
+         {control_after:.3} s\n\n{table}",
         machine(),
         workload.updates,
         workload.rate,
         settings.interval_ms,
+        workload.followers,
     );
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/transports-report.json");
     let saved = json!({"command": std::env::args().collect::<Vec<_>>().join(" "), "machine": machine(),

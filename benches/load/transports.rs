@@ -9,7 +9,10 @@
 //! directly and is not counted. HTTP clients here send the headers a
 //! browser would ([`BROWSER_HEADERS`]), so the per-request overhead is what
 //! a page pays. Server CPU per update is the node's CPU time over the run,
-//! less a control run that has the same writes and no subscriber.
+//! less control runs that have the same writes and no subscriber, divided
+//! by the updates delivered to all the run's followers: the measured one
+//! and a few more of the same transport connected directly, so that their
+//! share stands out from the writes' own variation.
 //!
 //! Latency is, for every write, the time from its send until the client held
 //! it or a newer value of its key: the delivery latency for the push
@@ -53,6 +56,9 @@ pub struct Workload {
     pub rate: f64,
     pub interval: Duration,
     pub padding: usize,
+    /// Subscribers of the transport at once: one measured through the
+    /// proxy, the rest only for the server's CPU per update.
+    pub followers: usize,
 }
 
 /// Bytes and connections through the proxy.
@@ -417,22 +423,39 @@ pub async fn run(transport: Option<&str>, workload: &Workload) -> BTreeMap<Strin
     let counters = Counters::with_write_times(workload.keys);
     let duration = Duration::from_secs_f64(workload.updates as f64 / workload.rate);
     let give_up = Instant::now() + duration + Duration::from_secs(30);
-    let ready: Ready = Arc::new(tokio::sync::Notify::new());
-    let subscriber = transport.map(|transport| {
-        let (proxy, counters, ready) = (proxy.clone(), counters.clone(), ready.clone());
-        let transport = transport.to_string();
+    let follow = |addr: String| {
+        let transport = transport.map(str::to_string);
+        let counters = counters.clone();
         let interval = workload.interval;
-        tokio::spawn(async move {
-            match transport.as_str() {
-                "websocket" => follow_websocket(&proxy, counters, ready, give_up).await,
-                "sse" => follow_sse(&proxy, counters, ready, give_up).await,
-                "long-poll" => follow_long_poll(&proxy, counters, ready, give_up).await,
-                "interval-poll" => follow_interval_poll(&proxy, counters, ready, give_up, interval).await,
-                other => panic!("unknown transport {other}"),
+        let ready: Ready = Arc::new(tokio::sync::Notify::new());
+        let notify = ready.clone();
+        let task = tokio::spawn(async move {
+            match transport.as_deref() {
+                Some("websocket") => follow_websocket(&addr, counters, notify, give_up).await,
+                Some("sse") => follow_sse(&addr, counters, notify, give_up).await,
+                Some("long-poll") => follow_long_poll(&addr, counters, notify, give_up).await,
+                Some("interval-poll") => {
+                    follow_interval_poll(&addr, counters, notify, give_up, interval).await
+                }
+                other => panic!("unknown transport {other:?}"),
             }
-        })
-    });
-    if subscriber.is_some() {
+        });
+        (task, ready)
+    };
+    // The measured subscriber, through the proxy; and the others that only
+    // add deliveries, so the server's CPU per update stands out from the
+    // writes' own.
+    let (subscriber, others) = match transport {
+        None => (None, Vec::new()),
+        Some(_) => {
+            let measured = follow(proxy.clone());
+            let others: Vec<_> = (1..workload.followers)
+                .map(|_| follow(server.addr.clone()))
+                .collect();
+            (Some(measured), others)
+        }
+    };
+    for (_, ready) in subscriber.iter().chain(&others) {
         ready.notified().await;
     }
     let cpu_before = server.cpu_seconds();
@@ -450,8 +473,12 @@ pub async fn run(transport: Option<&str>, workload: &Workload) -> BTreeMap<Strin
     )
     .await;
     counters.freeze();
+    let mut all_delivered = 0;
+    for (other, _) in others {
+        all_delivered += other.await.expect("a follower ran").0.events;
+    }
     let (mut delivery, requests) = match subscriber {
-        Some(subscriber) => subscriber.await.expect("the subscriber ran"),
+        Some((subscriber, _)) => subscriber.await.expect("the subscriber ran"),
         None => (Delivery::new(workload.keys), 0),
     };
     delivery.count_unreached(&counters);
@@ -463,6 +490,11 @@ pub async fn run(transport: Option<&str>, workload: &Workload) -> BTreeMap<Strin
     let mut figures = BTreeMap::new();
     figures.insert("updates_written".into(), json!(published.acked));
     figures.insert("updates_delivered".into(), json!(delivery.events));
+    figures.insert(
+        "updates_delivered_all_followers".into(),
+        json!(delivery.events + all_delivered),
+    );
+    figures.insert("followers".into(), json!(workload.followers));
     figures.insert(
         "updates_missed".into(),
         json!(delivery.conflated_skips + delivery.lost),
