@@ -165,8 +165,11 @@ async fn last_event_id_replays_exactly_the_missed_events_then_goes_live() {
             SseClient::open(&node, &path, None).await
         };
         let mut replayed = Vec::new();
+        let mut replayed_ids = Vec::new();
         for _ in &missed {
-            replayed.push(resumed.event().await.0);
+            let (event, id) = resumed.event().await;
+            replayed.push(event);
+            replayed_ids.push(id);
         }
         // Replay goes segment by segment: in version order per key, which
         // is the contract's order.

@@ -94,6 +94,8 @@ pub async fn events(
     )
     .await?;
     let name = follow.cache.name().as_str();
+    // Replayed events' ids start from where the client was.
+    let resumed_from = resume.clone().unwrap_or_default();
     let start = match resume {
         // No snapshot, but the positions it would have had: where the
         // first event's token starts from.
@@ -107,7 +109,7 @@ pub async fn events(
     let mut stream = SseStream {
         subscription: Subscription::new("sse".into(), follow.cache.name().clone(), follow.filter.clone()),
         outbox: Outbox::new(Format::Json, state.websocket.outbox),
-        positions: Positions::new(),
+        positions: resumed_from,
         metrics: state.metrics.push.clone(),
         follow,
     };
@@ -143,7 +145,8 @@ struct SseStream {
 
 impl SseStream {
     /// The messages the stream starts with: the snapshot (its last message
-    /// carrying the first id), or the replayed events, each with its id.
+    /// carrying the first id), or the replayed events, each with its id,
+    /// counted from the positions the client resumed from.
     fn begin(&mut self, start: Start, snapshot_asked: bool) -> Bytes {
         let mut out = BytesMut::new();
         let covered = match start {
