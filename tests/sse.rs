@@ -186,6 +186,22 @@ async fn last_event_id_replays_exactly_the_missed_events_then_goes_live() {
         assert_eq!(m1, [&json!("a"), &json!("c")], "in version order per key");
         resumed.assert_quiet(Duration::from_millis(200)).await;
         if use_header {
+            // Every replayed event's id is a full position too: resuming
+            // from the first one gets exactly the rest.
+            let path = "/api/v1/caches/c/events?prefix=m/";
+            let mut again = SseClient::open(&node, path, Some(&replayed_ids[0])).await;
+            let mut rest = Vec::new();
+            for _ in 1..replayed.len() {
+                rest.push(again.event().await.0);
+            }
+            again.assert_quiet(Duration::from_millis(200)).await;
+            assert_eq!(
+                by_key_version(&rest),
+                by_key_version(&replayed[1..]),
+                "the rest, once"
+            );
+        }
+        if use_header {
             put(&rest, "m/2", json!("live")).await;
             let (live, _) = resumed.event().await;
             assert_eq!(live["id"], witness.next_event().await["id"]);
