@@ -22,8 +22,14 @@ const MAX_TOKEN_CHARS: usize = 1 << 20;
 pub type Positions = HashMap<SegmentId, Version>;
 
 pub fn encode(positions: &Positions) -> String {
+    encode_each(positions.iter().map(|(s, v)| (*s, *v)))
+}
+
+/// [`encode`] for positions given one by one (no map needed for a single
+/// segment's token).
+pub fn encode_each(positions: impl IntoIterator<Item = (SegmentId, Version)>) -> String {
     let mut written: Vec<(u32, u64)> = positions
-        .iter()
+        .into_iter()
         .filter(|(_, v)| v.0 > 0)
         .map(|(s, v)| (s.0, v.0))
         .collect();
@@ -60,6 +66,13 @@ pub fn decode(token: &str) -> Result<Positions, String> {
         next_segment = u64::from(segment) + 1;
     }
     Ok(positions)
+}
+
+/// Moves `segment`'s position up to `version`: what a client holds once it
+/// has been sent that event.
+pub fn advance(positions: &mut Positions, segment: SegmentId, version: Version) {
+    let position = positions.entry(segment).or_insert(Version(0));
+    *position = (*position).max(version);
 }
 
 fn put_varint(bytes: &mut Vec<u8>, mut n: u64) {

@@ -340,7 +340,7 @@ pub struct EncodedEvent {
     pub event: Arc<Event>,
     /// Indexed by [`EncodedEvent::slot`].
     encodings: [OnceLock<Bytes>; 4],
-    first_sub_frames: [OnceLock<WireFrame>; 4],
+    first_sub_frames: [OnceLock<Bytes>; 4],
 }
 
 impl EncodedEvent {
@@ -362,23 +362,14 @@ impl EncodedEvent {
             .get_or_init(|| format.encode(&WireEvent::new(&self.event, conflated)))
     }
 
-    /// `{"type":"event","sub":...,"event":{...}}` for one subscription.
-    pub fn frame(&self, format: Format, sub: &str, conflated: bool) -> WireFrame {
-        if sub == FIRST_SUB {
-            return self.first_sub_frames[Self::slot(format, conflated)]
-                .get_or_init(|| format.wrap(self.wrap(format, sub, conflated)))
-                .clone();
-        }
-        format.wrap(self.wrap(format, sub, conflated))
-    }
-
-    /// The payload of [`EncodedEvent::frame`], borrowed where it is shared:
-    /// a socket that copies it into its own buffer needs no frame of its own.
-    pub fn frame_payload(&self, format: Format, sub: &str, conflated: bool) -> Cow<'_, [u8]> {
+    /// The payload of `{"type":"event","sub":...,"event":{...}}` for one
+    /// subscription: borrowed where it is shared (the first subscription's),
+    /// since a socket copies it into its own buffer anyway.
+    pub fn frame(&self, format: Format, sub: &str, conflated: bool) -> Cow<'_, [u8]> {
         if sub == FIRST_SUB {
             let frame = self.first_sub_frames[Self::slot(format, conflated)]
-                .get_or_init(|| format.wrap(self.wrap(format, sub, conflated)));
-            return Cow::Borrowed(frame.payload());
+                .get_or_init(|| self.wrap(format, sub, conflated));
+            return Cow::Borrowed(frame);
         }
         Cow::Owned(self.wrap(format, sub, conflated).into())
     }
@@ -445,8 +436,7 @@ mod tests {
     #[test]
     fn json_event_frames_match_the_contract() {
         let encoded = EncodedEvent::new(event(Some(r#"{"home":2,"away":1}"#)));
-        let frame: Value =
-            serde_json::from_slice(encoded.frame(Format::Json, "s1", false).payload()).unwrap();
+        let frame: Value = serde_json::from_slice(&encoded.frame(Format::Json, "s1", false)).unwrap();
         assert_eq!(frame["type"], "event");
         assert_eq!(frame["sub"], "s1");
         let e = &frame["event"];
@@ -463,21 +453,18 @@ mod tests {
         );
         assert_eq!(e["ts"], 1_764_000_000_123_u64);
         assert!(e.get("conflated").is_none());
-        let conflated: Value =
-            serde_json::from_slice(encoded.frame(Format::Json, "s1", true).payload()).unwrap();
+        let conflated: Value = serde_json::from_slice(&encoded.frame(Format::Json, "s1", true)).unwrap();
         assert_eq!(conflated["event"]["conflated"], true);
     }
 
     #[test]
     fn msgpack_event_frames_carry_the_same_fields_and_values() {
         let encoded = EncodedEvent::new(event(Some(r#"{"home":2,"list":[1,"x",null]}"#)));
-        let json: Value = serde_json::from_slice(encoded.frame(Format::Json, "s9", false).payload()).unwrap();
-        let msgpack: Value =
-            rmp_serde::from_slice(encoded.frame(Format::MsgPack, "s9", false).payload()).unwrap();
+        let json: Value = serde_json::from_slice(&encoded.frame(Format::Json, "s9", false)).unwrap();
+        let msgpack: Value = rmp_serde::from_slice(&encoded.frame(Format::MsgPack, "s9", false)).unwrap();
         assert_eq!(json, msgpack);
         let removed = EncodedEvent::new(event(None));
-        let msgpack: Value =
-            rmp_serde::from_slice(removed.frame(Format::MsgPack, "s9", true).payload()).unwrap();
+        let msgpack: Value = rmp_serde::from_slice(&removed.frame(Format::MsgPack, "s9", true)).unwrap();
         assert!(msgpack["event"].get("value").is_none());
         assert_eq!(msgpack["event"]["conflated"], true);
     }
@@ -492,22 +479,13 @@ mod tests {
         // The first subscription's frame is built once and shared.
         let first = encoded.frame(Format::Json, "s1", false);
         let again = encoded.frame(Format::Json, "s1", false);
-        assert_eq!(first.payload().as_ptr(), again.payload().as_ptr());
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        assert!(
+            matches!(first, Cow::Borrowed(_)),
+            "the shared frame is lent, not copied"
+        );
         let other = encoded.frame(Format::Json, "s2", false);
-        assert_eq!(
-            encoded.frame_payload(Format::Json, "s1", false).as_ref(),
-            first.payload(),
-            "the borrowed payload is the shared frame's"
-        );
-        assert!(matches!(
-            encoded.frame_payload(Format::Json, "s1", false),
-            Cow::Borrowed(_)
-        ));
-        assert_eq!(
-            encoded.frame_payload(Format::Json, "s2", false).as_ref(),
-            other.payload()
-        );
-        let other: Value = serde_json::from_slice(other.payload()).unwrap();
+        let other: Value = serde_json::from_slice(&other).unwrap();
         assert_eq!(other["sub"], "s2");
     }
 

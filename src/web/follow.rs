@@ -68,10 +68,8 @@ impl Follow {
     /// The token for `positions`, holding only the segments this filter
     /// covers.
     pub fn token(&self, positions: &Positions) -> String {
-        if self.segments.len() == 1 {
-            let only = self.segments[0];
-            let mine: Positions = positions.get(&only).map(|v| (only, *v)).into_iter().collect();
-            return position::encode(&mine);
+        if let [only] = self.segments[..] {
+            return position::encode_each(positions.get(&only).map(|v| (only, *v)));
         }
         position::encode(positions)
     }

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::follow::Follow;
 use super::AppState;
-use crate::grid::Version;
 use crate::protocol::fallback::PollAnswer;
+use crate::protocol::position;
 use crate::protocol::ws::{EncodedEvent, FilterSpec};
 use crate::push::inbox::Inbox;
 use crate::push::subscription::{read_start, Start, Subscription};
@@ -97,8 +97,7 @@ pub async fn poll(
     }
     drop(held);
     for event in &events {
-        let position = positions.entry(event.event.segment).or_insert(Version(0));
-        *position = (*position).max(event.event.version);
+        position::advance(&mut positions, event.event.segment, event.event.version);
     }
     state.metrics.push.events_delivered.inc_by(events.len() as u64);
     Ok(answer(PollAnswer {

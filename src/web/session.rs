@@ -567,7 +567,7 @@ impl Session {
                     } => {
                         // Events of a subscription dropped since are not sent.
                         if let Some(subscription) = self.subscriptions.get(&sub) {
-                            let payload = event.frame_payload(self.format, &subscription.name, conflated);
+                            let payload = event.frame(self.format, &subscription.name, conflated);
                             match self.format {
                                 Format::Json => batch.text(&payload),
                                 Format::MsgPack => batch.binary(&payload),

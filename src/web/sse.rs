@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, watch};
 use super::error::ApiError;
 use super::follow::Follow;
 use super::{AppState, ConnectionSlot};
-use crate::grid::{EntryView, Version};
+use crate::grid::EntryView;
 use crate::metrics::PushMetrics;
 use crate::protocol::fallback::{sse_event, sse_snapshot, SSE_HEARTBEAT};
-use crate::protocol::position::Positions;
+use crate::protocol::position::{self, Positions};
 use crate::protocol::ws::{EncodedEvent, FilterSpec, Format, WireFrame};
 use crate::push::inbox::Inbox;
 use crate::push::outbox::{Admission, Outbox, Outgoing};
@@ -189,8 +189,7 @@ impl SseStream {
     }
 
     fn write_event(&mut self, out: &mut BytesMut, event: &EncodedEvent, conflated: bool) {
-        let position = self.positions.entry(event.event.segment).or_insert(Version(0));
-        *position = (*position).max(event.event.version);
+        position::advance(&mut self.positions, event.event.segment, event.event.version);
         sse_event(out, event, conflated, &self.follow.token(&self.positions));
         self.metrics.events_delivered.inc();
     }
