@@ -24,6 +24,8 @@ mod load {
 }
 
 use std::collections::BTreeMap;
+
+use clap::Parser;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -39,70 +41,64 @@ const NODE_CONFIG: &str = "[caches.bench]\nsegments = 256\n";
 
 type StartServer = fn() -> ServerProcess;
 
-#[derive(Clone, Debug)]
+/// `cargo bench --bench load -- [SCENARIO...] [FLAGS]`.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "load",
+    about = "End-to-end load test of pushgrid against a minimal baseline"
+)]
 struct Settings {
+    /// Scenarios to run: scoreboard, fanout, idle, writes, snapshot (the
+    /// default: all five) and transports.
+    #[arg(value_parser = ["scoreboard", "fanout", "idle", "writes", "snapshot", "transports"])]
     scenarios: Vec<String>,
+    /// Subscribers (default: 1000).
+    #[arg(long)]
     subscribers: Option<usize>,
+    /// Publishing connections.
+    #[arg(long, default_value_t = 4)]
     publishers: usize,
+    /// Keys written.
+    #[arg(long, default_value_t = 100)]
     keys: usize,
+    /// Writes per second (default: the scenario's own).
+    #[arg(long)]
     rate: Option<f64>,
+    /// Seconds each run writes for (default: the scenario's own).
+    #[arg(long)]
     duration: Option<f64>,
+    /// Bytes of padding in each value.
+    #[arg(long, default_value_t = 0)]
     padding: usize,
-    formats: Option<Vec<Format>>,
+    /// json, msgpack or both (default: the scenario's own).
+    #[arg(long, value_parser = ["json", "msgpack", "both"])]
+    format: Option<String>,
+    /// Idle connections of the idle scenario.
+    #[arg(long, default_value_t = 10_000)]
     idle: usize,
+    /// Entries of the snapshot scenario.
+    #[arg(long, default_value_t = 100_000)]
     entries: usize,
-    baseline: bool,
+    /// Skip the baseline server.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Updates of the transports scenario.
+    #[arg(long, default_value_t = 3000)]
     updates: u64,
+    /// Interval polling's period, in the transports scenario.
+    #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
+    /// Subscribers of each transport at once (one is measured).
+    #[arg(long, default_value_t = 5)]
     followers: usize,
+    /// Passed by `cargo bench` to every bench binary.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 impl Settings {
-    fn parse() -> Settings {
-        let mut settings = Settings {
-            scenarios: Vec::new(),
-            subscribers: None,
-            publishers: 4,
-            keys: 100,
-            rate: None,
-            duration: None,
-            padding: 0,
-            formats: None,
-            idle: 10_000,
-            entries: 100_000,
-            baseline: true,
-            updates: 3000,
-            interval_ms: 1000,
-            followers: 5,
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
-            match arg.as_str() {
-                "--bench" => {}
-                "--subscribers" => settings.subscribers = Some(value().parse().expect("a number")),
-                "--publishers" => settings.publishers = value().parse().expect("a number"),
-                "--keys" => settings.keys = value().parse().expect("a number"),
-                "--rate" => settings.rate = Some(value().parse().expect("a number")),
-                "--duration" => settings.duration = Some(value().parse().expect("seconds")),
-                "--padding" => settings.padding = value().parse().expect("a number"),
-                "--idle" => settings.idle = value().parse().expect("a number"),
-                "--entries" => settings.entries = value().parse().expect("a number"),
-                "--no-baseline" => settings.baseline = false,
-                "--updates" => settings.updates = value().parse().expect("a number"),
-                "--interval-ms" => settings.interval_ms = value().parse().expect("a number"),
-                "--followers" => settings.followers = value().parse::<usize>().expect("a number").max(1),
-                "--format" => {
-                    settings.formats = Some(match value().as_str() {
-                        "json" => vec![Format::Json],
-                        "msgpack" => vec![Format::MsgPack],
-                        _ => vec![Format::Json, Format::MsgPack],
-                    })
-                }
-                scenario if !scenario.starts_with('-') => settings.scenarios.push(scenario.to_string()),
-                other => panic!("unknown flag {other}"),
-            }
-        }
+    fn parse_args() -> Settings {
+        let mut settings = Settings::parse();
         if settings.scenarios.is_empty() {
             settings.scenarios = ["scoreboard", "fanout", "idle", "writes", "snapshot"]
                 .map(String::from)
@@ -111,16 +107,24 @@ impl Settings {
         settings
     }
 
+    fn formats(&self) -> Option<Vec<Format>> {
+        Some(match self.format.as_deref()? {
+            "json" => vec![Format::Json],
+            "msgpack" => vec![Format::MsgPack],
+            _ => vec![Format::Json, Format::MsgPack],
+        })
+    }
+
     /// The formats asked for, or the scenario's own default.
     fn formats_or(&self, default: &[Format]) -> Vec<Format> {
-        self.formats.clone().unwrap_or_else(|| default.to_vec())
+        self.formats().unwrap_or_else(|| default.to_vec())
     }
 
     /// The servers to run each scenario against, by name.
     fn servers(&self) -> Vec<(&'static str, StartServer)> {
         let mut servers: Vec<(&'static str, StartServer)> =
             vec![("pushgrid", || ServerProcess::pushgrid(NODE_CONFIG))];
-        if self.baseline {
+        if !self.no_baseline {
             servers.push(("baseline", ServerProcess::baseline));
         }
         servers
@@ -132,7 +136,7 @@ fn main() {
         return load::baseline::serve();
     }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let settings = Settings::parse();
+    let settings = Settings::parse_args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -153,7 +157,7 @@ fn main() {
                 "writes" => writes(&settings, &mut report).await,
                 "snapshot" => snapshot(&settings, &mut report).await,
                 "transports" => transports(&settings).await,
-                other => panic!("unknown scenario {other}"),
+                other => unreachable!("clap admits only known scenarios, not {other}"),
             }
         }
     });
@@ -167,75 +171,17 @@ fn main() {
     println!("Saved {}", out.display());
 }
 
-/// The transport comparison: a control run (the writes, no subscriber),
-/// then one run per transport; prints its own table.
+/// The transport comparison of `docs/transports.md` ([`load::transports`]).
 async fn transports(settings: &Settings) {
-    use load::transports::{run, Workload, TRANSPORTS};
-    let workload = Workload {
+    let workload = load::transports::Workload {
         updates: settings.updates,
         keys: 10,
         rate: settings.rate.unwrap_or(100.0),
         interval: Duration::from_millis(settings.interval_ms),
         padding: settings.padding,
-        followers: settings.followers,
+        followers: settings.followers.max(1),
     };
-    // The writes alone, before and after the transports: their mean is
-    // what the writes cost, subtracted from each transport's run.
-    eprintln!("control run: the writes alone");
-    let control_before = run(None, &workload).await["server_cpu_s"].as_f64().unwrap_or(0.0);
-    let mut rows = BTreeMap::new();
-    for transport in TRANSPORTS {
-        eprintln!("{transport}");
-        rows.insert(transport, run(Some(transport), &workload).await);
-    }
-    eprintln!("control run again");
-    let control_after = run(None, &workload).await["server_cpu_s"].as_f64().unwrap_or(0.0);
-    let control_cpu = (control_before + control_after) / 2.0;
-    for figures in rows.values_mut() {
-        let delivered = figures["updates_delivered_all_followers"]
-            .as_f64()
-            .unwrap_or(0.0)
-            .max(1.0);
-        let cpu = figures["server_cpu_s"].as_f64().unwrap_or(0.0);
-        figures.insert(
-            "server_cpu_us_per_update".into(),
-            json!(((cpu - control_cpu).max(0.0) * 1e6 / delivered).round()),
-        );
-    }
-    let mut table = String::from(
-        "| transport | delivered / written | requests | bytes to server per update | bytes to client per update \
-         | latency p50 (ms) | latency p99 (ms) | server CPU per update (µs) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
-    );
-    for transport in TRANSPORTS {
-        let f = &rows[transport];
-        let number = |name: &str| f[name].as_f64().unwrap_or(0.0);
-        table += &format!(
-            "| {transport} | {} / {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
-            number("updates_delivered"),
-            number("updates_written"),
-            number("requests"),
-            number("bytes_to_server_per_update"),
-            number("bytes_to_client_per_update"),
-            number("latency_p50_ms"),
-            number("latency_p99_ms"),
-            number("server_cpu_us_per_update"),
-        );
-    }
-    println!(
-        "\nTransports on {}: {} updates at {}/s over 10 keys, interval polling every {} ms, \
-         {} followers (server CPU over all of them), control runs' CPU {control_before:.3} s and \
-         {control_after:.3} s\n\n{table}",
-        machine(),
-        workload.updates,
-        workload.rate,
-        settings.interval_ms,
-        workload.followers,
-    );
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/transports-report.json");
-    let saved = json!({"command": std::env::args().collect::<Vec<_>>().join(" "), "machine": machine(),
-                       "control_cpu_s": [control_before, control_after], "transports": rows});
-    std::fs::write(&out, serde_json::to_vec_pretty(&saved).expect("encodes")).expect("write the report");
-    println!("Saved {}", out.display());
+    load::transports::compare(&workload, &machine()).await;
 }
 
 fn machine() -> String {

@@ -5,38 +5,26 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Arbiter};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::StreamExt;
-use pushgrid::config::ListenerConfig;
-use pushgrid::grid::membership::{Member, Membership};
-use pushgrid::grid::topology::MemberId;
-use pushgrid::grid::{CacheConfig, CacheName, Grid, GridSetup, JsonValue, Key, Precondition};
+use pushgrid::config::Config;
+use pushgrid::grid::{CacheConfig, Grid, JsonValue, Key, Precondition};
 use pushgrid::metrics::Metrics;
-use pushgrid::push::listener::Listener;
 
 const KEYS: usize = 10_000;
 const IN_FLIGHT: usize = 256;
 
+/// A node's grid as `pushgrid` starts it, with one cache, `bench`, and no
+/// HTTP server.
 async fn grid_on(arbiters: usize) -> Grid {
-    let metrics = Metrics::new();
-    let local = MemberId(Arc::from("bench"));
-    let grid = Grid::new(GridSetup {
-        arbiters: (0..arbiters).map(|_| Arbiter::new().handle()).collect(),
-        membership: Membership::new(Member {
-            id: local.clone(),
-            address: "in-process".into(),
-        })
-        .start(),
-        local_member: local,
-        events: Listener::new(&ListenerConfig::default(), metrics.push.clone())
-            .start()
-            .recipient(),
-        metrics: metrics.grid.clone(),
-    });
-    grid.create_cache(CacheName::parse("bench").unwrap(), CacheConfig::default())
+    let config = Config {
+        arbiters,
+        caches: [("bench".to_string(), CacheConfig::default())].into(),
+        ..Config::default()
+    };
+    let (grid, _listener) = pushgrid::node::start_grid(&config, &Metrics::new(), "in-process")
         .await
-        .unwrap();
+        .expect("the grid starts");
     grid
 }
 

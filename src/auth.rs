@@ -10,7 +10,12 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::grid::GridError;
+use thiserror::Error;
+
+/// A request its token does not allow, or a token that is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct AuthError(pub String);
 
 /// One configured token and its grants.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -59,24 +64,20 @@ pub enum Access {
 pub struct TokenGrants(Grants);
 
 impl Access {
-    pub fn check_read(&self, cache: &str) -> Result<(), GridError> {
+    pub fn check_read(&self, cache: &str) -> Result<(), AuthError> {
         self.check(cache, "read", |g| granted(&g.read, cache))
     }
 
-    pub fn check_write(&self, cache: &str) -> Result<(), GridError> {
+    pub fn check_write(&self, cache: &str) -> Result<(), AuthError> {
         self.check(cache, "write", |g| granted(&g.write, cache))
     }
 
-    fn check(&self, cache: &str, what: &str, allowed: impl Fn(&Grants) -> bool) -> Result<(), GridError> {
+    fn check(&self, cache: &str, what: &str, allowed: impl Fn(&Grants) -> bool) -> Result<(), AuthError> {
         match self {
             Access::Open => Ok(()),
             Access::Granted(grants) if allowed(&grants.0) => Ok(()),
-            Access::Granted(_) => Err(GridError::Unauthorized(format!(
-                "this token may not {what} cache {cache}"
-            ))),
-            Access::Anonymous => Err(GridError::Unauthorized(format!(
-                "a token is needed to {what} cache {cache}"
-            ))),
+            Access::Granted(_) => Err(AuthError(format!("this token may not {what} cache {cache}"))),
+            Access::Anonymous => Err(AuthError(format!("a token is needed to {what} cache {cache}"))),
         }
     }
 }
@@ -115,7 +116,7 @@ impl Authenticator {
     }
 
     /// The access `token` gives; an unknown token is an error.
-    pub fn authenticate(&self, token: Option<&str>) -> Result<Access, GridError> {
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Access, AuthError> {
         if !self.is_enabled() {
             return Ok(Access::Open);
         }
@@ -126,11 +127,11 @@ impl Authenticator {
                     return Ok(Access::Granted(grants.clone()));
                 }
                 let Some((key, validation)) = &self.jwt else {
-                    return Err(GridError::Unauthorized("unknown token".into()));
+                    return Err(AuthError("unknown token".into()));
                 };
                 jsonwebtoken::decode::<Grants>(token, key, validation)
                     .map(|data| Access::Granted(Arc::new(TokenGrants(data.claims))))
-                    .map_err(|e| GridError::Unauthorized(format!("token refused: {e}")))
+                    .map_err(|e| AuthError(format!("token refused: {e}")))
             }
         }
     }

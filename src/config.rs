@@ -56,7 +56,10 @@ pub struct Config {
     /// connections get before the node exits anyway, in seconds.
     pub shutdown_grace_secs: u64,
     pub listener: ListenerConfig,
-    pub websocket: WebSocketConfig,
+    /// The `[push]` table; `[websocket]`, its name before SSE and long
+    /// polling shared it, is still read.
+    #[serde(alias = "websocket")]
+    pub push: PushConfig,
     pub limits: LimitsConfig,
     pub auth: crate::auth::AuthConfig,
     /// Caches created at start-up, by name.
@@ -108,13 +111,17 @@ impl Default for LimitsConfig {
     }
 }
 
-/// The WebSocket endpoint's settings.
+/// How pushes are delivered: the keep-alive and slow-client settings every
+/// transport (WebSocket, SSE, long polling) shares, and the two that only
+/// the WebSocket endpoint has (message size, origins).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct WebSocketConfig {
-    /// How often the server pings each connection.
+pub struct PushConfig {
+    /// How often the server pings each WebSocket connection and sends a
+    /// comment down each idle SSE stream.
     pub heartbeat_interval_ms: u64,
-    /// A connection that sends nothing (not even a pong) for this long is closed.
+    /// A WebSocket connection that sends nothing (not even a pong) for this
+    /// long is closed.
     pub client_timeout_ms: u64,
     /// The largest client message; 0 means the largest `max_value_bytes` of
     /// any configured cache (at least 1 MiB) plus 64 KiB.
@@ -124,13 +131,14 @@ pub struct WebSocketConfig {
     pub allowed_origins: Vec<String>,
     /// Bytes waiting for a client beyond which its events are conflated.
     pub conflate_after_bytes: usize,
-    /// Bytes waiting, even with conflation, beyond which it is closed (1013).
+    /// Bytes waiting, even with conflation, beyond which it is closed (1013;
+    /// an SSE stream is ended).
     pub close_after_bytes: usize,
 }
 
-impl Default for WebSocketConfig {
+impl Default for PushConfig {
     fn default() -> Self {
-        WebSocketConfig {
+        PushConfig {
             heartbeat_interval_ms: 15_000,
             client_timeout_ms: 45_000,
             max_message_bytes: 0,
@@ -141,7 +149,7 @@ impl Default for WebSocketConfig {
     }
 }
 
-impl WebSocketConfig {
+impl PushConfig {
     /// The message limit in force: the configured one, or the contract's
     /// default of the largest value size plus 64 KiB.
     pub fn message_limit(&self, caches: &BTreeMap<String, CacheConfig>) -> usize {
@@ -170,7 +178,7 @@ impl Default for Config {
             node_id: None,
             shutdown_grace_secs: 10,
             listener: ListenerConfig::default(),
-            websocket: WebSocketConfig::default(),
+            push: PushConfig::default(),
             limits: LimitsConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             caches: BTreeMap::new(),
@@ -235,12 +243,12 @@ impl Config {
                 self.demo_rate
             ));
         }
-        let ws = &self.websocket;
-        if ws.heartbeat_interval_ms == 0 || ws.client_timeout_ms == 0 {
-            return Err("websocket.heartbeat_interval_ms and client_timeout_ms: must be at least 1".into());
+        let push = &self.push;
+        if push.heartbeat_interval_ms == 0 || push.client_timeout_ms == 0 {
+            return Err("push.heartbeat_interval_ms and client_timeout_ms: must be at least 1".into());
         }
-        if ws.close_after_bytes <= ws.conflate_after_bytes {
-            return Err("websocket.close_after_bytes: must exceed conflate_after_bytes".into());
+        if push.close_after_bytes <= push.conflate_after_bytes {
+            return Err("push.close_after_bytes: must exceed conflate_after_bytes".into());
         }
         if !(1..=1000).contains(&self.limits.max_depth) {
             return Err(format!(

@@ -2,37 +2,29 @@
 //! (`tests/fuzz_corpus.rs`) drive: every parser that untrusted bytes reach,
 //! run the way the node runs them. Each must return, never panic.
 
-use crate::grid::{parse_key, JsonValue};
-use crate::protocol::ws::{decode_request, ClientOp, Format};
+use crate::auth::Access;
+use crate::protocol::codec::Format;
+use crate::protocol::ws::decode_request;
+use crate::web::command::{Command, GridCommand};
 use crate::web::rest::{parse_entry_path, parse_value};
 
 /// The nesting limit the node uses by default.
 const MAX_DEPTH: usize = 64;
 
-/// A client frame: decoded, and its parts checked and converted as the
-/// session does before touching the grid.
+/// A client frame: decoded and turned into a command as the session does
+/// before touching the grid; what would be echoed or stored must encode in
+/// both formats.
 pub fn client_frame(format: Format, data: &[u8]) {
     let Ok(request) = decode_request(format, data, MAX_DEPTH) else {
         return;
     };
-    match request.op {
-        ClientOp::Put { key, value, .. } => {
-            let _ = parse_key(&key);
-            let stored = JsonValue::from_value(&value);
-            // What is stored must encode again in both formats.
-            let _ = Format::Json.encode(&stored);
-            let _ = Format::MsgPack.encode(&stored);
-        }
-        ClientOp::Get { key, .. } | ClientOp::Remove { key, .. } => {
-            let _ = parse_key(&key);
-        }
-        ClientOp::Subscribe { filter, resume, .. } => {
-            let _ = crate::push::filter::Filter::from_spec(&filter);
-            if let Some(resume) = resume {
-                let _ = resume.parse_positions();
-            }
-        }
-        ClientOp::Unsubscribe { .. } | ClientOp::Ping | ClientOp::Auth { .. } => {}
+    if let Some(id) = &request.id {
+        let _ = Format::Json.encode(id);
+        let _ = Format::MsgPack.encode(id);
+    }
+    if let Ok(Command::Grid(GridCommand::Put { value, .. })) = Command::from_op(request.op, &Access::Open) {
+        let _ = Format::Json.encode(&value);
+        let _ = Format::MsgPack.encode(&value);
     }
 }
 

@@ -1,49 +1,13 @@
-//! The node's Prometheus metrics: one registry per node (so several nodes in
-//! one process, as in tests, never share counters), and typed handles that
-//! the components holding them increment.
+//! The node's Prometheus metrics: one registry per node (so two grids in one
+//! process, as in the partition bench, never share counters), and typed
+//! handles that the components holding them increment: the grid's own
+//! ([`GridMetrics`], in `grid/`), the push side's and the HTTP layer's.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::grid::{EventKind, Grid, GridError};
-use crate::protocol::ErrorCode;
-
-/// Counters the grid's partitions and router increment.
-#[derive(Clone)]
-pub struct GridMetrics {
-    operations: IntCounterVec,
-    /// One per event kind, resolved once: counted on every write.
-    events: [IntCounter; 4],
-    evictions: IntCounterVec,
-}
-
-impl GridMetrics {
-    pub fn count_operation<T>(&self, op: &str, result: &Result<T, GridError>) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(err) => ErrorCode::from(err).as_str(),
-        };
-        self.operations.with_label_values(&[op, outcome]).inc();
-    }
-
-    pub fn count_event(&self, kind: EventKind) {
-        let index = match kind {
-            EventKind::Created => 0,
-            EventKind::Modified => 1,
-            EventKind::Removed => 2,
-            EventKind::Expired => 3,
-        };
-        self.events[index].inc();
-    }
-
-    pub fn count_evictions(&self, cache: &impl std::fmt::Display, count: usize) {
-        self.evictions
-            .with_label_values(&[&cache.to_string()])
-            .inc_by(count as u64);
-    }
-}
+use crate::grid::GridMetrics;
 
 /// The HTTP request-latency histogram, observed by the web layer.
 #[derive(Clone)]
@@ -129,27 +93,6 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let operations = IntCounterVec::new(
-            Opts::new("pushgrid_operations_total", "Grid operations by kind and outcome"),
-            &["op", "outcome"],
-        )
-        .expect("metric definition is valid");
-        let events = IntCounterVec::new(
-            Opts::new(
-                "pushgrid_events_emitted_total",
-                "Events emitted by partitions, by kind",
-            ),
-            &["kind"],
-        )
-        .expect("metric definition is valid");
-        let evictions = IntCounterVec::new(
-            Opts::new(
-                "pushgrid_evictions_total",
-                "Entries evicted past max_entries, by cache",
-            ),
-            &["cache"],
-        )
-        .expect("metric definition is valid");
         let latency = HistogramVec::new(
             HistogramOpts::new("pushgrid_http_request_duration_seconds", "HTTP request latency").buckets(
                 vec![
@@ -165,44 +108,25 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         for collector in [
-            Box::new(operations.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(events.clone()),
-            Box::new(evictions.clone()),
-            Box::new(latency.clone()),
+            Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(cache_entries.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        let events =
-            ["created", "modified", "removed", "expired"].map(|kind| events.with_label_values(&[kind]));
-        let push = PushMetrics::new(&registry);
         Metrics {
-            push,
-            registry,
-            grid: GridMetrics {
-                operations,
-                events,
-                evictions,
-            },
+            grid: GridMetrics::new(&registry),
+            push: PushMetrics::new(&registry),
             http: HttpMetrics { latency },
+            registry,
             cache_entries,
         }
     }
 
-    /// Registers a component's own collector (the push side's gauges).
-    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
-        self.registry
-            .register(collector)
-            .expect("metric names are unique");
-    }
-
     /// The Prometheus text exposition of every metric, with the per-cache
-    /// gauges read from the grid at this instant.
-    pub fn render(&self, grid: &Grid) -> String {
-        for cache in grid.caches() {
-            self.cache_entries
-                .with_label_values(&[cache.name().as_str()])
-                .set(cache.entry_count() as i64);
+    /// gauges set from `cache_entries` (name, entries) at this instant.
+    pub fn render<'a>(&self, cache_entries: impl IntoIterator<Item = (&'a str, usize)>) -> String {
+        for (cache, entries) in cache_entries {
+            self.cache_entries.with_label_values(&[cache]).set(entries as i64);
         }
         let mut out = Vec::new();
         TextEncoder::new()

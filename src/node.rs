@@ -1,12 +1,13 @@
 //! Starting a node: the arbiters partitions run on, the membership and
-//! listener actors, the grid with its start-up caches, and the HTTP server.
-//! `main` and the tests both start nodes through [`start`].
+//! listener actors, the grid with its start-up caches ([`start_grid`]), and
+//! the HTTP server ([`start`], which `main` calls; tests and benches start
+//! the binary itself, through `tests/common/node.rs`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Arbiter};
+use actix::{Actor, Addr, Arbiter};
 use actix_web::{middleware, web, App, HttpServer};
 use tokio::sync::watch;
 
@@ -19,13 +20,13 @@ use crate::grid::{CacheName, Grid, GridSetup};
 use crate::metrics::Metrics;
 use crate::push::listener::Listener;
 use crate::push::outbox::OutboxLimits;
-use crate::web::session::WsSettings;
+use crate::push::PushSettings;
+use crate::web::websocket::WebSocketSettings;
 use crate::web::{configure, observe_latency, AppState};
 
 /// A node that is serving; await `server` to run it until it stops.
 pub struct RunningNode {
     pub address: SocketAddr,
-    pub grid: Grid,
     pub server: actix_web::dev::Server,
     shutting_down: Arc<watch::Sender<bool>>,
 }
@@ -63,59 +64,20 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
 
-    let arbiters: Vec<_> = (0..Config::threads(config.arbiters))
-        .map(|_| Arbiter::new().handle())
-        .collect();
     let metrics = Arc::new(Metrics::new());
-    let listener = Listener::new(&config.listener, metrics.push.clone()).start();
-    let local_member = MemberId(
-        config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
-            .into(),
-    );
-    let membership = Membership::new(Member {
-        id: local_member.clone(),
-        address: address.to_string(),
-    })
-    .start();
-    log::info!(
-        "node {} starting: {} arbiters for partitions, {} HTTP workers",
-        local_member.0,
-        arbiters.len(),
-        Config::threads(config.http_workers)
-    );
-    let grid = Grid::new(GridSetup {
-        arbiters,
-        membership,
-        local_member,
-        events: listener.clone().recipient(),
-        metrics: metrics.grid.clone(),
-    });
-
-    for (name, cache) in &config.caches {
-        let name = CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;
-        grid.create_cache(name.clone(), cache.clone())
-            .await
-            .map_err(|e| format!("cannot create cache {name}: {e}"))?;
-        log::info!(
-            "cache {name}: {} segments, num_owners {}",
-            cache.segments,
-            cache.num_owners
-        );
-    }
-
-    let ws = &config.websocket;
-    let websocket = Arc::new(WsSettings {
-        heartbeat_interval: Duration::from_millis(ws.heartbeat_interval_ms),
-        client_timeout: Duration::from_millis(ws.client_timeout_ms),
-        max_message_bytes: ws.message_limit(&config.caches),
-        allowed_origins: ws.allowed_origins.clone(),
+    let (grid, listener) = start_grid(&config, &metrics, &address.to_string()).await?;
+    let settings = &config.push;
+    let push = Arc::new(PushSettings {
+        heartbeat_interval: Duration::from_millis(settings.heartbeat_interval_ms),
+        client_timeout: Duration::from_millis(settings.client_timeout_ms),
         outbox: OutboxLimits {
-            conflate_after_bytes: ws.conflate_after_bytes,
-            close_after_bytes: ws.close_after_bytes,
+            conflate_after_bytes: settings.conflate_after_bytes,
+            close_after_bytes: settings.close_after_bytes,
         },
+    });
+    let websocket = Arc::new(WebSocketSettings {
+        max_message_bytes: settings.message_limit(&config.caches),
+        allowed_origins: settings.allowed_origins.clone(),
     });
     if config.demo {
         DemoFeed::start(grid.clone(), config.demo_rate)
@@ -147,6 +109,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         grid: grid.clone(),
         metrics,
         listener,
+        push,
         websocket,
         shutdown,
         limits: Arc::new(config.limits.clone()),
@@ -172,8 +135,58 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     log::info!("listening on http://{address}/");
     Ok(RunningNode {
         address,
-        grid,
         server,
         shutting_down: Arc::new(shutting_down),
     })
+}
+
+/// Starts the node's core inside the current actix system: the arbiters
+/// partitions run on, the listener and membership actors, and the grid with
+/// the configured caches. `address` is where clients reach this member.
+pub async fn start_grid(
+    config: &Config,
+    metrics: &Metrics,
+    address: &str,
+) -> Result<(Grid, Addr<Listener>), String> {
+    let arbiters: Vec<_> = (0..Config::threads(config.arbiters))
+        .map(|_| Arbiter::new().handle())
+        .collect();
+    let listener = Listener::new(&config.listener, metrics.push.clone()).start();
+    let local_member = MemberId(
+        config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+            .into(),
+    );
+    let membership = Membership::new(Member {
+        id: local_member.clone(),
+        address: address.to_string(),
+    })
+    .start();
+    log::info!(
+        "node {} starting: {} arbiters for partitions, {} HTTP workers",
+        local_member.0,
+        arbiters.len(),
+        Config::threads(config.http_workers)
+    );
+    let grid = Grid::new(GridSetup {
+        arbiters,
+        membership,
+        local_member,
+        events: listener.clone().recipient(),
+        metrics: metrics.grid.clone(),
+    });
+    for (name, cache) in &config.caches {
+        let name = CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;
+        grid.create_cache(name.clone(), cache.clone())
+            .await
+            .map_err(|e| format!("cannot create cache {name}: {e}"))?;
+        log::info!(
+            "cache {name}: {} segments, num_owners {}",
+            cache.segments,
+            cache.num_owners
+        );
+    }
+    Ok((grid, listener))
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use pushgrid::fuzzing::{client_frame, rest_input};
-use pushgrid::protocol::ws::Format;
+use pushgrid::protocol::codec::Format;
 
 fn replay(target: &str, run: impl Fn(&[u8])) -> usize {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

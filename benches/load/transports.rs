@@ -520,3 +520,66 @@ pub async fn run(transport: Option<&str>, workload: &Workload) -> BTreeMap<Strin
     figures.insert("seconds".into(), json!(elapsed));
     figures
 }
+
+/// The comparison: a control run (the writes, no subscriber), then one run
+/// per transport, then the control again; prints its own table and saves
+/// `target/transports-report.json`.
+pub async fn compare(workload: &Workload, machine: &str) {
+    // The writes alone, before and after the transports: their mean is
+    // what the writes cost, subtracted from each transport's run.
+    eprintln!("control run: the writes alone");
+    let control_before = run(None, workload).await["server_cpu_s"].as_f64().unwrap_or(0.0);
+    let mut rows = BTreeMap::new();
+    for transport in TRANSPORTS {
+        eprintln!("{transport}");
+        rows.insert(transport, run(Some(transport), workload).await);
+    }
+    eprintln!("control run again");
+    let control_after = run(None, workload).await["server_cpu_s"].as_f64().unwrap_or(0.0);
+    let control_cpu = (control_before + control_after) / 2.0;
+    for figures in rows.values_mut() {
+        let delivered = figures["updates_delivered_all_followers"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .max(1.0);
+        let cpu = figures["server_cpu_s"].as_f64().unwrap_or(0.0);
+        figures.insert(
+            "server_cpu_us_per_update".into(),
+            json!(((cpu - control_cpu).max(0.0) * 1e6 / delivered).round()),
+        );
+    }
+    let mut table = String::from(
+        "| transport | delivered / written | requests | bytes to server per update | bytes to client per update \
+         | latency p50 (ms) | latency p99 (ms) | server CPU per update (µs) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for transport in TRANSPORTS {
+        let f = &rows[transport];
+        let number = |name: &str| f[name].as_f64().unwrap_or(0.0);
+        table += &format!(
+            "| {transport} | {} / {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
+            number("updates_delivered"),
+            number("updates_written"),
+            number("requests"),
+            number("bytes_to_server_per_update"),
+            number("bytes_to_client_per_update"),
+            number("latency_p50_ms"),
+            number("latency_p99_ms"),
+            number("server_cpu_us_per_update"),
+        );
+    }
+    println!(
+        "\nTransports on {}: {} updates at {}/s over 10 keys, interval polling every {} ms, \
+         {} followers (server CPU over all of them), control runs' CPU {control_before:.3} s and \
+         {control_after:.3} s\n\n{table}",
+        machine,
+        workload.updates,
+        workload.rate,
+        workload.interval.as_millis(),
+        workload.followers,
+    );
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/transports-report.json");
+    let saved = json!({"command": std::env::args().collect::<Vec<_>>().join(" "), "machine": machine,
+                       "control_cpu_s": [control_before, control_after], "transports": rows});
+    std::fs::write(&out, serde_json::to_vec_pretty(&saved).expect("encodes")).expect("write the report");
+    println!("Saved {}", out.display());
+}

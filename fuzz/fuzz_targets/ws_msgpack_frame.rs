@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pushgrid::protocol::ws::Format;
+use pushgrid::protocol::codec::Format;
 
 fuzz_target!(|data: &[u8]| {
     pushgrid::fuzzing::client_frame(Format::MsgPack, data);

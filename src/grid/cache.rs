@@ -1,18 +1,14 @@
 //! A cache's settings and the state its partitions share: the validated
 //! [`CacheConfig`] (from the config file or `PUT /api/v1/caches/{cache}`) and
 //! [`CacheShared`], the few atomics that span segments (the entry count that
-//! `max_entries` bounds) and the partitions' addresses, for forwarding an
-//! eviction.
+//! `max_entries` bounds).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use actix::Addr;
 use serde::{Deserialize, Serialize};
 
-use super::partition::Partition;
-use super::CacheName;
-use crate::metrics::GridMetrics;
+use super::{CacheName, GridMetrics};
 
 pub const DEFAULT_SEGMENTS: u32 = 256;
 pub const MAX_SEGMENTS: u32 = 65_536;
@@ -88,10 +84,6 @@ pub struct CacheShared {
     pub name: CacheName,
     pub config: CacheConfig,
     entries: AtomicUsize,
-    /// Every partition of the cache by segment, set once they have all
-    /// started; a partition that must evict but holds nothing older than the
-    /// write it just made forwards the eviction to the next one.
-    partitions: OnceLock<Vec<Addr<Partition>>>,
     pub metrics: GridMetrics,
 }
 
@@ -101,7 +93,6 @@ impl CacheShared {
             name,
             config,
             entries: AtomicUsize::new(0),
-            partitions: OnceLock::new(),
             metrics,
         })
     }
@@ -127,15 +118,6 @@ impl CacheShared {
         self.config
             .max_entries
             .map_or(0, |max| self.entry_count().saturating_sub(max))
-    }
-
-    pub(super) fn set_partitions(&self, partitions: Vec<Addr<Partition>>) {
-        let _ = self.partitions.set(partitions);
-    }
-
-    pub(super) fn partition_after(&self, segment: u32) -> Option<&Addr<Partition>> {
-        let all = self.partitions.get()?;
-        all.get((segment as usize + 1) % all.len())
     }
 }
 

@@ -24,6 +24,20 @@ pub enum GridError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
-    #[error("{0}")]
-    Unauthorized(String),
+}
+
+impl GridError {
+    /// The contract's name for this failure (`protocol::ErrorCode` spells
+    /// the same names), used as the outcome label of the grid's metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GridError::UnknownCache(_) => "unknown_cache",
+            GridError::NotFound => "not_found",
+            GridError::VersionMismatch { .. } => "version_mismatch",
+            GridError::TooLarge { .. } => "too_large",
+            GridError::BadRequest(_) => "bad_request",
+            GridError::Conflict(_) => "conflict",
+            GridError::Unavailable(_) => "unavailable",
+        }
+    }
 }

@@ -3,24 +3,32 @@
 //! member owns which segment.
 //!
 //! Flow of a write: a front end calls [`Grid::put`]; the grid hashes the key
-//! to its segment and sends the write to that segment's [`partition::Partition`];
-//! the partition applies it to its [`segment::Segment`], stamps the version and
+//! to its segment and sends the write through the cache's
+//! [`routing::RoutingTable`] to that segment's [`partition::Partition`]; the
+//! partition applies it to its [`segment::Segment`], stamps the version and
 //! publishes the resulting [`Event`] to the [`EventSink`] (the listener).
 
 pub mod cache;
 mod error;
 mod event;
+mod handle;
 pub mod hash;
+mod ids;
 pub mod membership;
+mod metrics;
 mod names;
 pub mod partition;
-mod router;
+pub mod routing;
 pub mod segment;
 pub mod topology;
+mod value;
 
 pub use cache::CacheConfig;
 pub use error::GridError;
-pub use event::{now_ms, Event, EventKind, EventSink, JsonValue, Published, SegmentId, Version};
+pub use event::{now_ms, Event, EventKind, EventSink, Published};
+pub use handle::{Cache, Creation, Grid, GridSetup, Page, MAX_PAGE};
+pub use ids::{SegmentId, Version};
+pub use metrics::GridMetrics;
 pub use names::{parse_key, CacheName, Key, MAX_KEY_BYTES};
-pub use router::{Cache, Creation, Grid, GridSetup, Page, MAX_PAGE};
 pub use segment::{EntryView, Precondition, PutOutcome};
+pub use value::{JsonValue, ValueError};

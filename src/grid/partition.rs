@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, SpawnHandle};
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, Recipient, SpawnHandle};
 
 use super::cache::CacheShared;
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
@@ -22,7 +22,14 @@ pub struct Partition {
     events: EventSink,
     /// The pending reap and the deadline it was set for.
     reaper: Option<(u64, SpawnHandle)>,
+    /// The cache's partitions on this node, and this one's place among
+    /// them: a partition that must evict but holds nothing older than the
+    /// write it just made forwards the eviction to the next one.
+    ring: Option<(EvictionRing, usize)>,
 }
+
+/// The local partitions of one cache, in segment order.
+pub type EvictionRing = Arc<[Recipient<Evict>]>;
 
 impl Partition {
     pub fn new(cache: Arc<CacheShared>, segment: SegmentId, events: EventSink) -> Self {
@@ -32,6 +39,7 @@ impl Partition {
             cache,
             events,
             reaper: None,
+            ring: None,
         }
     }
 
@@ -88,8 +96,8 @@ impl Partition {
         if hops_left == 0 {
             return;
         }
-        if let Some(next) = self.cache.partition_after(self.segment.id().0) {
-            next.do_send(Evict {
+        if let Some((ring, place)) = &self.ring {
+            ring[(place + 1) % ring.len()].do_send(Evict {
                 count,
                 hops_left: hops_left - 1,
             });
@@ -181,15 +189,19 @@ pub struct ReadHistory {
 /// Evict `count` entries here or, failing that, further along.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Evict {
+pub struct Evict {
     count: usize,
     hops_left: u32,
 }
 
-/// Answered once the partition has started (and so set its mailbox up).
+/// Hands the partition its place in the cache's [`EvictionRing`];
+/// answered once the partition has started (and so set its mailbox up).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Ready;
+pub struct Ready {
+    pub ring: EvictionRing,
+    pub place: usize,
+}
 
 impl Handler<Get> for Partition {
     type Result = MessageResult<Get>;
@@ -269,7 +281,9 @@ impl Handler<Evict> for Partition {
 impl Handler<Ready> for Partition {
     type Result = ();
 
-    fn handle(&mut self, _: Ready, _: &mut Context<Self>) {}
+    fn handle(&mut self, Ready { ring, place }: Ready, _: &mut Context<Self>) {
+        self.ring = Some((ring, place));
+    }
 }
 
 #[cfg(test)]

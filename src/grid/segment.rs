@@ -4,8 +4,8 @@
 //!
 //! The partition actor wraps one `Segment` and is the only thing that holds
 //! it, so none of this needs a lock. Every write takes the next sequence
-//! number, builds its [`Event`] once and leaves it in the outbox for the
-//! actor to publish.
+//! number, builds its [`Event`] once and keeps it with the unpublished
+//! events until the actor publishes them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
@@ -94,7 +94,7 @@ pub struct Segment {
     sequence: Version,
     history: VecDeque<Arc<Event>>,
     history_capacity: usize,
-    outbox: Vec<Arc<Event>>,
+    unpublished: Vec<Arc<Event>>,
 }
 
 impl Segment {
@@ -108,7 +108,7 @@ impl Segment {
             sequence: Version(0),
             history: VecDeque::with_capacity(history_capacity.min(64)),
             history_capacity,
-            outbox: Vec::new(),
+            unpublished: Vec::new(),
         }
     }
 
@@ -265,7 +265,7 @@ impl Segment {
 
     /// The events written since the last call, in version order.
     pub fn take_events(&mut self) -> Vec<Arc<Event>> {
-        std::mem::take(&mut self.outbox)
+        std::mem::take(&mut self.unpublished)
     }
 
     fn expire_if_due(&mut self, key: &str, now_ms: u64) {
@@ -309,7 +309,7 @@ impl Segment {
             }
             self.history.push_back(event.clone());
         }
-        self.outbox.push(event);
+        self.unpublished.push(event);
     }
 
     fn view(&self, key: &Key, entry: &StoredEntry) -> EntryView {

@@ -6,7 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
 use crate::grid::EntryView;
-use crate::protocol::ws::{EncodedEvent, Format};
+use crate::protocol::codec::Format;
+use crate::protocol::event::EncodedEvent;
 
 /// The comment an idle stream sends to keep proxies from closing it.
 pub const SSE_HEARTBEAT: &str = ": heartbeat\n\n";

@@ -1,14 +1,20 @@
 //! The wire types of the contract (`docs/protocol.md`): error codes and the
-//! REST bodies here, the WebSocket messages and both of their codecs in
-//! [`ws`]. Nothing else in the crate builds JSON or MessagePack by hand.
+//! REST bodies here; both codecs in [`codec`]; events as every transport
+//! sends them in [`event`]; the WebSocket messages in [`ws`]; the HTTP
+//! fallbacks' framing in [`fallback`] and their position tokens in
+//! [`position`]. Nothing else in the crate builds JSON or MessagePack by
+//! hand.
 
+pub mod codec;
 pub mod depth;
+pub mod event;
 pub mod fallback;
 pub mod position;
 pub mod ws;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthError;
 use crate::grid::{CacheConfig, CacheName, GridError, JsonValue, Key, Version};
 
 /// The contract's error codes.
@@ -54,7 +60,6 @@ impl From<&GridError> for ErrorCode {
             GridError::BadRequest(_) => ErrorCode::BadRequest,
             GridError::Conflict(_) => ErrorCode::Conflict,
             GridError::Unavailable(_) => ErrorCode::Unavailable,
-            GridError::Unauthorized(_) => ErrorCode::Unauthorized,
         }
     }
 }
@@ -79,6 +84,26 @@ impl From<GridError> for ErrorDetail {
             code: ErrorCode::from(&err),
             message: err.to_string(),
             current_version,
+        }
+    }
+}
+
+impl From<AuthError> for ErrorDetail {
+    fn from(err: AuthError) -> Self {
+        ErrorDetail {
+            code: ErrorCode::Unauthorized,
+            message: err.0,
+            current_version: None,
+        }
+    }
+}
+
+impl ErrorDetail {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorDetail {
+            code,
+            message: message.into(),
+            current_version: None,
         }
     }
 }
@@ -122,4 +147,24 @@ pub struct WriteAck {
     pub version: Version,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_errors_map_to_the_codes_their_metrics_name() {
+        for err in [
+            GridError::UnknownCache("c".into()),
+            GridError::NotFound,
+            GridError::VersionMismatch { current: None },
+            GridError::TooLarge { size: 2, limit: 1 },
+            GridError::BadRequest(String::new()),
+            GridError::Conflict(String::new()),
+            GridError::Unavailable(String::new()),
+        ] {
+            assert_eq!(ErrorCode::from(&err).as_str(), err.code());
+        }
+    }
 }

@@ -1,103 +1,29 @@
-//! The WebSocket messages of the contract and their two codecs: JSON text
-//! frames (`pushgrid.v1.json`) and MessagePack binary frames
-//! (`pushgrid.v1.msgpack`), with the same field names and values.
+//! The WebSocket messages of the contract: what a client sends
+//! ([`ClientRequest`], decoded from either codec) and what the server
+//! replies ([`ServerMessage`]); events are [`super::event::EncodedEvent`]s.
 //!
-//! Client frames decode in two steps, into a generic value and then into a
-//! typed [`ClientOp`], so that a frame with a bad op still has its `id`
-//! echoed in the error. Server messages are [`ServerMessage`]s, except
-//! events: an event is encoded once per format ([`EncodedEvent`]) and each
-//! subscriber's frame only wraps those shared bytes with its `sub`.
+//! A client frame decodes in two steps: its fields first, with `id` taken
+//! out, so that a frame with a bad op still has its `id` echoed in the
+//! error; then the op from the remaining fields. A JSON frame's fields stay
+//! raw text until the op reads them, so a stored value keeps the exact text
+//! the client sent (every digit of every number), and so does an echoed
+//! `id`.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use bytestring::ByteString;
+use serde::de::value::{MapAccessDeserializer, MapDeserializer, StrDeserializer};
+use serde::de::{DeserializeSeed, MapAccess};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::codec::Format;
 use super::depth::{json_within_depth, value_depth};
 use super::ErrorCode;
-use crate::grid::{EntryView, Event, EventKind, JsonValue, SegmentId, Version};
+use crate::grid::{EntryView, JsonValue, SegmentId, Version};
 
-/// A connection's codec, chosen by subprotocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Format {
-    Json,
-    MsgPack,
-}
-
-impl Format {
-    pub const ALL: [Format; 2] = [Format::Json, Format::MsgPack];
-
-    pub fn subprotocol(self) -> &'static str {
-        match self {
-            Format::Json => "pushgrid.v1.json",
-            Format::MsgPack => "pushgrid.v1.msgpack",
-        }
-    }
-
-    pub fn from_subprotocol(name: &str) -> Option<Format> {
-        Format::ALL.into_iter().find(|f| f.subprotocol() == name)
-    }
-
-    /// Encodes one message as a frame's payload.
-    pub fn encode(self, message: &impl Serialize) -> Bytes {
-        match self {
-            Format::Json => serde_json::to_vec(message)
-                .expect("server messages always encode")
-                .into(),
-            Format::MsgPack => rmp_serde::to_vec_named(message)
-                .expect("server messages always encode")
-                .into(),
-        }
-    }
-
-    /// Encodes one message as a whole frame.
-    pub fn frame(self, message: &impl Serialize) -> WireFrame {
-        self.wrap(self.encode(message))
-    }
-
-    /// A payload of this format as its frame: text for JSON, binary for
-    /// MessagePack.
-    fn wrap(self, payload: Bytes) -> WireFrame {
-        match self {
-            Format::Json => WireFrame::Text(ByteString::try_from(payload).expect("JSON is UTF-8")),
-            Format::MsgPack => WireFrame::Binary(payload),
-        }
-    }
-}
-
-/// A server frame ready for the socket; cloning shares the bytes.
-#[derive(Clone, Debug)]
-pub enum WireFrame {
-    Text(ByteString),
-    Binary(Bytes),
-}
-
-impl WireFrame {
-    pub fn len(&self) -> usize {
-        match self {
-            WireFrame::Text(text) => text.len(),
-            WireFrame::Binary(bytes) => bytes.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn payload(&self) -> &[u8] {
-        match self {
-            WireFrame::Text(text) => text.as_bytes(),
-            WireFrame::Binary(bytes) => bytes,
-        }
-    }
-}
-
-/// A request id, echoed in the reply: a JSON number or string.
-pub type RequestId = Value;
+/// A request id, echoed in the reply exactly as sent: a number or a string.
+pub type RequestId = JsonValue;
 
 /// A client message after decoding.
 #[derive(Debug)]
@@ -106,8 +32,9 @@ pub struct ClientRequest {
     pub op: ClientOp,
 }
 
+/// The ops of the contract, named by the frame's `op` field.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ClientOp {
     Subscribe {
         cache: String,
@@ -128,7 +55,7 @@ pub enum ClientOp {
     Put {
         cache: String,
         key: String,
-        value: Value,
+        value: JsonValue,
         #[serde(default)]
         if_version: Option<u64>,
         #[serde(default)]
@@ -142,7 +69,7 @@ pub enum ClientOp {
         #[serde(default)]
         if_version: Option<u64>,
     },
-    Ping,
+    Ping {},
     /// Presents a token; its grants replace the connection's.
     Auth {
         token: String,
@@ -190,6 +117,9 @@ pub struct DecodeError {
     pub message: String,
 }
 
+const NOT_AN_OBJECT: &str = "a client message is an object with an \"op\"";
+const BAD_ID: &str = "\"id\" must be a number or a string";
+
 /// Decodes one client frame's payload; values may nest `max_depth` deep.
 pub fn decode_request(
     format: Format,
@@ -198,32 +128,177 @@ pub fn decode_request(
 ) -> Result<ClientRequest, DecodeError> {
     // The message object itself is one level.
     let too_deep = || format!("the message nests deeper than {max_depth} levels");
-    let parsed: Result<Value, String> = match format {
-        Format::Json if !json_within_depth(payload, max_depth + 1) => Err(too_deep()),
-        Format::Json => serde_json::from_slice(payload).map_err(|e| format!("frame is not JSON: {e}")),
-        // rmp_serde's own depth limit keeps this parse off the stack's edge.
-        Format::MsgPack => rmp_serde::from_slice(payload)
-            .map_err(|e| format!("frame is not MessagePack: {e}"))
-            .and_then(|v: Value| {
-                if value_depth(&v) > max_depth + 1 {
-                    Err(too_deep())
-                } else {
-                    Ok(v)
+    let error = |id, message: String| DecodeError { id, message };
+    match format {
+        Format::Json => {
+            if !json_within_depth(payload, max_depth + 1) {
+                return Err(error(None, too_deep()));
+            }
+            let mut fields: HashMap<String, &RawValue> = serde_json::from_slice(payload).map_err(|e| {
+                let message = match e.classify() {
+                    serde_json::error::Category::Data => NOT_AN_OBJECT.to_string(),
+                    _ => format!("frame is not JSON: {e}"),
+                };
+                error(None, message)
+            })?;
+            let id = match fields.remove("id") {
+                None => None,
+                Some(raw) => json_request_id(raw).map_err(|m| error(None, m.into()))?,
+            };
+            let op = match fields.remove("op") {
+                Some(raw) => serde_json::from_str::<String>(raw.get()).ok(),
+                None => None,
+            };
+            let Some(op) = op else {
+                return Err(error(id, "bad message: \"op\" must name an op".into()));
+            };
+            let tagged = OneOp {
+                op: Some(op),
+                fields: fields.into_iter(),
+            };
+            match ClientOp::deserialize(MapAccessDeserializer::new(tagged)) {
+                Ok(op) => Ok(ClientRequest { id, op }),
+                Err(e) => Err(error(id, format!("bad message: {e}"))),
+            }
+        }
+        Format::MsgPack => {
+            // rmp_serde's own depth limit keeps this parse off the stack's edge.
+            let parsed = match rmp_serde::from_slice::<FiniteValue>(payload) {
+                Ok(FiniteValue(parsed)) => parsed,
+                // Well-formed but holding a value JSON cannot: the id is
+                // still read, to be echoed.
+                Err(refused) => {
+                    return Err(match rmp_serde::from_slice::<Value>(payload) {
+                        Ok(Value::Object(mut fields)) => {
+                            let id = msgpack_request_id(fields.remove("id")).ok().flatten();
+                            error(id, format!("bad message: {refused}"))
+                        }
+                        _ => error(None, format!("frame is not MessagePack: {refused}")),
+                    })
                 }
-            }),
-    };
-    let error = |id, message| DecodeError { id, message };
-    let Value::Object(mut fields) = parsed.map_err(|m| error(None, m))? else {
-        return Err(error(None, "a client message is an object with an \"op\"".into()));
-    };
-    let id = match fields.remove("id") {
-        None | Some(Value::Null) => None,
-        Some(id @ (Value::Number(_) | Value::String(_))) => Some(id),
-        Some(_) => return Err(error(None, "\"id\" must be a number or a string".into())),
-    };
-    match serde_json::from_value(Value::Object(fields)) {
-        Ok(op) => Ok(ClientRequest { id, op }),
-        Err(e) => Err(error(id, format!("bad message: {e}"))),
+            };
+            if value_depth(&parsed) > max_depth + 1 {
+                return Err(error(None, too_deep()));
+            }
+            let Value::Object(mut fields) = parsed else {
+                return Err(error(None, NOT_AN_OBJECT.into()));
+            };
+            let id = msgpack_request_id(fields.remove("id")).map_err(|m| error(None, m.into()))?;
+            let Some(Value::String(op)) = fields.remove("op") else {
+                return Err(error(id, "bad message: \"op\" must name an op".into()));
+            };
+            let tagged = Value::Object(serde_json::Map::from_iter([(op, Value::Object(fields))]));
+            match serde_json::from_value(tagged) {
+                Ok(op) => Ok(ClientRequest { id, op }),
+                Err(e) => Err(error(id, format!("bad message: {e}"))),
+            }
+        }
+    }
+}
+
+/// A MessagePack value as JSON's data model, refusing what JSON cannot
+/// write (an infinite or NaN float would otherwise become `null`).
+struct FiniteValue(Value);
+
+impl<'de> Deserialize<'de> for FiniteValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FiniteValueVisitor).map(FiniteValue)
+    }
+}
+
+struct FiniteValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FiniteValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a value JSON can hold")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom(format!("the number {v} has no JSON form")))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        FiniteValue::deserialize(deserializer).map(|v| v.0)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(FiniteValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = serde_json::Map::new();
+        while let Some((key, FiniteValue(value))) = map.next_entry::<String, FiniteValue>()? {
+            fields.insert(key, value);
+        }
+        Ok(Value::Object(fields))
+    }
+}
+
+/// A MessagePack frame's `id`; `nil` is no id.
+fn msgpack_request_id(id: Option<Value>) -> Result<Option<RequestId>, &'static str> {
+    match id {
+        None | Some(Value::Null) => Ok(None),
+        Some(id @ (Value::Number(_) | Value::String(_))) => Ok(Some(JsonValue::from_value(&id))),
+        Some(_) => Err(BAD_ID),
+    }
+}
+
+/// A JSON frame's `id`, kept as written; `null` is no id.
+fn json_request_id(raw: &RawValue) -> Result<Option<RequestId>, &'static str> {
+    match raw.get().as_bytes().first() {
+        Some(b'n') => Ok(None),
+        Some(b'"' | b'-' | b'0'..=b'9') => JsonValue::from_raw(raw).map(Some).map_err(|_| BAD_ID),
+        _ => Err(BAD_ID),
+    }
+}
+
+/// A JSON frame's op and its other fields, read as the one-entry map
+/// `{op: {fields}}` that names an externally tagged [`ClientOp`].
+struct OneOp<'de, I: Iterator<Item = (String, &'de RawValue)>> {
+    op: Option<String>,
+    fields: I,
+}
+
+impl<'de, I: Iterator<Item = (String, &'de RawValue)>> MapAccess<'de> for OneOp<'de, I> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Self::Error> {
+        match &self.op {
+            Some(op) => seed
+                .deserialize(StrDeserializer::<Self::Error>::new(op))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Self::Error> {
+        self.op = None;
+        seed.deserialize(MapDeserializer::new(&mut self.fields))
     }
 }
 
@@ -286,125 +361,6 @@ pub enum ServerMessage<'a> {
     },
 }
 
-/// The contract's Event object.
-#[derive(Debug, Serialize)]
-pub struct WireEvent<'a> {
-    /// A string in every format (a binary serializer would otherwise get
-    /// the UUID's 16 raw bytes).
-    #[serde(serialize_with = "uuid_as_string")]
-    pub id: &'a uuid::Uuid,
-    pub kind: EventKind,
-    pub cache: &'a str,
-    pub key: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<&'a JsonValue>,
-    pub version: Version,
-    pub segment: SegmentId,
-    pub ts: u64,
-    #[serde(skip_serializing_if = "is_false")]
-    pub conflated: bool,
-}
-
-fn uuid_as_string<S: serde::Serializer>(id: &&uuid::Uuid, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&id.hyphenated())
-}
-
-impl<'a> WireEvent<'a> {
-    pub fn new(event: &'a Event, conflated: bool) -> Self {
-        WireEvent {
-            id: &event.id,
-            kind: event.kind,
-            cache: event.cache.as_str(),
-            key: &event.key,
-            value: event.value.as_ref(),
-            version: event.version,
-            segment: event.segment,
-            ts: event.ts,
-            conflated,
-        }
-    }
-}
-
-/// The subscription id most connections use: their first and only one.
-const FIRST_SUB: &str = "s1";
-
-/// An event with its encodings, each made the first time a subscriber needs
-/// it and then shared by every other subscriber: at most four encodings per
-/// event whatever the number of subscribers.
-///
-/// The whole frame differs between subscribers only by `sub`. Most
-/// connections hold one subscription, `s1`, so its frames are made once too
-/// and shared; other subscriptions get the shared encoding wrapped for them.
-#[derive(Debug)]
-pub struct EncodedEvent {
-    pub event: Arc<Event>,
-    /// Indexed by [`EncodedEvent::slot`].
-    encodings: [OnceLock<Bytes>; 4],
-    first_sub_frames: [OnceLock<Bytes>; 4],
-}
-
-impl EncodedEvent {
-    pub fn new(event: Arc<Event>) -> Arc<Self> {
-        Arc::new(EncodedEvent {
-            event,
-            encodings: Default::default(),
-            first_sub_frames: Default::default(),
-        })
-    }
-
-    fn slot(format: Format, conflated: bool) -> usize {
-        (format == Format::MsgPack) as usize * 2 + conflated as usize
-    }
-
-    /// The Event object in `format`.
-    pub fn encoded(&self, format: Format, conflated: bool) -> &Bytes {
-        self.encodings[Self::slot(format, conflated)]
-            .get_or_init(|| format.encode(&WireEvent::new(&self.event, conflated)))
-    }
-
-    /// The payload of `{"type":"event","sub":...,"event":{...}}` for one
-    /// subscription: borrowed where it is shared (the first subscription's),
-    /// since a socket copies it into its own buffer anyway.
-    pub fn frame(&self, format: Format, sub: &str, conflated: bool) -> Cow<'_, [u8]> {
-        if sub == FIRST_SUB {
-            let frame = self.first_sub_frames[Self::slot(format, conflated)]
-                .get_or_init(|| self.wrap(format, sub, conflated));
-            return Cow::Borrowed(frame);
-        }
-        Cow::Owned(self.wrap(format, sub, conflated).into())
-    }
-
-    /// The shared encoding wrapped for `sub`, without re-encoding the event.
-    fn wrap(&self, format: Format, sub: &str, conflated: bool) -> Bytes {
-        let event = self.encoded(format, conflated);
-        match format {
-            Format::Json => {
-                let mut frame = BytesMut::with_capacity(event.len() + sub.len() + 40);
-                frame.put_slice(b"{\"type\":\"event\",\"sub\":");
-                serde_json::to_writer((&mut frame).writer(), sub).expect("writing to memory cannot fail");
-                frame.put_slice(b",\"event\":");
-                frame.put_slice(event);
-                frame.put_u8(b'}');
-                frame.freeze()
-            }
-            Format::MsgPack => {
-                let mut frame = Vec::with_capacity(event.len() + sub.len() + 24);
-                let write = |frame: &mut Vec<u8>| -> Result<(), rmp::encode::ValueWriteError> {
-                    rmp::encode::write_map_len(frame, 3)?;
-                    rmp::encode::write_str(frame, "type")?;
-                    rmp::encode::write_str(frame, "event")?;
-                    rmp::encode::write_str(frame, "sub")?;
-                    rmp::encode::write_str(frame, sub)?;
-                    rmp::encode::write_str(frame, "event")
-                };
-                write(&mut frame).expect("writing to memory cannot fail");
-                frame.extend_from_slice(event);
-                frame.into()
-            }
-        }
-    }
-}
-
 /// The positions of a snapshot's `done` frame: segment numbers as strings,
 /// segments never written left out.
 pub fn wire_positions(positions: &HashMap<SegmentId, Version>) -> BTreeMap<String, u64> {
@@ -418,82 +374,16 @@ pub fn wire_positions(positions: &HashMap<SegmentId, Version>) -> BTreeMap<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grid::CacheName;
 
-    fn event(value: Option<&str>) -> Arc<Event> {
-        Arc::new(Event {
-            id: uuid::Uuid::now_v7(),
-            kind: EventKind::Modified,
-            cache: CacheName::parse("scores").unwrap(),
-            key: Arc::from("match/7"),
-            value: value.map(|v| JsonValue::parse(v).unwrap()),
-            version: Version(4182),
-            segment: SegmentId(17),
-            ts: 1_764_000_000_123,
-        })
-    }
-
-    #[test]
-    fn json_event_frames_match_the_contract() {
-        let encoded = EncodedEvent::new(event(Some(r#"{"home":2,"away":1}"#)));
-        let frame: Value = serde_json::from_slice(&encoded.frame(Format::Json, "s1", false)).unwrap();
-        assert_eq!(frame["type"], "event");
-        assert_eq!(frame["sub"], "s1");
-        let e = &frame["event"];
-        assert_eq!(e["id"], encoded.event.id.to_string());
-        assert_eq!(e["kind"], "modified");
-        assert_eq!(
-            (e["cache"].as_str(), e["key"].as_str()),
-            (Some("scores"), Some("match/7"))
-        );
-        assert_eq!(e["value"], serde_json::json!({"home":2,"away":1}));
-        assert_eq!(
-            (e["version"].as_u64(), e["segment"].as_u64()),
-            (Some(4182), Some(17))
-        );
-        assert_eq!(e["ts"], 1_764_000_000_123_u64);
-        assert!(e.get("conflated").is_none());
-        let conflated: Value = serde_json::from_slice(&encoded.frame(Format::Json, "s1", true)).unwrap();
-        assert_eq!(conflated["event"]["conflated"], true);
-    }
-
-    #[test]
-    fn msgpack_event_frames_carry_the_same_fields_and_values() {
-        let encoded = EncodedEvent::new(event(Some(r#"{"home":2,"list":[1,"x",null]}"#)));
-        let json: Value = serde_json::from_slice(&encoded.frame(Format::Json, "s9", false)).unwrap();
-        let msgpack: Value = rmp_serde::from_slice(&encoded.frame(Format::MsgPack, "s9", false)).unwrap();
-        assert_eq!(json, msgpack);
-        let removed = EncodedEvent::new(event(None));
-        let msgpack: Value = rmp_serde::from_slice(&removed.frame(Format::MsgPack, "s9", true)).unwrap();
-        assert!(msgpack["event"].get("value").is_none());
-        assert_eq!(msgpack["event"]["conflated"], true);
-    }
-
-    #[test]
-    fn an_event_is_encoded_once_per_format() {
-        let encoded = EncodedEvent::new(event(Some("1")));
-        let a = encoded.encoded(Format::Json, false).as_ptr();
-        encoded.frame(Format::Json, "s1", false);
-        encoded.frame(Format::Json, "s2", false);
-        assert_eq!(a, encoded.encoded(Format::Json, false).as_ptr());
-        // The first subscription's frame is built once and shared.
-        let first = encoded.frame(Format::Json, "s1", false);
-        let again = encoded.frame(Format::Json, "s1", false);
-        assert_eq!(first.as_ptr(), again.as_ptr());
-        assert!(
-            matches!(first, Cow::Borrowed(_)),
-            "the shared frame is lent, not copied"
-        );
-        let other = encoded.frame(Format::Json, "s2", false);
-        let other: Value = serde_json::from_slice(&other).unwrap();
-        assert_eq!(other["sub"], "s2");
+    fn id_text(id: &Option<RequestId>) -> Option<&str> {
+        id.as_ref().map(JsonValue::get)
     }
 
     #[test]
     fn requests_decode_in_both_formats() {
         let json = br#"{"op":"put","id":7,"cache":"c","key":"k","value":{"a":[1]},"if_version":3}"#;
         let request = decode_request(Format::Json, json, 64).unwrap();
-        assert_eq!(request.id, Some(serde_json::json!(7)));
+        assert_eq!(id_text(&request.id), Some("7"));
         assert!(matches!(
             request.op,
             ClientOp::Put {
@@ -506,13 +396,13 @@ mod tests {
         let value: Value = serde_json::from_slice(json).unwrap();
         let msgpack = rmp_serde::to_vec_named(&value).unwrap();
         let request = decode_request(Format::MsgPack, &msgpack, 64).unwrap();
-        assert!(matches!(request.op, ClientOp::Put { ref value, .. } if value["a"][0] == 1));
+        assert!(matches!(request.op, ClientOp::Put { ref value, .. } if value.get() == r#"{"a":[1]}"#));
     }
 
     #[test]
     fn bad_frames_keep_their_id_when_they_have_one() {
         let err = decode_request(Format::Json, br#"{"op":"fly","id":"a"}"#, 64).unwrap_err();
-        assert_eq!(err.id, Some(serde_json::json!("a")));
+        assert_eq!(id_text(&err.id), Some("\"a\""));
         let err = decode_request(Format::Json, br#"{"op":"get","id":2,"cache":"c"}"#, 64).unwrap_err();
         assert!(err.message.contains("key"), "{}", err.message);
         assert!(decode_request(Format::Json, b"{", 64).unwrap_err().id.is_none());
@@ -532,7 +422,7 @@ mod tests {
 
     #[test]
     fn server_messages_are_tagged_by_type() {
-        let id = serde_json::json!(4);
+        let id = JsonValue::parse("4").unwrap();
         let message = ServerMessage::Error {
             id: Some(&id),
             code: ErrorCode::VersionMismatch,
@@ -546,5 +436,50 @@ mod tests {
         );
         let msgpack: Value = rmp_serde::from_slice(&Format::MsgPack.encode(&message)).unwrap();
         assert_eq!(json, msgpack);
+    }
+
+    #[test]
+    fn values_and_ids_keep_their_exact_text() {
+        let frame = br#"{"op":"put","id":12345678901234567890123,"cache":"c","key":"k","value":{ "a" : 0.22941408906430394 }}"#;
+        let request = decode_request(Format::Json, frame, 64).unwrap();
+        assert_eq!(id_text(&request.id), Some("12345678901234567890123"));
+        assert!(
+            matches!(request.op, ClientOp::Put { ref value, .. } if value.get() == r#"{"a":0.22941408906430394}"#)
+        );
+    }
+
+    #[test]
+    fn a_number_no_f64_holds_is_refused_with_the_id_echoed() {
+        let frame = br#"{"op":"put","id":"h1","cache":"c","key":"k","value":[1e400]}"#;
+        let err = decode_request(Format::Json, frame, 64).unwrap_err();
+        assert_eq!(id_text(&err.id), Some("\"h1\""));
+        assert!(err.message.contains("number"), "{}", err.message);
+        let frame = br#"{"op":"ping","id":1e400}"#;
+        assert!(decode_request(Format::Json, frame, 64).unwrap_err().id.is_none());
+    }
+
+    #[test]
+    fn a_messagepack_float_json_cannot_write_is_refused() {
+        let frame = rmp_serde::to_vec_named(&serde_json::json!({"op":"put","cache":"c","key":"k","value":0}))
+            .unwrap();
+        assert!(decode_request(Format::MsgPack, &frame, 64).is_ok());
+        #[derive(Serialize)]
+        struct Put {
+            op: &'static str,
+            id: u32,
+            cache: &'static str,
+            key: &'static str,
+            value: f64,
+        }
+        let put = Put {
+            op: "put",
+            id: 9,
+            cache: "c",
+            key: "k",
+            value: f64::INFINITY,
+        };
+        let err = decode_request(Format::MsgPack, &rmp_serde::to_vec_named(&put).unwrap(), 64).unwrap_err();
+        assert!(err.message.contains("no JSON form"), "{}", err.message);
+        assert_eq!(id_text(&err.id), Some("9"));
     }
 }

@@ -5,18 +5,20 @@
 //! [`SubscriptionIndex`], and pushes it to their sessions as a shared
 //! [`EncodedEvent`], so each format is encoded once whatever the fan-out.
 //!
-//! Pushes are batched per session: routed events wait in `pending` until
+//! Pushes are batched per feed (one client's subscriptions, whatever its
+//! transport: see [`super::feed`]): routed events wait in `pending` until
 //! the listener's mailbox is empty (a `Flush` it sends itself runs only
-//! then), and each session gets one [`Push`] with all of its events. Under
-//! load that turns one message, allocation and cross-thread wake per event
-//! per subscriber into one per session per burst; when idle, a burst is one
-//! event and nothing waits.
+//! then), and each feed gets one [`Push`] with all of its events, over the
+//! feed's channel. Under load that turns one message, allocation and
+//! cross-thread wake per event per subscriber into one per feed per burst;
+//! when idle, a burst is one event and nothing waits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
+use actix::{Actor, AsyncContext, Context, Handler, Message};
+use tokio::sync::mpsc;
 
 use super::dedup::DedupWindow;
 use super::filter::Filter;
@@ -25,18 +27,18 @@ use super::{SessionId, SubId};
 use crate::config::ListenerConfig;
 use crate::grid::{CacheName, Published};
 use crate::metrics::PushMetrics;
-use crate::protocol::ws::EncodedEvent;
+use crate::protocol::event::EncodedEvent;
 
 /// Where a subscription's events go.
 struct Target {
     session: SessionId,
     sub: SubId,
-    recipient: Recipient<Push>,
+    pushes: PushSender,
 }
 
-/// Events routed to one session, not yet sent.
+/// Events routed to one feed, not yet sent.
 struct Batch {
-    recipient: Recipient<Push>,
+    pushes: PushSender,
     events: Vec<(SubId, Arc<EncodedEvent>)>,
 }
 
@@ -71,22 +73,24 @@ impl Actor for Listener {
     }
 }
 
-/// Events for subscriptions of the receiving session, in the order the
+/// Events for subscriptions of the receiving feed, in the order the
 /// listener routed them.
-#[derive(Message)]
-#[rtype(result = "()")]
+#[derive(Debug)]
 pub struct Push {
     pub events: Vec<(SubId, Arc<EncodedEvent>)>,
 }
+
+/// The channel a feed receives its pushes on.
+pub type PushSender = mpsc::UnboundedSender<Push>;
 
 /// Sends every pending batch; the listener sends it to itself.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Flush;
 
-/// Starts routing matching events to `recipient`. Acknowledged once the
+/// Starts routing matching events to `pushes`. Acknowledged once the
 /// subscription is in the index: every event the listener handles after
-/// that reaches the session.
+/// that reaches the feed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Register {
@@ -94,7 +98,7 @@ pub struct Register {
     pub sub: SubId,
     pub cache: CacheName,
     pub filter: Filter,
-    pub recipient: Recipient<Push>,
+    pub pushes: PushSender,
 }
 
 #[derive(Message)]
@@ -123,7 +127,7 @@ impl Handler<Published> for Listener {
                 pending
                     .entry(target.session)
                     .or_insert_with(|| Batch {
-                        recipient: target.recipient.clone(),
+                        pushes: target.pushes.clone(),
                         events: Vec::new(),
                     })
                     .events
@@ -144,7 +148,8 @@ impl Handler<Flush> for Listener {
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
         self.flush_scheduled = false;
         for (_, batch) in self.pending.drain() {
-            batch.recipient.do_send(Push { events: batch.events });
+            // A feed that is gone is being unregistered; nothing to deliver.
+            let _ = batch.pushes.send(Push { events: batch.events });
         }
     }
 }
@@ -156,7 +161,7 @@ impl Handler<Register> for Listener {
         let target = Target {
             session: msg.session,
             sub: msg.sub,
-            recipient: msg.recipient,
+            pushes: msg.pushes,
         };
         self.index.insert(msg.cache, &msg.filter, target);
         self.metrics.subscriptions.set(self.index.len() as i64);
@@ -179,24 +184,6 @@ mod tests {
     use super::*;
     use crate::grid::{Event, EventKind, SegmentId, Version};
     use crate::metrics::Metrics;
-    use actix::{Actor, Context, Handler};
-    use tokio::sync::mpsc;
-
-    /// Stands in for a session: forwards what it is pushed to the test.
-    struct FakeSession(mpsc::UnboundedSender<(SubId, Arc<EncodedEvent>)>);
-
-    impl Actor for FakeSession {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<Push> for FakeSession {
-        type Result = ();
-        fn handle(&mut self, push: Push, _: &mut Context<Self>) {
-            for pushed in push.events {
-                let _ = self.0.send(pushed);
-            }
-        }
-    }
 
     fn event(key: &str) -> Arc<Event> {
         Arc::new(Event {
@@ -215,15 +202,14 @@ mod tests {
     async fn an_event_fed_twice_is_delivered_once_and_counted() {
         let metrics = Metrics::new();
         let listener = Listener::new(&ListenerConfig::default(), metrics.push.clone()).start();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let session = FakeSession(tx).start();
+        let (tx, mut pushes) = mpsc::unbounded_channel();
         listener
             .send(Register {
                 session: 1,
                 sub: 7,
                 cache: CacheName::parse("c").unwrap(),
                 filter: Filter::Prefix(Arc::from("p/")),
-                recipient: session.recipient(),
+                pushes: tx,
             })
             .await
             .unwrap();
@@ -234,9 +220,14 @@ mod tests {
         let second = event("p/2");
         listener.send(Published(second.clone())).await.unwrap();
 
-        let (sub, pushed) = rx.recv().await.unwrap();
+        let mut received = Vec::new();
+        while received.len() < 2 {
+            received.extend(pushes.recv().await.unwrap().events);
+        }
+        let mut rx = received.into_iter();
+        let (sub, pushed) = rx.next().unwrap();
         assert_eq!((sub, pushed.event.id), (7, first.id));
-        let (_, pushed) = rx.recv().await.unwrap();
+        let (_, pushed) = rx.next().unwrap();
         assert_eq!(
             pushed.event.id, second.id,
             "the duplicate and the unmatched key were not pushed"

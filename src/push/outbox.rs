@@ -19,7 +19,9 @@ use bytes::Bytes;
 
 use super::SubId;
 use crate::grid::Key;
-use crate::protocol::ws::{EncodedEvent, Format, WireFrame};
+use crate::protocol::codec::{Format, WireFrame};
+use crate::protocol::event::EncodedEvent;
+use crate::protocol::position::Positions;
 
 #[derive(Clone, Copy, Debug)]
 pub struct OutboxLimits {
@@ -36,7 +38,13 @@ pub enum Outgoing {
         event: Arc<EncodedEvent>,
         conflated: bool,
     },
-    Ping,
+    /// Once everything before it is written, the subscription's client has
+    /// every event up to `positions` (the end of a replay, which covers the
+    /// history read, not only the events that matched).
+    Covered { sub: SubId, positions: Positions },
+    /// The transport's keep-alive: a WebSocket ping, an SSE comment.
+    Heartbeat,
+    /// A WebSocket pong, answering the client's ping.
     Pong(Bytes),
 }
 
@@ -101,7 +109,7 @@ impl Outbox {
         let bytes = match &item {
             Outgoing::Message(frame) => frame.len(),
             Outgoing::Pong(b) => b.len(),
-            Outgoing::Ping => 0,
+            Outgoing::Heartbeat | Outgoing::Covered { .. } => 0,
             Outgoing::Event { event, .. } => event.encoded(self.format, false).len(),
         };
         self.queued_bytes += bytes;

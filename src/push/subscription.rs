@@ -1,9 +1,10 @@
-//! One subscription's delivery state inside its session. A subscription is
-//! registered with the listener *before* its snapshot (or history replay) is
-//! read, so no write can fall between the two; events that reach it in the
-//! meantime are held, and once the snapshot's per-segment positions are
-//! known, only the events after them are delivered. Nothing is both in the
-//! snapshot and sent as an event, and nothing is missed.
+//! One subscription's delivery state inside its [`Feed`](super::feed::Feed),
+//! and the read of what it starts with. A subscription is registered with
+//! the listener *before* its snapshot (or history replay) is read, so no
+//! write can fall between the two; events that reach it in the meantime are
+//! held, and once the snapshot's per-segment positions are known, only the
+//! events after them are delivered. Nothing is both in the snapshot and
+//! sent as an event, and nothing is missed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use futures_util::future::join_all;
 
 use super::filter::Filter;
 use crate::grid::{Cache, CacheName, EntryView, Event, Grid, GridError, SegmentId, Version};
-use crate::protocol::ws::EncodedEvent;
+use crate::protocol::event::EncodedEvent;
+use crate::protocol::position::Positions;
 
 pub struct Subscription {
     /// The wire name, `s<n>`.
@@ -41,7 +43,8 @@ impl Subscription {
         }
     }
 
-    pub fn is_live(&self) -> bool {
+    #[cfg(test)]
+    fn is_live(&self) -> bool {
         matches!(self.stage, Stage::Live { .. })
     }
 
@@ -91,8 +94,23 @@ pub enum Start {
         events: Vec<Arc<Event>>,
         positions: HashMap<SegmentId, Version>,
     },
-    /// Neither asked for: live events only.
-    Live,
+    /// Live events only, after `positions` (empty when not read).
+    Live { positions: HashMap<SegmentId, Version> },
+}
+
+/// Where a subscription starts, as its client asked.
+#[derive(Clone, Debug)]
+pub enum StartFrom {
+    /// A snapshot, then live events.
+    Snapshot,
+    /// The events after these positions, or a reset snapshot when the
+    /// history no longer holds them.
+    Resume(Positions),
+    /// Live events only.
+    Now,
+    /// Live events only, from the current positions, read (a client that
+    /// cannot say where it is is given positions as it goes).
+    CurrentPositions,
 }
 
 /// Reads what a just-registered subscription sends first: the missed events
@@ -102,19 +120,20 @@ pub async fn read_start(
     grid: &Grid,
     cache: &str,
     filter: &Filter,
-    snapshot: bool,
-    resume: Option<HashMap<SegmentId, Version>>,
+    from: StartFrom,
 ) -> Result<Start, GridError> {
-    if let Some(positions) = resume {
-        if let Some(replay) = read_replay(grid, cache, filter, &positions).await? {
-            return Ok(replay);
-        }
-        return read_snapshot(grid, cache, filter, true).await;
-    }
-    if snapshot {
-        read_snapshot(grid, cache, filter, false).await
-    } else {
-        Ok(Start::Live)
+    match from {
+        StartFrom::Resume(positions) => match read_replay(grid, cache, filter, &positions).await? {
+            Some(replay) => Ok(replay),
+            None => read_snapshot(grid, cache, filter, true).await,
+        },
+        StartFrom::Snapshot => read_snapshot(grid, cache, filter, false).await,
+        StartFrom::Now => Ok(Start::Live {
+            positions: HashMap::new(),
+        }),
+        StartFrom::CurrentPositions => Ok(Start::Live {
+            positions: read_positions(grid, cache).await?,
+        }),
     }
 }
 
@@ -153,9 +172,8 @@ async fn read_replay(
     }))
 }
 
-/// Every segment's current position, without reading any entry: where a
-/// subscription without a snapshot starts.
-pub async fn read_positions(grid: &Grid, cache: &str) -> Result<HashMap<SegmentId, Version>, GridError> {
+/// Every segment's current position, without reading any entry.
+async fn read_positions(grid: &Grid, cache: &str) -> Result<HashMap<SegmentId, Version>, GridError> {
     let snapshots = grid.snapshot(cache, Arc::new(|_: &str| false)).await?;
     Ok(snapshots.into_iter().map(|s| (s.segment, s.position)).collect())
 }

@@ -4,6 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::auth::AuthError;
 use crate::grid::GridError;
 use crate::protocol::{ErrorBody, ErrorCode, ErrorDetail};
 
@@ -27,6 +28,12 @@ impl ApiError {
 
 impl From<GridError> for ApiError {
     fn from(err: GridError) -> Self {
+        ApiError(err.into())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
         ApiError(err.into())
     }
 }

@@ -5,7 +5,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::Uri;
 
 use super::error::ApiError;
-use crate::protocol::ws::Format;
+use crate::protocol::codec::Format;
 use crate::protocol::ErrorCode;
 
 /// Whether a handshake from `origin` may proceed. No `Origin` header (not a

@@ -3,14 +3,16 @@
 //! shares; [`configure`] mounts everything on an actix-web `App`.
 
 pub mod assets;
+pub mod command;
 pub mod error;
-pub mod follow;
 pub mod handshake;
+pub mod http_subscription;
 pub mod poll;
 pub mod rate_limit;
 pub mod rest;
 pub mod session;
 pub mod sse;
+pub mod websocket;
 mod ws_transport;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,15 +27,19 @@ use actix_web::{web, Error, HttpRequest, HttpResponse};
 use crate::grid::Grid;
 use crate::metrics::Metrics;
 use crate::push::listener::Listener;
+use crate::push::PushSettings;
 use error::ApiError;
-use session::WsSettings;
+use websocket::WebSocketSettings;
 
 /// What the handlers share, cloned into every worker.
 pub struct AppState {
     pub grid: Grid,
     pub metrics: Arc<Metrics>,
     pub listener: actix::Addr<Listener>,
-    pub websocket: Arc<WsSettings>,
+    /// What every push transport shares.
+    pub push: Arc<PushSettings>,
+    /// What only the WebSocket endpoint has.
+    pub websocket: Arc<WebSocketSettings>,
     /// Turns true when the node starts shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub limits: Arc<crate::config::LimitsConfig>,
@@ -76,7 +82,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(
         web::PathConfig::default().error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
     )
-    .route("/ws", web::get().to(session::websocket))
+    .route("/ws", web::get().to(websocket::websocket))
     .route("/api/v1/caches/{cache}/events", web::get().to(sse::events))
     .route("/api/v1/caches/{cache}/poll", web::get().to(poll::poll))
     .configure(assets::routes)

@@ -2,11 +2,11 @@
 //! only make plain HTTP requests. Each request stands alone: the client's
 //! position token says what it has, and the answer carries the next one.
 //!
-//! A poll with `after` is registered with the listener (through an
-//! [`Inbox`]) before the history is read, so an event is either in the
-//! history read or arrives at the inbox; it answers at once with what the
-//! history holds past the token, otherwise waits for the first matching
-//! event or the timeout.
+//! A poll with `after` is a [`Feed`] of one subscription that resumes from
+//! the token: registered with the listener before the history is read, so
+//! an event is either in the history read or arrives at the feed; it
+//! answers at once with what the history holds past the token, otherwise
+//! waits for the first matching event or the timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,17 +16,26 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::follow::Follow;
+use super::http_subscription::HttpSubscription;
 use super::AppState;
+use crate::grid::EntryView;
+use crate::protocol::codec::Format;
+use crate::protocol::event::EncodedEvent;
 use crate::protocol::fallback::PollAnswer;
-use crate::protocol::position;
-use crate::protocol::ws::{EncodedEvent, FilterSpec};
-use crate::push::inbox::Inbox;
-use crate::push::subscription::{read_start, Start, Subscription};
+use crate::protocol::ws::FilterSpec;
+use crate::push::feed::{Feed, Item, Positioning};
+use crate::push::outbox::OutboxLimits;
+use crate::push::subscription::{read_start, Start, StartFrom};
 
 const DEFAULT_TIMEOUT_MS: u64 = 25_000;
 /// A longer `timeout_ms` is cut to this.
 const MAX_TIMEOUT_MS: u64 = 60_000;
+/// A poll answers with every event it has (never conflated): what it holds
+/// is bounded by the history it replays and the one batch it waits for.
+const ANSWER_EVERYTHING: OutboxLimits = OutboxLimits {
+    conflate_after_bytes: usize::MAX / 2,
+    close_after_bytes: usize::MAX,
+};
 
 #[derive(Deserialize)]
 pub struct PollQuery {
@@ -48,97 +57,100 @@ pub async fn poll(
         key: query.key,
         prefix: query.prefix,
     };
-    let follow = Follow::new(&state, &req, &cache, filter, query.access_token.as_deref())?;
+    let request = HttpSubscription::new(&state, &req, &cache, filter, query.access_token.as_deref())?;
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS));
-    let after = query.after.map(|token| follow.resume_from(&token)).transpose()?;
-    let name = follow.cache.name().as_str();
+    let after = query.after.map(|token| request.resume_from(&token)).transpose()?;
 
     let Some(after) = after else {
-        let start = read_start(&state.grid, name, &follow.filter, true, None).await?;
-        return answer_start(&follow, start);
+        let name = request.cache.name().as_str();
+        return match read_start(&state.grid, name, &request.filter, StartFrom::Snapshot).await? {
+            Start::Snapshot {
+                entries,
+                positions,
+                reset,
+            } => Ok(answer(PollAnswer {
+                reset,
+                snapshot: Some(&entries),
+                events: &[],
+                position: &request.token(&positions),
+            })),
+            Start::Replay { .. } | Start::Live { .. } => Err(ApiError::new(
+                crate::protocol::ErrorCode::Internal,
+                "a first poll read no snapshot",
+            )),
+        };
     };
-    // Registered before the history is read, so no write falls between.
-    let mut inbox = Inbox::register(
-        &state.listener,
-        follow.cache.name().clone(),
-        follow.filter.clone(),
-    )
-    .await?;
-    let covered = match read_start(&state.grid, name, &follow.filter, false, Some(after)).await? {
-        Start::Replay { events, positions } if events.is_empty() => positions,
-        start => return answer_start(&follow, start),
-    };
-
-    let mut subscription =
-        Subscription::new("poll".into(), follow.cache.name().clone(), follow.filter.clone());
-    subscription.go_live(covered.clone());
-    let mut positions = covered;
-    let mut shutdown = state.shutdown.clone();
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let held = GaugeGuard::raise(&state.metrics.push.polls_held);
+    let (mut feed, mut pushes) = Feed::new(
+        state.grid.clone(),
+        state.listener.clone(),
+        state.metrics.push.clone(),
+        Format::Json,
+        ANSWER_EVERYTHING,
+        Positioning::Tracked,
+    );
+    let (sub, _, start) = feed.open(
+        request.cache.name().clone(),
+        request.filter.clone(),
+        StartFrom::Resume(after),
+    );
+    let start = start.await?;
+    // A reset snapshot is taken whole, not framed in chunks.
+    let mut snapshot: Option<(Vec<EntryView>, bool)> = None;
+    // Nothing is conflated or overloaded under these limits.
+    let _ = feed.begin(sub, start, |chunk| {
+        let (entries, reset) = snapshot.get_or_insert_with(|| (Vec::new(), chunk.reset));
+        *reset = chunk.reset;
+        entries.extend_from_slice(chunk.entries);
+        None
+    });
     let mut events = Vec::new();
-    loop {
-        tokio::select! {
-            batch = inbox.recv() => {
-                let Some(batch) = batch else { break };
-                events.extend(batch.into_iter().filter_map(|e| subscription.offer(e)));
-                if !events.is_empty() {
-                    // Take what else has already arrived, then answer.
-                    while let Some(batch) = inbox.try_recv() {
-                        events.extend(batch.into_iter().filter_map(|e| subscription.offer(e)));
+    take_events(&mut feed, &mut events);
+
+    if snapshot.is_none() && events.is_empty() {
+        let mut shutdown = state.shutdown.clone();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let _held = GaugeGuard::raise(&state.metrics.push.polls_held);
+        loop {
+            tokio::select! {
+                push = pushes.recv() => {
+                    let Some(push) = push else { break };
+                    let _ = feed.deliver(push);
+                    take_events(&mut feed, &mut events);
+                    if !events.is_empty() {
+                        // Take what else has already arrived, then answer.
+                        while let Some(push) = pushes.try_recv() {
+                            let _ = feed.deliver(push);
+                        }
+                        take_events(&mut feed, &mut events);
+                        break;
                     }
-                    break;
                 }
+                _ = &mut deadline => break,
+                _ = shutdown.wait_for(|down| *down) => break,
             }
-            _ = &mut deadline => break,
-            _ = shutdown.wait_for(|down| *down) => break,
         }
     }
-    drop(held);
-    for event in &events {
-        position::advance(&mut positions, event.event.segment, event.event.version);
-    }
-    state.metrics.push.events_delivered.inc_by(events.len() as u64);
+    let position = request.token(feed.positions(sub).expect("a poll's feed tracks positions"));
+    let (snapshot, reset) = match &snapshot {
+        Some((entries, reset)) => (Some(entries.as_slice()), *reset),
+        None => (None, false),
+    };
     Ok(answer(PollAnswer {
-        reset: false,
-        snapshot: None,
+        reset,
+        snapshot,
         events: &events,
-        position: &follow.token(&positions),
+        position: &position,
     }))
 }
 
-/// The answer read without waiting: a snapshot (first poll, or a reset) or
-/// the replayed events.
-fn answer_start(follow: &Follow, start: Start) -> Result<HttpResponse, ApiError> {
-    Ok(match start {
-        Start::Snapshot {
-            entries,
-            positions,
-            reset,
-        } => answer(PollAnswer {
-            reset,
-            snapshot: Some(&entries),
-            events: &[],
-            position: &follow.token(&positions),
-        }),
-        Start::Replay { events, positions } => {
-            let events: Vec<Arc<EncodedEvent>> = events.into_iter().map(EncodedEvent::new).collect();
-            answer(PollAnswer {
-                reset: false,
-                snapshot: None,
-                events: &events,
-                position: &follow.token(&positions),
-            })
+/// Moves every event the feed holds into `events`.
+fn take_events(feed: &mut Feed, events: &mut Vec<Arc<EncodedEvent>>) {
+    feed.drain(usize::MAX, |item| {
+        if let Item::Event { event, .. } = item {
+            events.push(event.clone());
         }
-        // Only a start that reads neither snapshot nor history is live.
-        Start::Live => {
-            return Err(ApiError::new(
-                crate::protocol::ErrorCode::Internal,
-                "a poll read no start position",
-            ))
-        }
-    })
+    });
 }
 
 fn answer(answer: PollAnswer) -> HttpResponse {

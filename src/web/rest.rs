@@ -44,9 +44,16 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let caches = state.grid.caches();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&state.grid))
+        .body(
+            state.metrics.render(
+                caches
+                    .iter()
+                    .map(|cache| (cache.name().as_str(), cache.entry_count())),
+            ),
+        )
 }
 
 async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -212,19 +219,19 @@ pub fn parse_entry_path(path: &str) -> Result<(CacheName, Key), ApiError> {
 }
 
 /// A request body as a stored value: JSON, nested at most `max_depth` deep
-/// (checked before parsing), parsed whole and stored as its compact
-/// encoding. Parsing whole, not just checking the syntax, refuses what JSON
-/// text allows but no reader can hold (a number like `1e99999`), so every
-/// stored value encodes in every format. Public for the fuzz targets.
+/// (checked before parsing), kept as its exact text without whitespace
+/// between tokens. A number no reader can hold (`1e99999`) is refused, so
+/// every stored value encodes in every format. Public for the fuzz targets.
 pub fn parse_value(body: &[u8], max_depth: usize) -> Result<JsonValue, ApiError> {
     if !json_within_depth(body, max_depth) {
         return Err(ApiError::bad_request(format!(
             "the value nests deeper than {max_depth} levels"
         )));
     }
-    serde_json::from_slice::<serde_json::Value>(body)
-        .map(|value| JsonValue::from_value(&value))
-        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+    let text =
+        std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
+    JsonValue::parse_compact(text)
+        .map_err(|e| ApiError::bad_request(format!("body is not a valid value: {e}")))
 }
 
 fn etag(version: Version) -> String {

@@ -1,135 +1,21 @@
-//! Shared test support: start a real `pushgrid` process on an ephemeral port
-//! and talk to it over real HTTP. The process is killed when the
-//! [`TestNode`] drops, so every test cleans up what it starts.
+//! Shared test support: start real `pushgrid` processes on ephemeral ports
+//! ([`node`], the starter the benches share) and talk to them over real
+//! HTTP and WebSockets. A process is killed when its [`TestNode`] drops, so
+//! every test cleans up what it starts.
 
 #![allow(dead_code)]
 
+pub mod node;
 pub mod sse;
 pub mod ws;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use awc::http::header::HeaderMap;
 use awc::http::StatusCode;
 use serde_json::Value;
 
-pub struct TestNode {
-    child: Child,
-    /// `http://127.0.0.1:PORT`, no trailing slash.
-    pub base: String,
-    _config: Option<tempfile::NamedTempFile>,
-}
-
-impl TestNode {
-    /// A node with no config file and no demo feed.
-    pub fn start() -> TestNode {
-        TestNode::start_with("", &[])
-    }
-
-    /// A node running the demo feed, as `cargo run` does.
-    pub fn start_demo(args: &[&str]) -> TestNode {
-        TestNode::launch("", args, false)
-    }
-
-    /// A node with `config_toml` as its config file (when not empty) and
-    /// extra flags.
-    pub fn start_with(config_toml: &str, args: &[&str]) -> TestNode {
-        TestNode::launch(config_toml, args, true)
-    }
-
-    fn launch(config_toml: &str, args: &[&str], no_demo: bool) -> TestNode {
-        let config = (!config_toml.is_empty()).then(|| {
-            let mut file = tempfile::NamedTempFile::new().expect("temp file");
-            file.write_all(config_toml.as_bytes()).expect("write config");
-            file
-        });
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pushgrid"));
-        command.args(["--bind", "127.0.0.1:0"]).args(args);
-        if no_demo {
-            command.arg("--no-demo");
-        }
-        if let Some(file) = &config {
-            command.arg("--config").arg(file.path());
-        }
-        let show_logs = std::env::var_os("PUSHGRID_TEST_LOG").is_some();
-        command.stdout(Stdio::piped()).stderr(if show_logs {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
-        let mut child = command.spawn().expect("spawn pushgrid");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the node never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("pushgrid did not print its address within 30 s");
-            }
-        };
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"));
-        TestNode {
-            child,
-            base: url.trim_end_matches('/').to_string(),
-            _config: config,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// `ws://127.0.0.1:PORT/ws`.
-    pub fn ws_url(&self) -> String {
-        format!("{}/ws", self.base.replacen("http://", "ws://", 1))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends SIGTERM, as a service manager would.
-    pub fn terminate(&self) {
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM delivered");
-    }
-
-    /// Waits for the process to exit, at most `within`.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("child status") {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use node::NodeProcess as TestNode;
 
 /// A response, read whole: status, headers, and the body as JSON (or
 /// `Value::Null` when empty, `Value::String` when not JSON).

@@ -1,6 +1,6 @@
-//! What the two HTTP fallbacks (SSE and long polling) share: reading which
-//! cache and keys a request follows, who may follow them, and the position
-//! tokens it resumes from and is given.
+//! An HTTP subscription request, what the two HTTP fallbacks (SSE and long
+//! polling) share: which cache and keys it follows, who may follow them,
+//! and the position tokens it resumes from and is given.
 
 use std::sync::Arc;
 
@@ -14,15 +14,15 @@ use crate::protocol::ws::FilterSpec;
 use crate::push::filter::Filter;
 use crate::push::subscription::segments_of;
 
-/// A cache and filter an HTTP client follows.
-pub struct Follow {
+/// A cache and filter an HTTP client subscribes to.
+pub struct HttpSubscription {
     pub cache: Arc<Cache>,
     pub filter: Filter,
     /// The segments its positions cover: a key's own, or all.
     segments: Vec<SegmentId>,
 }
 
-impl Follow {
+impl HttpSubscription {
     /// Checks the request's access (its `Authorization` header, or an
     /// `access_token` parameter, since `EventSource` cannot set headers),
     /// the cache and the filter.
@@ -32,7 +32,7 @@ impl Follow {
         cache: &str,
         filter: FilterSpec,
         access_token: Option<&str>,
-    ) -> Result<Follow, ApiError> {
+    ) -> Result<HttpSubscription, ApiError> {
         let access = match access_token {
             Some(token) if !req.headers().contains_key(actix_web::http::header::AUTHORIZATION) => {
                 state.auth.authenticate(Some(token))?
@@ -43,7 +43,7 @@ impl Follow {
         let cache = state.grid.cache(cache)?;
         let filter = Filter::from_spec(&filter)?;
         let segments = segments_of(&cache, &filter);
-        Ok(Follow {
+        Ok(HttpSubscription {
             cache,
             filter,
             segments,

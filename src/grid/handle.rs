@@ -1,7 +1,7 @@
 //! [`Grid`]: the handle every front end (REST, WebSocket sessions, the demo
-//! feed) uses. It owns the registry of caches and routes each operation to
-//! the partition actor that owns the key's segment; it holds no entry state
-//! itself.
+//! feed) uses. It owns the registry of caches and routes each operation
+//! through the cache's [`RoutingTable`] to the owner of the key's segment;
+//! it holds no entry state itself.
 //!
 //! The registry is copy-on-write behind an `ArcSwap`, so looking a cache up on
 //! the hot path is a lock-free load; only creating a cache (rare) takes a
@@ -20,20 +20,20 @@ use futures_util::future::join_all;
 use super::cache::{CacheConfig, CacheShared};
 use super::hash::segment_of;
 use super::membership::{AssignSegments, ClusterView, DescribeCluster, Membership};
-use super::partition::{self, Partition, Snapshot};
+use super::partition::{self, EvictionRing, Partition, Snapshot};
+use super::routing::{Route, RoutingTable};
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
 use super::topology::MemberId;
-use super::{CacheName, Event, EventSink, GridError, JsonValue, Key, SegmentId, Version};
-use crate::metrics::GridMetrics;
+use super::{CacheName, Event, EventSink, GridError, GridMetrics, JsonValue, Key, SegmentId, Version};
 
 /// The most entries one listing page returns.
 pub const MAX_PAGE: usize = 1000;
 
-/// One cache as the node serves it: its shared state and the partition that
-/// owns each segment here (`None` for a segment owned only by other members).
+/// One cache as the node serves it: its shared state and where each of its
+/// segments is served.
 pub struct Cache {
     shared: Arc<CacheShared>,
-    partitions: Vec<Option<Addr<Partition>>>,
+    routes: RoutingTable,
 }
 
 impl Cache {
@@ -51,17 +51,6 @@ impl Cache {
 
     pub fn segment_of(&self, key: &str) -> SegmentId {
         segment_of(key, self.shared.config.segments)
-    }
-
-    pub fn partition(&self, segment: SegmentId) -> Result<&Addr<Partition>, GridError> {
-        self.partitions
-            .get(segment.0 as usize)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| GridError::Unavailable(format!("segment {} is not owned by this node", segment.0)))
-    }
-
-    fn local_partitions(&self) -> impl Iterator<Item = &Addr<Partition>> {
-        self.partitions.iter().flatten()
     }
 }
 
@@ -142,22 +131,35 @@ impl Grid {
             .await
             .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))?;
         let shared = CacheShared::new(name.clone(), config, setup.metrics.clone());
-        let partitions: Vec<Option<Addr<Partition>>> = (0..owners.segments())
-            .map(SegmentId)
-            .map(|segment| {
-                owners.is_owned_by(segment, &setup.local_member).then(|| {
+        let routes = RoutingTable::new(
+            (0..owners.segments())
+                .map(SegmentId)
+                .map(|segment| {
+                    if !owners.is_owned_by(segment, &setup.local_member) {
+                        let primary = owners.owners(segment)[0].clone();
+                        return Route::Remote(primary);
+                    }
                     let arbiter = &setup.arbiters[segment.0 as usize % setup.arbiters.len()];
                     let (shared, events) = (shared.clone(), setup.events.clone());
-                    Partition::start_in_arbiter(arbiter, move |_| Partition::new(shared, segment, events))
+                    let partition = Partition::start_in_arbiter(arbiter, move |_| {
+                        Partition::new(shared, segment, events)
+                    });
+                    Route::Local(partition)
                 })
-            })
-            .collect();
+                .collect(),
+        );
         // Published only once every partition runs with its mailbox set up.
-        for ready in join_all(partitions.iter().flatten().map(|p| p.send(partition::Ready))).await {
+        let ring: EvictionRing = routes.local().map(|(_, p)| p.clone().recipient()).collect();
+        let ready = routes.local().enumerate().map(|(place, (_, partition))| {
+            partition.send(partition::Ready {
+                ring: ring.clone(),
+                place,
+            })
+        });
+        for ready in join_all(ready).await {
             ready.map_err(unavailable)?;
         }
-        shared.set_partitions(partitions.iter().flatten().cloned().collect());
-        let cache = Arc::new(Cache { shared, partitions });
+        let cache = Arc::new(Cache { shared, routes });
         self.inner.caches.rcu(|caches| {
             let mut caches = BTreeMap::clone(caches);
             caches.insert(name.clone(), cache.clone());
@@ -185,9 +187,10 @@ impl Grid {
     /// the future is first polled: one caller's operations reach a
     /// partition in the order it made them, however its futures are polled.
     pub fn get(&self, cache: &str, key: Key) -> impl Future<Output = Result<EntryView, GridError>> + 'static {
-        let sent = self
-            .partition_for(cache, &key)
-            .map(|partition| partition.send(partition::Get { key }));
+        let sent = self.cache(cache).and_then(|cache| {
+            let segment = cache.segment_of(&key);
+            cache.routes.send(segment, partition::Get { key })
+        });
         self.reply("get", sent, |found| found.ok_or(GridError::NotFound))
     }
 
@@ -219,8 +222,8 @@ impl Grid {
                 value,
                 precondition,
             };
-            let partition = cache.partition(cache.segment_of(&request.key))?;
-            Ok(partition.send(partition::Put(request)))
+            let segment = cache.segment_of(&request.key);
+            cache.routes.send(segment, partition::Put(request))
         });
         self.reply("put", sent, |outcome| outcome)
     }
@@ -231,15 +234,13 @@ impl Grid {
         key: Key,
         precondition: Precondition,
     ) -> impl Future<Output = Result<Version, GridError>> + 'static {
-        let sent = self
-            .partition_for(cache, &key)
-            .map(|partition| partition.send(partition::Remove { key, precondition }));
+        let sent = self.cache(cache).and_then(|cache| {
+            let segment = cache.segment_of(&key);
+            cache
+                .routes
+                .send(segment, partition::Remove { key, precondition })
+        });
         self.reply("remove", sent, |outcome| outcome)
-    }
-
-    fn partition_for(&self, cache: &str, key: &str) -> Result<Addr<Partition>, GridError> {
-        let cache = self.cache(cache)?;
-        cache.partition(cache.segment_of(key)).cloned()
     }
 
     /// Awaits a partition's reply to a request already queued, and counts
@@ -295,13 +296,11 @@ impl Grid {
         let cache = self.cache(cache)?;
         let (prefix, after): (Arc<str>, Option<Arc<str>>) = (Arc::from(prefix), after.map(Arc::from));
         // One more than the page, to know whether another page follows.
-        let requests = cache.local_partitions().map(|partition| {
-            partition.send(partition::List {
-                prefix: prefix.clone(),
-                after: after.clone(),
-                limit: limit + 1,
-            })
-        });
+        let requests = cache.routes.send_all(|_| partition::List {
+            prefix: prefix.clone(),
+            after: after.clone(),
+            limit: limit + 1,
+        })?;
         let mut entries = Vec::new();
         for reply in join_all(requests).await {
             entries.extend(reply.map_err(unavailable)?);
@@ -313,19 +312,17 @@ impl Grid {
         Ok(Page { entries, next })
     }
 
-    /// A snapshot of every local segment of `cache`, each taken at one
-    /// instant of its segment, with that segment's position.
+    /// A snapshot of every segment of `cache`, each taken at one instant of
+    /// its segment, with that segment's position.
     pub async fn snapshot(
         &self,
         cache: &str,
         filter: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     ) -> Result<Vec<Snapshot>, GridError> {
         let cache = self.cache(cache)?;
-        let requests = cache.local_partitions().map(|partition| {
-            partition.send(partition::TakeSnapshot {
-                filter: filter.clone(),
-            })
-        });
+        let requests = cache.routes.send_all(|_| partition::TakeSnapshot {
+            filter: filter.clone(),
+        })?;
         join_all(requests)
             .await
             .into_iter()
@@ -341,9 +338,9 @@ impl Grid {
         position: Version,
     ) -> Result<Option<Vec<Arc<Event>>>, GridError> {
         let cache = self.cache(cache)?;
-        let partition = cache.partition(segment)?;
-        partition
-            .send(partition::ReadHistory { after: position })
+        cache
+            .routes
+            .send(segment, partition::ReadHistory { after: position })?
             .await
             .map_err(unavailable)
     }

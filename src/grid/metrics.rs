@@ -1,0 +1,74 @@
+//! The grid's own counters: operations by kind and outcome, events emitted
+//! by kind, evictions by cache. Registered in the node's registry
+//! (`crate::metrics::Metrics`), incremented by the router and partitions.
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use super::{EventKind, GridError};
+
+/// Counters the grid's partitions and router increment.
+#[derive(Clone)]
+pub struct GridMetrics {
+    operations: IntCounterVec,
+    /// One per event kind, resolved once: counted on every write.
+    events: [IntCounter; 4],
+    evictions: IntCounterVec,
+}
+
+impl GridMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let vec = |name: &str, help: &str, label: &[&str]| {
+            let counters =
+                IntCounterVec::new(Opts::new(name, help), label).expect("metric definition is valid");
+            registry
+                .register(Box::new(counters.clone()))
+                .expect("metric names are unique");
+            counters
+        };
+        let operations = vec(
+            "pushgrid_operations_total",
+            "Grid operations by kind and outcome",
+            &["op", "outcome"],
+        );
+        let events = vec(
+            "pushgrid_events_emitted_total",
+            "Events emitted by partitions, by kind",
+            &["kind"],
+        );
+        let evictions = vec(
+            "pushgrid_evictions_total",
+            "Entries evicted past max_entries, by cache",
+            &["cache"],
+        );
+        GridMetrics {
+            operations,
+            events: ["created", "modified", "removed", "expired"]
+                .map(|kind| events.with_label_values(&[kind])),
+            evictions,
+        }
+    }
+
+    pub fn count_operation<T>(&self, op: &str, result: &Result<T, GridError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(err) => err.code(),
+        };
+        self.operations.with_label_values(&[op, outcome]).inc();
+    }
+
+    pub fn count_event(&self, kind: EventKind) {
+        let index = match kind {
+            EventKind::Created => 0,
+            EventKind::Modified => 1,
+            EventKind::Removed => 2,
+            EventKind::Expired => 3,
+        };
+        self.events[index].inc();
+    }
+
+    pub fn count_evictions(&self, cache: &impl std::fmt::Display, count: usize) {
+        self.evictions
+            .with_label_values(&[&cache.to_string()])
+            .inc_by(count as u64);
+    }
+}

@@ -1,0 +1,102 @@
+//! Owner routing: for every segment of a cache, where a request for it
+//! goes. The node's own partition actor when this member owns the segment,
+//! or the member that does. The [`Grid`](super::Grid) routes every request
+//! through a cache's [`RoutingTable`]; nothing else knows where a segment
+//! lives.
+
+use actix::dev::{Request, ToEnvelope};
+use actix::{Addr, Handler, Message};
+
+use super::partition::Partition;
+use super::topology::MemberId;
+use super::{GridError, SegmentId};
+
+/// Where one segment's requests go.
+#[derive(Clone, Debug)]
+pub enum Route {
+    /// This node's partition actor owns the segment.
+    Local(Addr<Partition>),
+    /// Another member owns it.
+    Remote(MemberId),
+}
+
+/// Every segment's [`Route`], by segment number.
+#[derive(Clone, Debug)]
+pub struct RoutingTable {
+    routes: Vec<Route>,
+}
+
+impl RoutingTable {
+    pub fn new(routes: Vec<Route>) -> Self {
+        RoutingTable { routes }
+    }
+
+    pub fn segments(&self) -> u32 {
+        self.routes.len() as u32
+    }
+
+    pub fn route(&self, segment: SegmentId) -> Option<&Route> {
+        self.routes.get(segment.0 as usize)
+    }
+
+    /// The local partitions, in segment order.
+    pub fn local(&self) -> impl Iterator<Item = (SegmentId, &Addr<Partition>)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter_map(|(s, route)| match route {
+                Route::Local(partition) => Some((SegmentId(s as u32), partition)),
+                Route::Remote(_) => None,
+            })
+    }
+
+    /// Queues `message` at the owner of `segment` now, and returns the reply
+    /// to await. A segment another member owns is `unavailable` from this
+    /// node: requests are not forwarded between members.
+    pub fn send<M>(&self, segment: SegmentId, message: M) -> Result<Request<Partition, M>, GridError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        Partition: Handler<M>,
+        <Partition as actix::Actor>::Context: ToEnvelope<Partition, M>,
+    {
+        match self.route(segment) {
+            Some(Route::Local(partition)) => Ok(partition.send(message)),
+            Some(Route::Remote(member)) => Err(not_forwarded(segment, member)),
+            None => Err(GridError::BadRequest(format!("no segment {}", segment.0))),
+        }
+    }
+
+    /// Queues one message per segment (made by `message`) at every owner,
+    /// for reads that gather the whole cache; none is sent unless every
+    /// segment can be reached, so a cache is never read in part.
+    pub fn send_all<M>(
+        &self,
+        message: impl Fn(SegmentId) -> M,
+    ) -> Result<Vec<Request<Partition, M>>, GridError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        Partition: Handler<M>,
+        <Partition as actix::Actor>::Context: ToEnvelope<Partition, M>,
+    {
+        let remote = self.routes.iter().enumerate().find_map(|(s, route)| match route {
+            Route::Remote(member) => Some((SegmentId(s as u32), member)),
+            Route::Local(_) => None,
+        });
+        if let Some((segment, member)) = remote {
+            return Err(not_forwarded(segment, member));
+        }
+        Ok(self
+            .local()
+            .map(|(segment, partition)| partition.send(message(segment)))
+            .collect())
+    }
+}
+
+fn not_forwarded(segment: SegmentId, member: &MemberId) -> GridError {
+    GridError::Unavailable(format!(
+        "segment {} is owned by member {}, and this node does not forward requests",
+        segment.0, member.0
+    ))
+}
