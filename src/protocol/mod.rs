@@ -15,7 +15,7 @@ pub mod ws;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthError;
-use crate::grid::{CacheConfig, CacheName, GridError, JsonValue, Key, Version};
+use crate::grid::{CacheConfig, CacheName, EntryView, GridError, JsonValue, Key, Version};
 
 /// The contract's error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +99,16 @@ impl From<AuthError> for ErrorDetail {
 }
 
 impl ErrorDetail {
+    /// The error reply to the WebSocket request `id`.
+    pub fn message<'a>(&'a self, id: Option<&'a ws::RequestId>) -> ws::ServerMessage<'a> {
+        ws::ServerMessage::Error {
+            id,
+            code: self.code,
+            message: &self.message,
+            current_version: self.current_version,
+        }
+    }
+
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorDetail {
             code,
@@ -112,6 +122,19 @@ impl ErrorDetail {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
+}
+
+/// One chunk of a subscription's snapshot, for the transport to frame.
+pub struct SnapshotChunk<'a> {
+    /// The subscription's wire name.
+    pub sub: &'a str,
+    pub entries: &'a [EntryView],
+    /// The last chunk; it carries the positions.
+    pub done: bool,
+    /// The snapshot replaces the client's state after a failed resume.
+    pub reset: bool,
+    /// Every segment's position at the snapshot.
+    pub positions: &'a position::Positions,
 }
 
 /// `GET /api/v1/caches`.

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::codec::Format;
+use super::codec::{Format, WireFrame};
 use super::depth::{json_within_depth, value_depth};
-use super::ErrorCode;
+use super::{ErrorCode, SnapshotChunk};
 use crate::grid::{EntryView, JsonValue, SegmentId, Version};
 
 /// A request id, echoed in the reply exactly as sent: a number or a string.
@@ -359,6 +359,18 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         current_version: Option<Version>,
     },
+}
+
+/// One `snapshot` frame; the `done` one carries the snapshot's positions.
+pub fn snapshot_frame(format: Format, chunk: &SnapshotChunk) -> WireFrame {
+    let positions = chunk.done.then(|| wire_positions(chunk.positions));
+    format.frame(&ServerMessage::Snapshot {
+        sub: chunk.sub,
+        entries: chunk.entries,
+        done: chunk.done,
+        positions: positions.as_ref(),
+        reset: chunk.reset,
+    })
 }
 
 /// The positions of a snapshot's `done` frame: segment numbers as strings,

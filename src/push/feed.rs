@@ -30,11 +30,12 @@ use super::listener::{Listener, Push, Register, Unregister};
 use super::outbox::{Admission, Outbox, OutboxLimits, Outgoing};
 use super::subscription::{read_start, Start, StartFrom, Subscription};
 use super::{new_session_id, SessionId, SubId};
-use crate::grid::{CacheName, EntryView, Grid, GridError};
+use crate::grid::{CacheName, Grid, GridError};
 use crate::metrics::PushMetrics;
 use crate::protocol::codec::{Format, WireFrame};
 use crate::protocol::event::EncodedEvent;
 use crate::protocol::position::{self, Positions};
+use crate::protocol::SnapshotChunk;
 
 /// Entries per snapshot frame or message, as the contract sets.
 pub const SNAPSHOT_CHUNK_ENTRIES: usize = 1000;
@@ -47,17 +48,21 @@ pub struct Overloaded {
     pub pending_bytes: usize,
 }
 
-/// One chunk of a subscription's snapshot, for the transport to frame.
-pub struct SnapshotChunk<'a> {
-    /// The subscription's wire name.
-    pub sub: &'a str,
-    pub entries: &'a [EntryView],
-    /// The last chunk; it carries the positions.
-    pub done: bool,
-    /// The snapshot replaces the client's state after a failed resume.
-    pub reset: bool,
-    /// Every segment's position at the snapshot.
-    pub positions: &'a Positions,
+/// A subscription just opened: its number, its wire name and the read of
+/// what it starts with.
+pub type Opened<Read> = (SubId, Arc<str>, Read);
+
+/// The feed already holds its most subscriptions.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AtLimit(pub usize);
+
+impl From<AtLimit> for crate::protocol::ErrorDetail {
+    fn from(AtLimit(max): AtLimit) -> Self {
+        crate::protocol::ErrorDetail::new(
+            crate::protocol::ErrorCode::RateLimited,
+            format!("at most {max} subscriptions per connection"),
+        )
+    }
 }
 
 /// What the transport writes next, as [`Feed::drain`] hands it out.
@@ -98,6 +103,7 @@ pub struct Feed {
     listener: Addr<Listener>,
     pushes: mpsc::UnboundedSender<Push>,
     subscriptions: HashMap<SubId, Followed>,
+    max_subscriptions: usize,
     next_sub: SubId,
     outbox: Outbox,
     metrics: PushMetrics,
@@ -135,6 +141,7 @@ impl Feed {
         format: Format,
         limits: OutboxLimits,
         positioning: Positioning,
+        max_subscriptions: usize,
     ) -> (Feed, Pushes) {
         let (pushes, received) = mpsc::unbounded_channel();
         let feed = Feed {
@@ -143,6 +150,7 @@ impl Feed {
             listener,
             pushes,
             subscriptions: HashMap::new(),
+            max_subscriptions,
             next_sub: 1,
             outbox: Outbox::new(format, limits),
             metrics,
@@ -155,15 +163,6 @@ impl Feed {
         self.id
     }
 
-    /// How many subscriptions the feed holds.
-    pub fn len(&self) -> usize {
-        self.subscriptions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.subscriptions.is_empty()
-    }
-
     /// Opens a subscription: registers it with the listener at once and
     /// returns its number, its wire name (`s<n>`) and the read of what it
     /// starts with, which waits for the registration first, so no write
@@ -173,11 +172,10 @@ impl Feed {
         cache: CacheName,
         filter: Filter,
         from: StartFrom,
-    ) -> (
-        SubId,
-        Arc<str>,
-        impl Future<Output = Result<Start, GridError>> + 'static,
-    ) {
+    ) -> Result<Opened<impl Future<Output = Result<Start, GridError>> + 'static>, AtLimit> {
+        if self.subscriptions.len() >= self.max_subscriptions {
+            return Err(AtLimit(self.max_subscriptions));
+        }
         let sub = self.next_sub;
         self.next_sub += 1;
         let name: Arc<str> = Arc::from(format!("s{sub}"));
@@ -202,7 +200,7 @@ impl Feed {
                 .map_err(|e| GridError::Unavailable(format!("listener unavailable: {e}")))?;
             read_start(&grid, cache.as_str(), &filter, from).await
         };
-        (sub, name, start)
+        Ok((sub, name, start))
     }
 
     /// Starts delivering `sub` with what it starts with: a snapshot goes

@@ -87,12 +87,15 @@ pub async fn poll(
         Format::Json,
         ANSWER_EVERYTHING,
         Positioning::Tracked,
+        1,
     );
-    let (sub, _, start) = feed.open(
-        request.cache.name().clone(),
-        request.filter.clone(),
-        StartFrom::Resume(after),
-    );
+    let (sub, _, start) = feed
+        .open(
+            request.cache.name().clone(),
+            request.filter.clone(),
+            StartFrom::Resume(after),
+        )
+        .map_err(|limit| ApiError(limit.into()))?;
     let start = start.await?;
     // A reset snapshot is taken whole, not framed in chunks.
     let mut snapshot: Option<(Vec<EntryView>, bool)> = None;

@@ -2,19 +2,14 @@
 //! client's frames, rate-limits them, runs their commands
 //! ([`super::command`]), receives its subscriptions' events as a stream of
 //! pushes from the listener, keeps the connection alive with pings, and
-//! writes everything its [`Feed`] holds through the socket's write pump.
-//!
-//! The transport under the actor is not actix-web-actors, which queues
-//! outgoing frames in a private buffer with no way to see how much is
-//! waiting, so a session could not tell a slow client from a fast one.
-//! [`ws_transport`](super::ws_transport) (actix-ws for the handshake and
-//! reading, batched frame writing of its own) hands frames to the socket
-//! through a bounded channel; a write that does not complete means the
-//! client is not reading, and the feed's outbox then conflates and, past
-//! its limit, the session closes with 1013.
+//! writes everything its [`Feed`] holds through the socket's write pump. A
+//! write that does not complete means the client is not reading (see
+//! [`ws_transport`](super::ws_transport) for why the transport is our own):
+//! the feed's outbox then conflates and, past its limit, the session closes
+//! with 1013.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, StreamHandler, WrapFuture};
 use actix_ws::{AggregatedMessage, CloseCode, ProtocolError};
@@ -25,12 +20,12 @@ use super::ws_transport::{self, FrameBatch, FrameWriter, Written};
 use super::ConnectionSlot;
 use crate::auth::{Access, Authenticator};
 use crate::config::LimitsConfig;
-use crate::grid::{CacheName, Grid, GridError};
+use crate::grid::{Grid, GridError};
 use crate::metrics::PushMetrics;
-use crate::protocol::codec::{Format, WireFrame};
-use crate::protocol::ws::{decode_request, wire_positions, ClientRequest, RequestId, ServerMessage};
+use crate::protocol::codec::Format;
+use crate::protocol::ws::{decode_request, snapshot_frame, ClientRequest, RequestId, ServerMessage};
 use crate::protocol::{ErrorCode, ErrorDetail};
-use crate::push::feed::{Feed, Item, Overloaded};
+use crate::push::feed::{Feed, Overloaded};
 use crate::push::filter::Filter;
 use crate::push::listener::Push;
 use crate::push::outbox::Outgoing;
@@ -39,11 +34,6 @@ use crate::push::{PushSettings, SubId};
 
 /// Frames encoded into one buffer for the socket.
 const WRITE_BATCH: usize = 64;
-/// How long a close frame may wait for a socket that is not draining. A
-/// stopped session holds only its socket and the transport's few batches
-/// meanwhile; a stalled client that resumes reading within this gets its
-/// close code (1013) instead of a bare disconnect.
-const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Session {
     pub(super) format: Format,
@@ -58,6 +48,7 @@ pub struct Session {
     pub(super) closing: bool,
     /// `None` when operations are not limited.
     pub(super) limiter: Option<RateLimiter>,
+    /// The depth and rate limits (subscriptions are the feed's).
     pub(super) limits: Arc<LimitsConfig>,
     pub(super) _slot: ConnectionSlot,
     /// What this connection's token allows.
@@ -68,15 +59,12 @@ pub struct Session {
 impl Session {
     fn on_payload(&mut self, payload: &[u8], ctx: &mut Context<Self>) {
         let decoded = decode_request(self.format, payload, self.limits.max_depth);
-        let verdict = match self.limiter.as_mut() {
-            Some(limiter) => limiter.admit(Instant::now()),
-            None => Verdict::Admitted,
+        let verdict = (self.limiter.as_mut()).map_or(Verdict::Admitted, |l| l.admit(Instant::now()));
+        let id = match &decoded {
+            Ok(request) => request.id.clone(),
+            Err(err) => err.id.clone(),
         };
         if verdict != Verdict::Admitted {
-            let id = match &decoded {
-                Ok(request) => request.id.clone(),
-                Err(err) => err.id.clone(),
-            };
             let message = format!("more than {} operations per second", self.limits.ops_per_second);
             self.reply_error(
                 id.as_ref(),
@@ -88,17 +76,16 @@ impl Session {
             }
             return;
         }
-        match decoded {
-            Ok(request) => self.on_request(request, ctx),
-            Err(err) => self.reply_error(err.id.as_ref(), GridError::BadRequest(err.message).into(), ctx),
+        match decoded.map_err(|err| GridError::BadRequest(err.message).into()) {
+            Ok(ClientRequest { op, .. }) => match Command::from_op(op, &self.access) {
+                Ok(command) => self.run(id, command, ctx),
+                Err(detail) => self.reply_error(id.as_ref(), detail, ctx),
+            },
+            Err(detail) => self.reply_error(id.as_ref(), detail, ctx),
         }
     }
 
-    fn on_request(&mut self, ClientRequest { id, op }: ClientRequest, ctx: &mut Context<Self>) {
-        let command = match Command::from_op(op, &self.access) {
-            Ok(command) => command,
-            Err(detail) => return self.reply_error(id.as_ref(), detail, ctx),
-        };
+    fn run(&mut self, id: Option<RequestId>, command: Command, ctx: &mut Context<Self>) {
         match command {
             Command::Ping => self.reply(&ServerMessage::Pong { id: id.as_ref() }, ctx),
             Command::Auth { token } => match self.auth.authenticate(Some(&token)) {
@@ -111,31 +98,26 @@ impl Session {
             Command::Grid(command) => {
                 // Sent here, not inside the spawned future: the request is
                 // queued at its partition now, in the order the client sent it.
-                let reply = command.send(&self.grid);
-                ctx.spawn(
-                    reply
-                        .into_actor(self)
-                        .map(move |outcome, session, ctx| match outcome {
-                            Ok(outcome) => session.reply(&outcome.message(id.as_ref()), ctx),
-                            Err(err) => session.reply_error(id.as_ref(), err.into(), ctx),
-                        }),
-                );
+                let outcome = command.send(&self.grid).into_actor(self);
+                ctx.spawn(outcome.map(move |outcome, session, ctx| match outcome {
+                    Ok(outcome) => session.reply(&outcome.message(id.as_ref()), ctx),
+                    Err(err) => session.reply_error(id.as_ref(), err.into(), ctx),
+                }));
             }
-            Command::Subscribe { cache, filter, from } => match self.grid.cache(&cache) {
-                Ok(cache) => self.subscribe(id, cache.name().clone(), filter, from, ctx),
-                Err(err) => self.reply_error(id.as_ref(), err.into(), ctx),
-            },
-            Command::Unsubscribe { sub: name } => match self.feed.find(&name) {
-                Some(sub) => {
-                    self.feed.close(sub);
-                    let message = ServerMessage::Unsubscribed {
-                        id: id.as_ref(),
-                        sub: &name,
-                    };
-                    self.reply(&message, ctx);
+            Command::Subscribe { cache, filter, from } => self.subscribe(id, &cache, filter, from, ctx),
+            Command::Unsubscribe { sub } => match self.feed.find(&sub) {
+                Some(found) => {
+                    self.feed.close(found);
+                    self.reply(
+                        &ServerMessage::Unsubscribed {
+                            id: id.as_ref(),
+                            sub: &sub,
+                        },
+                        ctx,
+                    );
                 }
                 None => {
-                    let message = format!("no subscription {name:?} on this connection");
+                    let message = format!("no subscription {sub:?} on this connection");
                     self.reply_error(id.as_ref(), GridError::BadRequest(message).into(), ctx);
                 }
             },
@@ -145,23 +127,20 @@ impl Session {
     fn subscribe(
         &mut self,
         id: Option<RequestId>,
-        cache: CacheName,
+        cache: &str,
         filter: Filter,
         from: StartFrom,
         ctx: &mut Context<Self>,
     ) {
-        if self.feed.len() >= self.limits.max_subscriptions {
-            let message = format!(
-                "at most {} subscriptions per connection",
-                self.limits.max_subscriptions
-            );
-            return self.reply_error(
-                id.as_ref(),
-                ErrorDetail::new(ErrorCode::RateLimited, message),
-                ctx,
-            );
-        }
-        let (sub, name, start) = self.feed.open(cache, filter, from);
+        let opened = (self.grid.cache(cache).map_err(ErrorDetail::from)).and_then(|cache| {
+            self.feed
+                .open(cache.name().clone(), filter, from)
+                .map_err(ErrorDetail::from)
+        });
+        let (sub, name, start) = match opened {
+            Ok(opened) => opened,
+            Err(detail) => return self.reply_error(id.as_ref(), detail, ctx),
+        };
         self.reply(
             &ServerMessage::Subscribed {
                 id: id.as_ref(),
@@ -193,17 +172,9 @@ impl Session {
             }
         };
         let format = self.format;
-        let begun = self.feed.begin(sub, start, |chunk| {
-            let positions = chunk.done.then(|| wire_positions(chunk.positions));
-            let message = ServerMessage::Snapshot {
-                sub: chunk.sub,
-                entries: chunk.entries,
-                done: chunk.done,
-                positions: positions.as_ref(),
-                reset: chunk.reset,
-            };
-            Some(format.frame(&message))
-        });
+        let begun = self
+            .feed
+            .begin(sub, start, |chunk| Some(snapshot_frame(format, &chunk)));
         self.delivered(begun, ctx);
     }
 
@@ -227,13 +198,7 @@ impl Session {
     }
 
     fn reply_error(&mut self, id: Option<&RequestId>, detail: ErrorDetail, ctx: &mut Context<Self>) {
-        let message = ServerMessage::Error {
-            id,
-            code: detail.code,
-            message: &detail.message,
-            current_version: detail.current_version,
-        };
-        self.reply(&message, ctx);
+        self.reply(&detail.message(id), ctx);
     }
 
     /// Encodes the next frames into one batch and hands it to the socket,
@@ -250,24 +215,7 @@ impl Session {
             // take no room in the batch.
             while batch.frames() < WRITE_BATCH {
                 let room = WRITE_BATCH - batch.frames();
-                let handed = self.feed.drain(room, |item| match item {
-                    Item::Message(WireFrame::Text(text)) => batch.text(text.as_bytes()),
-                    Item::Message(WireFrame::Binary(bytes)) => batch.binary(&bytes),
-                    Item::Event {
-                        sub,
-                        event,
-                        conflated,
-                        ..
-                    } => {
-                        let payload = event.frame(format, sub, conflated);
-                        match format {
-                            Format::Json => batch.text(&payload),
-                            Format::MsgPack => batch.binary(&payload),
-                        }
-                    }
-                    Item::Heartbeat => batch.ping(b""),
-                    Item::Pong(bytes) => batch.pong(&bytes),
-                });
+                let handed = self.feed.drain(room, |item| batch.item(format, item));
                 if handed == 0 {
                     break;
                 }
@@ -295,21 +243,13 @@ impl Session {
         }
     }
 
-    /// Sends a close frame (as soon as the socket takes it, for a while) and
-    /// stops the session; the socket closes once the frame is written.
+    /// Sends a close frame and stops the session.
     pub(super) fn close(&mut self, code: CloseCode, description: &str, ctx: &mut Context<Self>) {
-        if self.closing {
-            return;
+        if !self.closing {
+            self.closing = true;
+            self.socket.close(code, description);
+            ctx.stop();
         }
-        self.closing = true;
-        let mut frame = FrameBatch::default();
-        frame.close(code, description);
-        let socket = self.socket.clone();
-        let frame = frame.take();
-        actix_web::rt::spawn(async move {
-            let _ = actix_web::rt::time::timeout(CLOSE_GRACE, socket.write(frame)).await;
-        });
-        ctx.stop();
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
@@ -355,11 +295,10 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
                 let code = reason.map_or(CloseCode::Normal, |r| r.code);
                 self.close(code, "", ctx);
             }
-            Err(ProtocolError::Overflow) => self.close(CloseCode::Size, "message too large", ctx),
-            Err(ProtocolError::Io(err)) if err.kind() == std::io::ErrorKind::InvalidData => {
-                self.close(CloseCode::Invalid, "text frame is not valid UTF-8", ctx)
+            Err(err) => {
+                let (code, reason) = ws_transport::close_for(&err);
+                self.close(code, &reason, ctx)
             }
-            Err(err) => self.close(CloseCode::Protocol, &err.to_string(), ctx),
         }
     }
 

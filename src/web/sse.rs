@@ -94,8 +94,11 @@ pub async fn events(
         Format::Json,
         state.push.outbox,
         Positioning::Tracked,
+        1,
     );
-    let (sub, _, start) = feed.open(request.cache.name().clone(), request.filter.clone(), from);
+    let (sub, _, start) = feed
+        .open(request.cache.name().clone(), request.filter.clone(), from)
+        .map_err(|limit| ApiError(limit.into()))?;
     let start = start.await?;
     let begun = feed.begin(sub, start, |chunk| {
         let mut out = BytesMut::new();

@@ -64,6 +64,7 @@ pub async fn websocket(
         format,
         state.push.outbox,
         Positioning::Untracked,
+        state.limits.max_subscriptions,
     );
     let limits = state.limits.clone();
     let session = Session {

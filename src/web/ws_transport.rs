@@ -1,15 +1,19 @@
-//! The socket under a WebSocket session. actix-ws does the handshake and
-//! reads the client's frames; writing is done here: a session encodes a
+//! The socket under a WebSocket session. Not actix-web-actors, which
+//! queues outgoing frames in a private buffer with no way to see how much
+//! is waiting, so a session could not tell a slow client from a fast one.
+//! actix-ws does the handshake and reads the client's frames; writing is
+//! done here: a session encodes a
 //! whole batch of frames into one buffer ([`FrameBatch`]) and hands it to the
 //! HTTP response body through a small bounded channel ([`FrameWriter`]).
 //! One channel operation per batch instead of one per frame is what lets a
 //! session keep up with a busy fan-out; the channel being full is how it
 //! sees a client that is not reading.
 //!
-//! Only the session module uses this; the rest of the crate never sees the
-//! transport.
+//! Only the WebSocket endpoint and its session use this; the rest of the
+//! crate never sees the transport.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use actix_web::body::{BodyStream, MessageBody};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -17,11 +21,20 @@ use actix_ws::{AggregatedMessageStream, CloseCode};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use crate::protocol::codec::{Format, WireFrame};
+use crate::push::feed::Item;
+
 /// Batches waiting between a session and its socket. With up to
 /// `WRITE_BATCH` frames each (see the session), a client that stops reading
 /// holds at most this many batches here before the session's outbox takes
 /// over.
 const BATCHES_IN_FLIGHT: usize = 4;
+
+/// How long a close frame may wait for a socket that is not draining. A
+/// stopped session holds only its socket and the few batches meanwhile; a
+/// stalled client that resumes reading within this gets its close code
+/// (1013) instead of a bare disconnect.
+const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 /// RFC 6455: a control frame's payload is at most 125 bytes, so a close
 /// reason (after the 2-byte code) at most 123.
@@ -97,6 +110,28 @@ impl FrameWriter {
     pub async fn write(&self, batch: Bytes) -> Result<(), Closed> {
         self.tx.send(batch).await.map_err(|_| Closed)
     }
+
+    /// Sends a close frame as soon as the socket takes it (for a while);
+    /// the socket closes once it is written and every writer is dropped.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        let mut frame = FrameBatch::default();
+        frame.close(code, reason);
+        let (socket, frame) = (self.clone(), frame.take());
+        actix_web::rt::spawn(async move {
+            let _ = actix_web::rt::time::timeout(CLOSE_GRACE, socket.write(frame)).await;
+        });
+    }
+}
+
+/// The close code and reason for a client frame the reader refused.
+pub fn close_for(err: &actix_ws::ProtocolError) -> (CloseCode, String) {
+    match err {
+        actix_ws::ProtocolError::Overflow => (CloseCode::Size, "message too large".into()),
+        actix_ws::ProtocolError::Io(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+            (CloseCode::Invalid, "text frame is not valid UTF-8".into())
+        }
+        err => (CloseCode::Protocol, err.to_string()),
+    }
 }
 
 /// Server frames (unmasked, final) encoded one after another.
@@ -113,6 +148,28 @@ const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 
 impl FrameBatch {
+    /// Frames what a session's feed hands out, in the connection's `format`.
+    pub fn item(&mut self, format: Format, item: Item<'_>) {
+        match item {
+            Item::Message(WireFrame::Text(text)) => self.text(text.as_bytes()),
+            Item::Message(WireFrame::Binary(bytes)) => self.binary(&bytes),
+            Item::Event {
+                sub,
+                event,
+                conflated,
+                ..
+            } => {
+                let payload = event.frame(format, sub, conflated);
+                match format {
+                    Format::Json => self.text(&payload),
+                    Format::MsgPack => self.binary(&payload),
+                }
+            }
+            Item::Heartbeat => self.ping(b""),
+            Item::Pong(bytes) => self.pong(&bytes),
+        }
+    }
+
     pub fn text(&mut self, payload: &[u8]) {
         self.frame(TEXT, payload);
     }
