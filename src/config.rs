@@ -25,14 +25,34 @@ pub struct Cli {
     #[arg(long)]
     pub no_demo: bool,
     /// Speed of the demo feed, in game minutes per second (raise it for load) [default: 1]
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true)]
     pub demo_rate: Option<f64>,
-    /// Log filter, as RUST_LOG (error, warn, info, debug, trace, or per module) [default: info]
+    /// Log filter: off, error, warn, info, debug or trace, optionally per
+    /// module (`info,pushgrid::push=debug`) [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Threads for partition actors [default: one per core]
     #[arg(long, value_name = "N")]
     pub arbiters: Option<usize>,
+    /// HTTP worker threads [default: one per core]
+    #[arg(long, value_name = "N")]
+    pub http_workers: Option<usize>,
+    /// This member's id [default: a fresh UUID]
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// WebSocket connections and SSE streams the node accepts; past it, 503 [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Operations per second one WebSocket connection may send; 0: unlimited [default: 50000]
+    #[arg(long, value_name = "N")]
+    pub ops_per_second: Option<u32>,
+    /// Subscriptions per WebSocket connection [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+    /// TOML file of access tokens, as the config file's [auth] table
+    /// (`jwt_secret`, `[[tokens]]` with `token`, `read`, `write`); replaces it
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -186,6 +206,24 @@ impl Default for Config {
     }
 }
 
+/// A log filter as `env_logger` reads it, but strict: every directive is a
+/// level, or `module=level`. (`env_logger` would read a lone word such as
+/// `verbose` as a module name and log nothing else.)
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |level: &str| LEVELS.contains(&level.trim().to_ascii_lowercase().as_str());
+    for directive in filter.split(',') {
+        let level = directive.split_once('=').map_or(directive, |(_, level)| level);
+        if !is_level(level) {
+            return Err(format!(
+                "log_level: {directive:?} is not a level ({}) or module=level",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// The file named by `--config` (or the defaults), then the flags on
     /// top, validated.
@@ -213,6 +251,27 @@ impl Config {
         if let Some(arbiters) = cli.arbiters {
             config.arbiters = arbiters;
         }
+        if let Some(workers) = cli.http_workers {
+            config.http_workers = workers;
+        }
+        if let Some(id) = &cli.node_id {
+            config.node_id = Some(id.clone());
+        }
+        if let Some(max) = cli.max_connections {
+            config.limits.max_connections = max;
+        }
+        if let Some(rate) = cli.ops_per_second {
+            config.limits.ops_per_second = rate;
+        }
+        if let Some(max) = cli.max_subscriptions {
+            config.limits.max_subscriptions = max;
+        }
+        if let Some(path) = &cli.auth_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read auth file {}: {e}", path.display()))?;
+            config.auth = toml::from_str(&text)
+                .map_err(|e: toml::de::Error| format!("auth file {}: {}", path.display(), e.message()))?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -230,6 +289,13 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        check_log_filter(&self.log_level)?;
+        if self.http_workers > 1024 {
+            return Err(format!(
+                "http_workers: must be at most 1024, not {}",
+                self.http_workers
+            ));
+        }
         for (name, cache) in &self.caches {
             CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;
             cache.validate().map_err(|e| format!("caches.{name}.{e}"))?;

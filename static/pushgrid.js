@@ -71,7 +71,10 @@ export class PushgridClient {
   /** Follows `cache` (filter `{}`, `{key}` or `{prefix}`) across reconnections. */
   subscribe(cache, filter, handlers) {
     // `positions` resumes a WebSocket, `token` an SSE stream or a poll.
-    const subscription = { cache, filter, handlers, positions: null, token: null, versions: new Map(), incoming: [] };
+    // `incarnation` names the run of the cache's history `positions` belong to.
+    const subscription = {
+      cache, filter, handlers, positions: null, incarnation: null, token: null, versions: new Map(), incoming: [],
+    };
     this.subscriptions.push(subscription);
     if (this.attempt?.opened) this.follow(this.attempt, subscription);
     return subscription;
@@ -226,7 +229,10 @@ export class PushgridClient {
     const message = { op: "subscribe", id, cache: subscription.cache, filter: subscription.filter };
     // Resume from what we hold; the server replays what we missed, or
     // answers with a reset snapshot.
-    if (subscription.positions) message.resume = { positions: subscription.positions };
+    if (subscription.positions) {
+      message.resume = { positions: subscription.positions };
+      if (subscription.incarnation) message.resume.incarnation = subscription.incarnation;
+    }
     subscription.incoming = [];
     this.pending.set(id, {
       resolve: (reply) => this.bySub.set(reply.sub, subscription),
@@ -245,6 +251,7 @@ export class PushgridClient {
         const entries = subscription.incoming;
         subscription.incoming = [];
         subscription.positions = { ...message.positions };
+        subscription.incarnation = message.incarnation || null;
         this.applySnapshot(subscription, entries, Boolean(message.reset));
         return;
       }

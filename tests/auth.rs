@@ -271,3 +271,23 @@ async fn the_http_fallbacks_take_a_bearer_header_or_an_access_token_parameter() 
         );
     }
 }
+
+#[actix_web::test]
+async fn tokens_may_come_from_an_auth_file_given_on_the_command_line() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"[[tokens]]\ntoken = \"from-file\"\nread = [\"scores\"]\nwrite = [\"scores\"]\n",
+    )
+    .unwrap();
+    let node = TestNode::start_with(
+        "[caches.scores]\n",
+        &["--auth-file", file.path().to_str().unwrap()],
+    );
+    let rest = Rest::new(&node);
+    let anonymous = rest.put_entry("scores", "k", "1").await;
+    assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
+    let url = rest.entry_url("scores", "k");
+    let granted = send(rest.http.put(url).insert_header(bearer("from-file")), "1").await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.text);
+}

@@ -24,7 +24,17 @@ fn help_lists_every_option() {
     let output = pushgrid(&["--help"]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for option in ["--bind", "--config", "--no-demo", "--log-level"] {
+    for option in [
+        "--bind",
+        "--config",
+        "--no-demo",
+        "--log-level",
+        "--http-workers",
+        "--max-connections",
+        "--ops-per-second",
+        "--auth-file",
+        "--node-id",
+    ] {
         assert!(help.contains(option), "--help lacks {option}");
     }
 }
@@ -60,4 +70,43 @@ fn an_address_in_use_is_one_line() {
     let addr = taken.local_addr().unwrap().to_string();
     let stderr = one_line_error(&pushgrid(&["--bind", &addr, "--no-demo"]));
     assert!(stderr.contains(&addr), "{stderr}");
+}
+
+#[test]
+fn a_log_level_that_is_no_level_is_one_line_naming_it() {
+    let stderr = one_line_error(&pushgrid(&["--log-level", "verbose", "--no-demo"]));
+    assert!(
+        stderr.contains("log_level") && stderr.contains("verbose"),
+        "{stderr}"
+    );
+    // Per-module filters, as RUST_LOG writes them, are fine: the node starts.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let stderr = one_line_error(&pushgrid(&[
+        "--log-level",
+        "info,pushgrid::push=debug",
+        "--bind",
+        &addr,
+        "--no-demo",
+    ]));
+    assert!(
+        stderr.contains(&addr),
+        "got past the log filter to the bind: {stderr}"
+    );
+}
+
+#[test]
+fn a_negative_demo_rate_is_refused_for_its_value() {
+    let stderr = one_line_error(&pushgrid(&["--demo-rate", "-5"]));
+    assert!(stderr.contains("demo_rate") && stderr.contains("-5"), "{stderr}");
+}
+
+#[test]
+fn limit_flags_are_validated() {
+    let stderr = one_line_error(&pushgrid(&["--max-connections", "0", "--no-demo"]));
+    assert!(stderr.contains("max_connections"), "{stderr}");
+    let stderr = one_line_error(&pushgrid(&["--http-workers", "5000", "--no-demo"]));
+    assert!(stderr.contains("http_workers"), "{stderr}");
+    let stderr = one_line_error(&pushgrid(&["--auth-file", "/nonexistent/tokens.toml"]));
+    assert!(stderr.contains("/nonexistent/tokens.toml"), "{stderr}");
 }

@@ -126,9 +126,14 @@ async fn an_empty_snapshot_is_one_done_frame() {
         json!({"type":"subscribed","id":1,"sub":"s1"})
     );
     let frame = client.next().await;
+    let incarnation = frame["incarnation"].as_str().unwrap_or_default();
+    assert!(
+        incarnation.len() == 8 && incarnation.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the done frame names its incarnation: {frame}"
+    );
     assert_eq!(
         frame,
-        json!({"type":"snapshot","sub":"s1","entries":[],"done":true,"positions":{}})
+        json!({"type":"snapshot","sub":"s1","entries":[],"done":true,"positions":{},"incarnation":incarnation})
     );
 }
 

@@ -24,16 +24,19 @@ use super::partition::{self, EvictionRing, Partition, Snapshot};
 use super::routing::{Route, RoutingTable};
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
 use super::topology::MemberId;
-use super::{CacheName, Event, EventSink, GridError, GridMetrics, JsonValue, Key, SegmentId, Version};
+use super::{
+    CacheName, Event, EventSink, GridError, GridMetrics, Incarnation, JsonValue, Key, SegmentId, Version,
+};
 
 /// The most entries one listing page returns.
 pub const MAX_PAGE: usize = 1000;
 
-/// One cache as the node serves it: its shared state and where each of its
-/// segments is served.
+/// One cache as the node serves it: its shared state, where each of its
+/// segments is served, and the incarnation of its histories.
 pub struct Cache {
     shared: Arc<CacheShared>,
     routes: RoutingTable,
+    incarnation: Incarnation,
 }
 
 impl Cache {
@@ -47,6 +50,11 @@ impl Cache {
 
     pub fn entry_count(&self) -> usize {
         self.shared.entry_count()
+    }
+
+    /// Which life of the cache's histories positions in it belong to.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
     }
 
     pub fn segment_of(&self, key: &str) -> SegmentId {
@@ -159,7 +167,11 @@ impl Grid {
         for ready in join_all(ready).await {
             ready.map_err(unavailable)?;
         }
-        let cache = Arc::new(Cache { shared, routes });
+        let cache = Arc::new(Cache {
+            shared,
+            routes,
+            incarnation: Incarnation::new(),
+        });
         self.inner.caches.rcu(|caches| {
             let mut caches = BTreeMap::clone(caches);
             caches.insert(name.clone(), cache.clone());

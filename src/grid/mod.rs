@@ -27,7 +27,7 @@ pub use cache::CacheConfig;
 pub use error::GridError;
 pub use event::{now_ms, Event, EventKind, EventSink, Published};
 pub use handle::{Cache, Creation, Grid, GridSetup, Page, MAX_PAGE};
-pub use ids::{SegmentId, Version};
+pub use ids::{Incarnation, SegmentId, Version};
 pub use metrics::GridMetrics;
 pub use names::{parse_key, CacheName, Key, MAX_KEY_BYTES};
 pub use segment::{EntryView, Precondition, PutOutcome};

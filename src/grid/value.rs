@@ -10,10 +10,9 @@
 //! the nearest `f64`. A number no `f64` can hold at all (`1e400`) is refused
 //! when the value is written, so every stored value has a MessagePack form.
 
-use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer};
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -36,7 +35,7 @@ impl JsonValue {
     pub fn parse(text: &str) -> Result<Self, ValueError> {
         let raw =
             serde_json::from_str::<Box<RawValue>>(text).map_err(|e| ValueError(format!("not JSON: {e}")))?;
-        check_numbers(raw.get())?;
+        scan(raw.get())?;
         Ok(JsonValue(Arc::from(raw)))
     }
 
@@ -51,10 +50,24 @@ impl JsonValue {
     /// [`JsonValue::parse_compact`] for text already known to be one JSON
     /// value.
     pub fn from_raw(raw: &RawValue) -> Result<Self, ValueError> {
-        check_numbers(raw.get())?;
-        let compact = compact(raw.get());
-        let raw = RawValue::from_string(compact).expect("removing whitespace keeps JSON valid");
-        Ok(JsonValue(Arc::from(raw)))
+        match scan(raw.get())? {
+            Spacing::Compact => Ok(JsonValue(Arc::from(raw.to_owned()))),
+            Spacing::Spaced => Ok(JsonValue::compacted(raw.get())),
+        }
+    }
+
+    /// [`JsonValue::from_raw`] for text already owned: kept, not copied
+    /// again, when compact.
+    fn from_boxed(raw: Box<RawValue>) -> Result<Self, ValueError> {
+        match scan(raw.get())? {
+            Spacing::Compact => Ok(JsonValue(Arc::from(raw))),
+            Spacing::Spaced => Ok(JsonValue::compacted(raw.get())),
+        }
+    }
+
+    fn compacted(text: &str) -> Self {
+        let raw = RawValue::from_string(compact(text)).expect("removing whitespace keeps JSON valid");
+        JsonValue(Arc::from(raw))
     }
 
     /// Encodes an already-parsed value (a MessagePack client's) as JSON text;
@@ -86,66 +99,58 @@ impl Serialize for JsonValue {
 impl<'de> Deserialize<'de> for JsonValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
-        JsonValue::from_raw(&raw).map_err(de::Error::custom)
+        JsonValue::from_boxed(raw).map_err(de::Error::custom)
     }
 }
 
-/// Refuses a number outside `f64`'s range: serde_json converts every number
-/// it visits and fails on those.
-fn check_numbers(text: &str) -> Result<(), ValueError> {
-    serde_json::from_str::<NumbersInRange>(text)
-        .map(|_| ())
-        .map_err(|e| ValueError(format!("unsupported number: {e}")))
+/// Whether valid JSON text has whitespace between its tokens.
+enum Spacing {
+    Compact,
+    Spaced,
 }
 
-/// Visits a whole value, converting every number, keeping nothing.
-struct NumbersInRange;
-
-impl<'de> Deserialize<'de> for NumbersInRange {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NumbersInRange)
-    }
-}
-
-impl<'de> Visitor<'de> for NumbersInRange {
-    type Value = NumbersInRange;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self, E> {
-        if v.is_finite() {
-            Ok(self)
-        } else {
-            Err(E::custom("number out of range"))
+/// One pass over valid JSON text: refuses a number outside `f64`'s range
+/// (only one with an exponent or of more than 300 characters can be, so
+/// only those are parsed) and notes whitespace between tokens.
+fn scan(text: &str) -> Result<Spacing, ValueError> {
+    let bytes = text.as_bytes();
+    let mut spacing = Spacing::Compact;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                spacing = Spacing::Spaced;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                let mut exponent = false;
+                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                    exponent |= matches!(bytes[i], b'e' | b'E');
+                    i += 1;
+                }
+                let number = &text[start..i];
+                if (exponent || number.len() > 300) && !number.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(ValueError(format!(
+                        "unsupported number: {number:.40} is out of range of a double"
+                    )));
+                }
+            }
+            _ => i += 1,
         }
     }
-    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_unit<E>(self) -> Result<Self, E> {
-        Ok(self)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<NumbersInRange>()?.is_some() {}
-        Ok(self)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
-        while map.next_key::<IgnoredAny>()?.is_some() {
-            map.next_value::<NumbersInRange>()?;
-        }
-        Ok(self)
-    }
+    Ok(spacing)
 }
 
 /// `text` (valid JSON) without the whitespace between tokens.
@@ -193,6 +198,11 @@ mod tests {
             assert!(JsonValue::parse(text).is_err(), "{text}");
         }
         assert!(JsonValue::parse("1e308").is_ok());
+        assert!(
+            JsonValue::parse(r#"{"s":"1e400 \" 2e999","t":["\\",3e300]}"#).is_ok(),
+            "numbers inside strings are text"
+        );
+        assert!(JsonValue::parse(&"9".repeat(400)).is_err());
         assert!(
             JsonValue::parse("1e-400").is_ok(),
             "underflow rounds to zero, not an error"

@@ -15,7 +15,7 @@ pub mod ws;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthError;
-use crate::grid::{CacheConfig, CacheName, EntryView, GridError, JsonValue, Key, Version};
+use crate::grid::{CacheConfig, CacheName, EntryView, GridError, Incarnation, JsonValue, Key, Version};
 
 /// The contract's error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +135,8 @@ pub struct SnapshotChunk<'a> {
     pub reset: bool,
     /// Every segment's position at the snapshot.
     pub positions: &'a position::Positions,
+    /// The incarnation those positions belong to.
+    pub incarnation: Incarnation,
 }
 
 /// `GET /api/v1/caches`.

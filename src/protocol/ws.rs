@@ -9,6 +9,7 @@
 //! the client sent (every digit of every number), and so does an echoed
 //! `id`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::de::value::{MapAccessDeserializer, MapDeserializer, StrDeserializer};
@@ -20,10 +21,19 @@ use serde_json::Value;
 use super::codec::{Format, WireFrame};
 use super::depth::{json_within_depth, value_depth};
 use super::{ErrorCode, SnapshotChunk};
-use crate::grid::{EntryView, JsonValue, SegmentId, Version};
+use crate::grid::{EntryView, Incarnation, JsonValue, SegmentId, Version};
 
-/// A request id, echoed in the reply exactly as sent: a number or a string.
-pub type RequestId = JsonValue;
+/// A request id, echoed in the reply exactly as sent: a number or a string,
+/// held in its connection's own form (a reply is encoded in the format its
+/// request came in).
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    /// From a JSON frame: its text, every digit kept.
+    Json(JsonValue),
+    /// From a MessagePack frame: a 64-bit integer, a double or a string.
+    MsgPack(Value),
+}
 
 /// A client message after decoding.
 #[derive(Debug)]
@@ -88,11 +98,15 @@ pub struct FilterSpec {
     pub prefix: Option<String>,
 }
 
-/// `{"positions":{"<segment>":version,...}}`.
+/// `{"positions":{"<segment>":version,...},"incarnation":"<8 hex digits>"}`;
+/// the incarnation is the one the snapshot's `done` frame gave, optional
+/// for clients from before incarnations.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeSpec {
     pub positions: HashMap<String, u64>,
+    #[serde(default)]
+    pub incarnation: Option<Incarnation>,
 }
 
 impl ResumeSpec {
@@ -134,18 +148,18 @@ pub fn decode_request(
             if !json_within_depth(payload, max_depth + 1) {
                 return Err(error(None, too_deep()));
             }
-            let mut fields: HashMap<String, &RawValue> = serde_json::from_slice(payload).map_err(|e| {
+            let mut fields: RawFields = serde_json::from_slice(payload).map_err(|e| {
                 let message = match e.classify() {
                     serde_json::error::Category::Data => NOT_AN_OBJECT.to_string(),
                     _ => format!("frame is not JSON: {e}"),
                 };
                 error(None, message)
             })?;
-            let id = match fields.remove("id") {
+            let id = match fields.take("id") {
                 None => None,
                 Some(raw) => json_request_id(raw).map_err(|m| error(None, m.into()))?,
             };
-            let op = match fields.remove("op") {
+            let op = match fields.take("op") {
                 Some(raw) => serde_json::from_str::<String>(raw.get()).ok(),
                 None => None,
             };
@@ -154,7 +168,7 @@ pub fn decode_request(
             };
             let tagged = OneOp {
                 op: Some(op),
-                fields: fields.into_iter(),
+                fields: fields.0.into_iter(),
             };
             match ClientOp::deserialize(MapAccessDeserializer::new(tagged)) {
                 Ok(op) => Ok(ClientRequest { id, op }),
@@ -263,7 +277,7 @@ impl<'de> serde::de::Visitor<'de> for FiniteValueVisitor {
 fn msgpack_request_id(id: Option<Value>) -> Result<Option<RequestId>, &'static str> {
     match id {
         None | Some(Value::Null) => Ok(None),
-        Some(id @ (Value::Number(_) | Value::String(_))) => Ok(Some(JsonValue::from_value(&id))),
+        Some(id @ (Value::Number(_) | Value::String(_))) => Ok(Some(RequestId::MsgPack(id))),
         Some(_) => Err(BAD_ID),
     }
 }
@@ -272,19 +286,79 @@ fn msgpack_request_id(id: Option<Value>) -> Result<Option<RequestId>, &'static s
 fn json_request_id(raw: &RawValue) -> Result<Option<RequestId>, &'static str> {
     match raw.get().as_bytes().first() {
         Some(b'n') => Ok(None),
-        Some(b'"' | b'-' | b'0'..=b'9') => JsonValue::from_raw(raw).map(Some).map_err(|_| BAD_ID),
+        Some(b'"' | b'-' | b'0'..=b'9') => JsonValue::from_raw(raw)
+            .map(|id| Some(RequestId::Json(id)))
+            .map_err(|_| BAD_ID),
         _ => Err(BAD_ID),
+    }
+}
+
+/// A JSON frame's fields, raw and in order, their names borrowed from the
+/// frame where they hold no escapes.
+struct RawFields<'de>(Vec<(Cow<'de, str>, &'de RawValue)>);
+
+impl<'de> RawFields<'de> {
+    fn take(&mut self, name: &str) -> Option<&'de RawValue> {
+        let at = self.0.iter().position(|(field, _)| field == name)?;
+        Some(self.0.remove(at).1)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RawFields<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFields<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(FieldName(name)) = map.next_key()? {
+                    fields.push((name, map.next_value()?));
+                }
+                Ok(RawFields(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A field name, borrowed when it can be.
+struct FieldName<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> serde::de::Visitor<'de> for Name {
+            type Value = FieldName<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(name.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
 /// A JSON frame's op and its other fields, read as the one-entry map
 /// `{op: {fields}}` that names an externally tagged [`ClientOp`].
-struct OneOp<'de, I: Iterator<Item = (String, &'de RawValue)>> {
+struct OneOp<'de, I: Iterator<Item = (Cow<'de, str>, &'de RawValue)>> {
     op: Option<String>,
     fields: I,
 }
 
-impl<'de, I: Iterator<Item = (String, &'de RawValue)>> MapAccess<'de> for OneOp<'de, I> {
+impl<'de, I: Iterator<Item = (Cow<'de, str>, &'de RawValue)>> MapAccess<'de> for OneOp<'de, I> {
     type Error = serde_json::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Self::Error> {
@@ -321,6 +395,9 @@ pub enum ServerMessage<'a> {
         done: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         positions: Option<&'a BTreeMap<String, u64>>,
+        /// With the positions: the incarnation they belong to.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        incarnation: Option<Incarnation>,
         #[serde(skip_serializing_if = "is_false")]
         reset: bool,
     },
@@ -369,6 +446,7 @@ pub fn snapshot_frame(format: Format, chunk: &SnapshotChunk) -> WireFrame {
         entries: chunk.entries,
         done: chunk.done,
         positions: positions.as_ref(),
+        incarnation: chunk.done.then_some(chunk.incarnation),
         reset: chunk.reset,
     })
 }
@@ -387,15 +465,18 @@ pub fn wire_positions(positions: &HashMap<SegmentId, Version>) -> BTreeMap<Strin
 mod tests {
     use super::*;
 
-    fn id_text(id: &Option<RequestId>) -> Option<&str> {
-        id.as_ref().map(JsonValue::get)
+    fn id_text(id: &Option<RequestId>) -> Option<String> {
+        id.as_ref().map(|id| match id {
+            RequestId::Json(text) => text.get().to_string(),
+            RequestId::MsgPack(value) => value.to_string(),
+        })
     }
 
     #[test]
     fn requests_decode_in_both_formats() {
         let json = br#"{"op":"put","id":7,"cache":"c","key":"k","value":{"a":[1]},"if_version":3}"#;
         let request = decode_request(Format::Json, json, 64).unwrap();
-        assert_eq!(id_text(&request.id), Some("7"));
+        assert_eq!(id_text(&request.id).as_deref(), Some("7"));
         assert!(matches!(
             request.op,
             ClientOp::Put {
@@ -414,7 +495,7 @@ mod tests {
     #[test]
     fn bad_frames_keep_their_id_when_they_have_one() {
         let err = decode_request(Format::Json, br#"{"op":"fly","id":"a"}"#, 64).unwrap_err();
-        assert_eq!(id_text(&err.id), Some("\"a\""));
+        assert_eq!(id_text(&err.id).as_deref(), Some("\"a\""));
         let err = decode_request(Format::Json, br#"{"op":"get","id":2,"cache":"c"}"#, 64).unwrap_err();
         assert!(err.message.contains("key"), "{}", err.message);
         assert!(decode_request(Format::Json, b"{", 64).unwrap_err().id.is_none());
@@ -434,7 +515,7 @@ mod tests {
 
     #[test]
     fn server_messages_are_tagged_by_type() {
-        let id = JsonValue::parse("4").unwrap();
+        let id = RequestId::Json(JsonValue::parse("4").unwrap());
         let message = ServerMessage::Error {
             id: Some(&id),
             code: ErrorCode::VersionMismatch,
@@ -454,7 +535,7 @@ mod tests {
     fn values_and_ids_keep_their_exact_text() {
         let frame = br#"{"op":"put","id":12345678901234567890123,"cache":"c","key":"k","value":{ "a" : 0.22941408906430394 }}"#;
         let request = decode_request(Format::Json, frame, 64).unwrap();
-        assert_eq!(id_text(&request.id), Some("12345678901234567890123"));
+        assert_eq!(id_text(&request.id).as_deref(), Some("12345678901234567890123"));
         assert!(
             matches!(request.op, ClientOp::Put { ref value, .. } if value.get() == r#"{"a":0.22941408906430394}"#)
         );
@@ -464,7 +545,7 @@ mod tests {
     fn a_number_no_f64_holds_is_refused_with_the_id_echoed() {
         let frame = br#"{"op":"put","id":"h1","cache":"c","key":"k","value":[1e400]}"#;
         let err = decode_request(Format::Json, frame, 64).unwrap_err();
-        assert_eq!(id_text(&err.id), Some("\"h1\""));
+        assert_eq!(id_text(&err.id).as_deref(), Some("\"h1\""));
         assert!(err.message.contains("number"), "{}", err.message);
         let frame = br#"{"op":"ping","id":1e400}"#;
         assert!(decode_request(Format::Json, frame, 64).unwrap_err().id.is_none());
@@ -492,6 +573,6 @@ mod tests {
         };
         let err = decode_request(Format::MsgPack, &rmp_serde::to_vec_named(&put).unwrap(), 64).unwrap_err();
         assert!(err.message.contains("no JSON form"), "{}", err.message);
-        assert_eq!(id_text(&err.id), Some("9"));
+        assert_eq!(id_text(&err.id).as_deref(), Some("9"));
     }
 }

@@ -181,7 +181,7 @@ impl Feed {
         let name: Arc<str> = Arc::from(format!("s{sub}"));
         // A resumed client has everything up to where it resumes from.
         let sent = (self.positioning == Positioning::Tracked).then(|| match &from {
-            StartFrom::Resume(positions) => positions.clone(),
+            StartFrom::Resume { positions, .. } => positions.clone(),
             _ => Positions::new(),
         });
         let subscription = Subscription::new(name.clone(), cache.clone(), filter.clone());
@@ -221,6 +221,7 @@ impl Feed {
             Start::Snapshot {
                 entries,
                 positions,
+                incarnation,
                 reset,
             } => {
                 let chunks = entries.len().div_ceil(SNAPSHOT_CHUNK_ENTRIES).max(1);
@@ -232,6 +233,7 @@ impl Feed {
                         done: i + 1 == chunks,
                         reset,
                         positions: &positions,
+                        incarnation,
                     };
                     if let Some(frame) = frame_snapshot(chunk) {
                         self.outbox.push(Outgoing::Message(frame));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 
 use super::filter::Filter;
-use crate::grid::{Cache, CacheName, EntryView, Event, Grid, GridError, SegmentId, Version};
+use crate::grid::{Cache, CacheName, EntryView, Event, Grid, GridError, Incarnation, SegmentId, Version};
 use crate::protocol::event::EncodedEvent;
 use crate::protocol::position::Positions;
 
@@ -86,6 +86,8 @@ pub enum Start {
     Snapshot {
         entries: Vec<EntryView>,
         positions: HashMap<SegmentId, Version>,
+        /// The incarnation the positions belong to.
+        incarnation: Incarnation,
         /// Sent because a resume was impossible: the client replaces its state.
         reset: bool,
     },
@@ -104,8 +106,12 @@ pub enum StartFrom {
     /// A snapshot, then live events.
     Snapshot,
     /// The events after these positions, or a reset snapshot when the
-    /// history no longer holds them.
-    Resume(Positions),
+    /// history no longer holds them, or when they belong to another
+    /// incarnation of the cache (`None`: the client did not say).
+    Resume {
+        positions: Positions,
+        incarnation: Option<Incarnation>,
+    },
     /// Live events only.
     Now,
     /// Live events only, from the current positions, read (a client that
@@ -123,10 +129,19 @@ pub async fn read_start(
     from: StartFrom,
 ) -> Result<Start, GridError> {
     match from {
-        StartFrom::Resume(positions) => match read_replay(grid, cache, filter, &positions).await? {
-            Some(replay) => Ok(replay),
-            None => read_snapshot(grid, cache, filter, true).await,
-        },
+        StartFrom::Resume {
+            positions,
+            incarnation,
+        } => {
+            let current = grid.cache(cache)?.incarnation();
+            if incarnation.is_some_and(|i| i != current) {
+                return read_snapshot(grid, cache, filter, true).await;
+            }
+            match read_replay(grid, cache, filter, &positions).await? {
+                Some(replay) => Ok(replay),
+                None => read_snapshot(grid, cache, filter, true).await,
+            }
+        }
         StartFrom::Snapshot => read_snapshot(grid, cache, filter, false).await,
         StartFrom::Now => Ok(Start::Live {
             positions: HashMap::new(),
@@ -179,6 +194,7 @@ async fn read_positions(grid: &Grid, cache: &str) -> Result<HashMap<SegmentId, V
 }
 
 async fn read_snapshot(grid: &Grid, cache: &str, filter: &Filter, reset: bool) -> Result<Start, GridError> {
+    let incarnation = grid.cache(cache)?.incarnation();
     let wanted = filter.clone();
     let snapshots = grid
         .snapshot(cache, Arc::new(move |key: &str| wanted.matches(key)))
@@ -193,6 +209,7 @@ async fn read_snapshot(grid: &Grid, cache: &str, filter: &Filter, reset: bool) -
     Ok(Start::Snapshot {
         entries,
         positions,
+        incarnation,
         reset,
     })
 }

@@ -125,9 +125,10 @@ impl Command {
                 access.check_read(&cache)?;
                 let filter = Filter::from_spec(&filter)?;
                 let from = match resume {
-                    Some(resume) => {
-                        StartFrom::Resume(resume.parse_positions().map_err(GridError::BadRequest)?)
-                    }
+                    Some(resume) => StartFrom::Resume {
+                        positions: resume.parse_positions().map_err(GridError::BadRequest)?,
+                        incarnation: resume.incarnation,
+                    },
                     None if snapshot => StartFrom::Snapshot,
                     None => StartFrom::Now,
                 };
@@ -299,6 +300,8 @@ mod tests {
         ));
         let resumed =
             start(r#"{"op":"subscribe","cache":"c","snapshot":false,"resume":{"positions":{"7":4}}}"#);
-        assert!(matches!(resumed, StartFrom::Resume(p) if p[&crate::grid::SegmentId(7)] == Version(4)));
+        assert!(
+            matches!(resumed, StartFrom::Resume { positions: p, incarnation: None } if p[&crate::grid::SegmentId(7)] == Version(4))
+        );
     }
 }

@@ -9,10 +9,10 @@ use actix_web::HttpRequest;
 use super::error::ApiError;
 use super::{request_access, AppState};
 use crate::grid::{Cache, SegmentId};
-use crate::protocol::position::{self, Positions};
+use crate::protocol::position::{self, Positions, Token};
 use crate::protocol::ws::FilterSpec;
 use crate::push::filter::Filter;
-use crate::push::subscription::segments_of;
+use crate::push::subscription::{segments_of, StartFrom};
 
 /// A cache and filter an HTTP client subscribes to.
 pub struct HttpSubscription {
@@ -50,10 +50,13 @@ impl HttpSubscription {
         })
     }
 
-    /// The positions a client's token holds; a token naming a segment this
+    /// Where a client's token resumes from; a token naming a segment this
     /// cache does not have is refused.
-    pub fn resume_from(&self, token: &str) -> Result<Positions, ApiError> {
-        let positions = position::decode(token).map_err(ApiError::bad_request)?;
+    pub fn resume_from(&self, token: &str) -> Result<StartFrom, ApiError> {
+        let Token {
+            positions,
+            incarnation,
+        } = position::decode(token).map_err(ApiError::bad_request)?;
         let segments = self.cache.config().segments;
         match positions.keys().find(|s| s.0 >= segments) {
             Some(s) => Err(ApiError::bad_request(format!(
@@ -61,16 +64,20 @@ impl HttpSubscription {
                 s.0,
                 self.cache.name()
             ))),
-            None => Ok(positions),
+            None => Ok(StartFrom::Resume {
+                positions,
+                incarnation,
+            }),
         }
     }
 
-    /// The token for `positions`, holding only the segments this filter
-    /// covers.
+    /// The token for `positions` (of the cache's current incarnation),
+    /// holding only the segments this filter covers.
     pub fn token(&self, positions: &Positions) -> String {
+        let incarnation = self.cache.incarnation();
         if let [only] = self.segments[..] {
-            return position::encode_each(positions.get(&only).map(|v| (only, *v)));
+            return position::encode_each(incarnation, positions.get(&only).map(|v| (only, *v)));
         }
-        position::encode(positions)
+        position::encode(incarnation, positions)
     }
 }

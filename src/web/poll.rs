@@ -68,6 +68,7 @@ pub async fn poll(
                 entries,
                 positions,
                 reset,
+                ..
             } => Ok(answer(PollAnswer {
                 reset,
                 snapshot: Some(&entries),
@@ -90,11 +91,7 @@ pub async fn poll(
         1,
     );
     let (sub, _, start) = feed
-        .open(
-            request.cache.name().clone(),
-            request.filter.clone(),
-            StartFrom::Resume(after),
-        )
+        .open(request.cache.name().clone(), request.filter.clone(), after)
         .map_err(|limit| ApiError(limit.into()))?;
     let start = start.await?;
     // A reset snapshot is taken whole, not framed in chunks.

@@ -81,7 +81,7 @@ pub async fn events(
     let slot = ConnectionSlot::take(&state)?;
 
     let from = match resume {
-        Some(positions) => StartFrom::Resume(positions),
+        Some(from) => from,
         None if query.snapshot => StartFrom::Snapshot,
         // No snapshot, but the positions it would have had: where the
         // first event's token starts from.
