@@ -7,10 +7,12 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::sse::SseClient;
 use common::ws::WsClient;
 use common::{Rest, TestNode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const CONFIG: &str = "[caches.c]\nsegments = 4\n";
 
@@ -24,6 +26,15 @@ async fn two_runs() -> (TestNode, impl FnOnce() -> TestNode) {
     }
     let restart = || TestNode::start_with(CONFIG, &[]);
     (first, restart)
+}
+
+/// The next message, within a bound: `WsClient::next` waits on as long as
+/// the server keeps pinging, and a resume that is never answered must fail
+/// the test, not hang it.
+async fn next_within_10s(client: &mut WsClient) -> Value {
+    tokio::time::timeout(Duration::from_secs(10), client.next())
+        .await
+        .expect("a message within 10 s")
 }
 
 async fn write_six_times(node: &TestNode) {
@@ -41,7 +52,7 @@ async fn a_websocket_resume_from_a_previous_run_gets_a_reset_snapshot() {
         .request(json!({"op":"subscribe","cache":"c","filter":{"key":"k"}}))
         .await;
     let sub = reply["sub"].as_str().unwrap().to_string();
-    let done = client.next().await;
+    let done = next_within_10s(&mut client).await;
     assert_eq!((&done["type"], &done["done"]), (&json!("snapshot"), &json!(true)));
     let incarnation = done["incarnation"]
         .as_str()
@@ -61,7 +72,9 @@ async fn a_websocket_resume_from_a_previous_run_gets_a_reset_snapshot() {
         .request(json!({"op":"subscribe","cache":"c","filter":{"key":"k"},"resume":resume}))
         .await;
     assert_eq!(reply["type"], "subscribed", "{reply}");
-    let (entries, _) = client.read_snapshot(&sub).await;
+    let (entries, _) = tokio::time::timeout(Duration::from_secs(10), client.read_snapshot(&sub))
+        .await
+        .expect("a snapshot within 10 s");
     assert_eq!(entries.len(), 1);
     assert_eq!(
         (&entries[0]["value"], &entries[0]["version"]),
@@ -77,7 +90,7 @@ async fn the_reset_frame_says_reset_and_names_the_new_incarnation() {
     client
         .request(json!({"op":"subscribe","cache":"c","filter":{"key":"k"}}))
         .await;
-    let done = client.next().await;
+    let done = next_within_10s(&mut client).await;
     drop(first);
     let second = restart();
     write_six_times(&second).await;
@@ -86,7 +99,7 @@ async fn the_reset_frame_says_reset_and_names_the_new_incarnation() {
     client
         .request(json!({"op":"subscribe","cache":"c","filter":{"key":"k"},"resume":resume}))
         .await;
-    let reset = client.next().await;
+    let reset = next_within_10s(&mut client).await;
     assert_eq!(
         (&reset["type"], &reset["reset"]),
         (&json!("snapshot"), &json!(true)),

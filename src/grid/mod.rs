@@ -29,6 +29,6 @@ pub use event::{now_ms, Event, EventKind, EventSink, Published};
 pub use handle::{Cache, Creation, Grid, GridSetup, Page, MAX_PAGE};
 pub use ids::{Incarnation, SegmentId, Version};
 pub use metrics::GridMetrics;
-pub use names::{parse_key, CacheName, Key, MAX_KEY_BYTES};
+pub use names::{check_prefix, parse_key, CacheName, Key, MAX_KEY_BYTES};
 pub use segment::{EntryView, Precondition, PutOutcome};
 pub use value::{JsonValue, ValueError};

@@ -17,11 +17,15 @@ pub const MAX_CACHE_NAME_CHARS: usize = 64;
 /// indexes and every event that names it.
 pub type Key = Arc<str>;
 
-/// Checks a key against the contract and makes it shareable.
+/// Checks a key against the contract and makes it shareable. The rule for
+/// every path (REST, WebSocket, SSE, long polling): 1 to 1024 bytes of
+/// UTF-8 (the type says so; bytes that are not are refused where they are
+/// decoded), no NUL.
 pub fn parse_key(raw: &str) -> Result<Key, GridError> {
     if raw.is_empty() {
         return Err(GridError::BadRequest("key must not be empty".into()));
     }
+    check_no_nul(raw, "key")?;
     if raw.len() > MAX_KEY_BYTES {
         return Err(GridError::BadRequest(format!(
             "key is {} bytes; the limit is {MAX_KEY_BYTES}",
@@ -29,6 +33,21 @@ pub fn parse_key(raw: &str) -> Result<Key, GridError> {
         )));
     }
     Ok(Arc::from(raw))
+}
+
+/// A key prefix follows the keys' rule, but may be empty (every key) and
+/// of any length (a longer one matches nothing).
+pub fn check_prefix(prefix: &str) -> Result<(), GridError> {
+    check_no_nul(prefix, "prefix")
+}
+
+fn check_no_nul(text: &str, what: &str) -> Result<(), GridError> {
+    if text.contains('\0') {
+        return Err(GridError::BadRequest(format!(
+            "{what} must not contain NUL (U+0000)"
+        )));
+    }
+    Ok(())
 }
 
 /// A cache name: 1 to 64 characters of `[A-Za-z0-9_.-]`.

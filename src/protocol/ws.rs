@@ -146,7 +146,12 @@ pub fn decode_request(
     match format {
         Format::Json => {
             if !json_within_depth(payload, max_depth + 1) {
-                return Err(error(None, too_deep()));
+                // The fields are skimmed, not parsed into a tree: the id can
+                // still be read for the reply.
+                let id = serde_json::from_slice::<RawFields>(payload)
+                    .ok()
+                    .and_then(|mut fields| json_request_id(fields.take("id")?).ok().flatten());
+                return Err(error(id, too_deep()));
             }
             let mut fields: RawFields = serde_json::from_slice(payload).map_err(|e| {
                 let message = match e.classify() {
@@ -191,12 +196,13 @@ pub fn decode_request(
                     })
                 }
             };
-            if value_depth(&parsed) > max_depth + 1 {
-                return Err(error(None, too_deep()));
-            }
             let Value::Object(mut fields) = parsed else {
                 return Err(error(None, NOT_AN_OBJECT.into()));
             };
+            if fields.values().map(value_depth).max().unwrap_or(0) > max_depth {
+                let id = msgpack_request_id(fields.remove("id")).ok().flatten();
+                return Err(error(id, too_deep()));
+            }
             let id = msgpack_request_id(fields.remove("id")).map_err(|m| error(None, m.into()))?;
             let Some(Value::String(op)) = fields.remove("op") else {
                 return Err(error(id, "bad message: \"op\" must name an op".into()));
@@ -574,5 +580,20 @@ mod tests {
         let err = decode_request(Format::MsgPack, &rmp_serde::to_vec_named(&put).unwrap(), 64).unwrap_err();
         assert!(err.message.contains("no JSON form"), "{}", err.message);
         assert_eq!(id_text(&err.id).as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn a_frame_nested_too_deep_still_has_its_id_echoed() {
+        let deep = format!(
+            r#"{{"op":"put","id":"d1","cache":"c","key":"k","value":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        let err = decode_request(Format::Json, deep.as_bytes(), 64).unwrap_err();
+        assert!(err.message.contains("deeper"), "{}", err.message);
+        assert_eq!(id_text(&err.id).as_deref(), Some("\"d1\""));
+        let value: Value = serde_json::from_str(&deep).unwrap();
+        let err = decode_request(Format::MsgPack, &rmp_serde::to_vec_named(&value).unwrap(), 64).unwrap_err();
+        assert_eq!(id_text(&err.id).as_deref(), Some("\"d1\""));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::grid::{parse_key, GridError, Key};
+use crate::grid::{check_prefix, parse_key, GridError, Key};
 use crate::protocol::ws::FilterSpec;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +23,10 @@ impl Filter {
             )),
             (Some(key), None) => Ok(Filter::Key(parse_key(key)?)),
             (None, Some(prefix)) if prefix.is_empty() => Ok(Filter::All),
-            (None, Some(prefix)) => Ok(Filter::Prefix(Arc::from(prefix.as_str()))),
+            (None, Some(prefix)) => {
+                check_prefix(prefix)?;
+                Ok(Filter::Prefix(Arc::from(prefix.as_str())))
+            }
             (None, None) => Ok(Filter::All),
         }
     }

@@ -40,6 +40,7 @@ impl HttpSubscription {
             _ => request_access(state, req)?,
         };
         access.check_read(cache)?;
+        super::check_query_utf8(req)?;
         let cache = state.grid.cache(cache)?;
         let filter = Filter::from_spec(&filter)?;
         let segments = segments_of(&cache, &filter);

@@ -82,9 +82,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(
         web::PathConfig::default().error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
     )
-    .route("/ws", web::get().to(websocket::websocket))
-    .route("/api/v1/caches/{cache}/events", web::get().to(sse::events))
-    .route("/api/v1/caches/{cache}/poll", web::get().to(poll::poll))
+    .service(resource("/ws", "GET").route(web::get().to(websocket::websocket)))
+    .service(resource("/api/v1/caches/{cache}/events", "GET").route(web::get().to(sse::events)))
+    .service(resource("/api/v1/caches/{cache}/poll", "GET").route(web::get().to(poll::poll)))
     .configure(assets::routes)
     .configure(rest::routes)
     .default_service(web::to(not_found));
@@ -103,6 +103,40 @@ pub fn request_access(state: &AppState, req: &HttpRequest) -> Result<crate::auth
         ),
     };
     Ok(state.auth.authenticate(token.map(str::trim))?)
+}
+
+/// A resource that answers methods other than `allow` with 405, an `Allow`
+/// header and the contract's error body.
+pub fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        let detail = crate::protocol::ErrorDetail::new(
+            crate::protocol::ErrorCode::BadRequest,
+            format!("{} is not allowed on {}; use {allow}", req.method(), req.path()),
+        );
+        HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allow))
+            .json(crate::protocol::ErrorBody { error: detail })
+    }))
+}
+
+/// Refuses a query string whose parameters are not UTF-8 once
+/// percent-decoded (the query extractor would replace such bytes and
+/// quietly match nothing): the keys' rule, for prefixes and keys given as
+/// parameters.
+pub fn check_query_utf8(req: &HttpRequest) -> Result<(), ApiError> {
+    for pair in req.query_string().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = value.replace('+', " ");
+        if percent_encoding::percent_decode_str(&value)
+            .decode_utf8()
+            .is_err()
+        {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {name:?} is not valid UTF-8 once percent-decoded"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

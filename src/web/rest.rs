@@ -12,8 +12,11 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::{check_query_utf8, resource};
 use super::{request_access, AppState};
-use crate::grid::{parse_key, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version};
+use crate::grid::{
+    check_prefix, parse_key, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version,
+};
 use crate::protocol::depth::json_within_depth;
 use crate::protocol::{CacheList, CacheSummary, EntryPage, ErrorCode, ListedEntry, WriteAck};
 
@@ -22,16 +25,16 @@ const MAX_CONFIG_BODY: usize = 64 * 1024;
 const DEFAULT_PAGE: usize = 100;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
+    cfg.service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics)))
         .service(
             web::scope("/api/v1")
-                .route("/cluster", web::get().to(cluster))
-                .route("/caches", web::get().to(list_caches))
-                .route("/caches/{cache}", web::put().to(create_cache))
-                .route("/caches/{cache}/entries", web::get().to(list_entries))
+                .service(resource("/cluster", "GET").route(web::get().to(cluster)))
+                .service(resource("/caches", "GET").route(web::get().to(list_caches)))
+                .service(resource("/caches/{cache}", "PUT").route(web::put().to(create_cache)))
+                .service(resource("/caches/{cache}/entries", "GET").route(web::get().to(list_entries)))
                 .service(
-                    web::resource("/caches/{cache}/entries/{key:.*}")
+                    resource("/caches/{cache}/entries/{key:.*}", "GET, PUT, DELETE")
                         .route(web::get().to(get_entry))
                         .route(web::put().to(put_entry))
                         .route(web::delete().to(delete_entry)),
@@ -117,6 +120,8 @@ async fn list_entries(
 ) -> Result<HttpResponse, ApiError> {
     let name = CacheName::parse(&path.into_inner())?;
     request_access(&state, &req)?.check_read(name.as_str())?;
+    check_query_utf8(&req)?;
+    check_prefix(&query.prefix)?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     let page = state
         .grid
