@@ -10,10 +10,9 @@
 //! client has been sent (for transports whose client cannot say where it
 //! is), and the snapshot's chunking. For all of them together it owns the
 //! bounded [`Outbox`] with its metrics, and the one delivery path: the
-//! listener sends [`Push`]es down the feed's channel ([`Pushes`]), which
-//! the transport reads (a session actor as a stream of messages, an SSE
-//! stream or a poll as a plain channel) and hands back to
-//! [`Feed::deliver`].
+//! listener sends [`Push`]es to the feed's [`PushSink`] (a session actor's
+//! mailbox, or for an SSE stream or a poll a channel, [`Pushes`]), and the
+//! transport hands each to [`Feed::deliver`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +25,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use super::filter::Filter;
-use super::listener::{Listener, Push, Register, Unregister};
+use super::listener::{Listener, Push, PushSink, Register, Unregister};
 use super::outbox::{Admission, Outbox, OutboxLimits, Outgoing};
 use super::subscription::{read_start, Start, StartFrom, Subscription};
 use super::{new_session_id, SessionId, SubId};
@@ -82,13 +81,12 @@ pub enum Item<'a> {
     Pong(bytes::Bytes),
 }
 
-/// Whether a feed tracks, per subscription, the positions its client has
-/// been sent: needed where the client cannot say where it is (SSE ids, poll
-/// tokens), wasted where it can (WebSocket clients track their own).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Positioning {
-    Tracked,
-    Untracked,
+/// What every feed of a node shares.
+#[derive(Clone)]
+pub struct FeedContext {
+    pub grid: Grid,
+    pub listener: Addr<Listener>,
+    pub metrics: PushMetrics,
 }
 
 struct Followed {
@@ -101,13 +99,17 @@ pub struct Feed {
     id: SessionId,
     grid: Grid,
     listener: Addr<Listener>,
-    pushes: mpsc::UnboundedSender<Push>,
+    pushes: PushSink,
     subscriptions: HashMap<SubId, Followed>,
     max_subscriptions: usize,
     next_sub: SubId,
     outbox: Outbox,
     metrics: PushMetrics,
-    positioning: Positioning,
+    /// Whether the feed tracks, per subscription, the positions its client
+    /// has been sent: needed where the client cannot say where it is (SSE
+    /// ids, poll tokens), wasted where it can (WebSocket clients track their
+    /// own).
+    tracks_positions: bool,
 }
 
 /// The pushes the listener routes to one feed, in the order it routed
@@ -134,29 +136,41 @@ impl Stream for Pushes {
 }
 
 impl Feed {
-    pub fn new(
-        grid: Grid,
-        listener: Addr<Listener>,
-        metrics: PushMetrics,
-        format: Format,
-        limits: OutboxLimits,
-        positioning: Positioning,
-        max_subscriptions: usize,
-    ) -> (Feed, Pushes) {
-        let (pushes, received) = mpsc::unbounded_channel();
-        let feed = Feed {
+    /// A feed whose pushes go to `pushes`, tracking no positions, with no
+    /// limit on its subscriptions.
+    pub fn new(context: FeedContext, format: Format, limits: OutboxLimits, pushes: PushSink) -> Feed {
+        Feed {
             id: new_session_id(),
-            grid,
-            listener,
+            grid: context.grid,
+            listener: context.listener,
             pushes,
             subscriptions: HashMap::new(),
-            max_subscriptions,
+            max_subscriptions: usize::MAX,
             next_sub: 1,
             outbox: Outbox::new(format, limits),
-            metrics,
-            positioning,
-        };
+            metrics: context.metrics,
+            tracks_positions: false,
+        }
+    }
+
+    /// A feed whose pushes arrive on a channel of its own, for a transport
+    /// that is not an actor.
+    pub fn with_channel(context: FeedContext, format: Format, limits: OutboxLimits) -> (Feed, Pushes) {
+        let (pushes, received) = mpsc::unbounded_channel();
+        let feed = Feed::new(context, format, limits, PushSink::Channel(pushes));
         (feed, Pushes(received))
+    }
+
+    /// Tracks the positions each subscription's client has been sent.
+    pub fn tracking_positions(mut self) -> Feed {
+        self.tracks_positions = true;
+        self
+    }
+
+    /// Holds at most `max` subscriptions at once.
+    pub fn with_max_subscriptions(mut self, max: usize) -> Feed {
+        self.max_subscriptions = max;
+        self
     }
 
     pub fn id(&self) -> SessionId {
@@ -180,7 +194,7 @@ impl Feed {
         self.next_sub += 1;
         let name: Arc<str> = Arc::from(format!("s{sub}"));
         // A resumed client has everything up to where it resumes from.
-        let sent = (self.positioning == Positioning::Tracked).then(|| match &from {
+        let sent = self.tracks_positions.then(|| match &from {
             StartFrom::Resume { positions, .. } => positions.clone(),
             _ => Positions::new(),
         });

@@ -8,8 +8,8 @@
 //! Pushes are batched per feed (one client's subscriptions, whatever its
 //! transport: see [`super::feed`]): routed events wait in `pending` until
 //! the listener's mailbox is empty (a `Flush` it sends itself runs only
-//! then), and each feed gets one [`Push`] with all of its events, over the
-//! feed's channel. Under load that turns one message, allocation and
+//! then), and each feed gets one [`Push`] with all of its events, at its
+//! [`PushSink`]. Under load that turns one message, allocation and
 //! cross-thread wake per event per subscriber into one per feed per burst;
 //! when idle, a burst is one event and nothing waits.
 
@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Handler, Message};
+use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use tokio::sync::mpsc;
 
 use super::dedup::DedupWindow;
@@ -33,12 +33,12 @@ use crate::protocol::event::EncodedEvent;
 struct Target {
     session: SessionId,
     sub: SubId,
-    pushes: PushSender,
+    pushes: PushSink,
 }
 
 /// Events routed to one feed, not yet sent.
 struct Batch {
-    pushes: PushSender,
+    pushes: PushSink,
     events: Vec<(SubId, Arc<EncodedEvent>)>,
 }
 
@@ -75,13 +75,32 @@ impl Actor for Listener {
 
 /// Events for subscriptions of the receiving feed, in the order the
 /// listener routed them.
-#[derive(Debug)]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
 pub struct Push {
     pub events: Vec<(SubId, Arc<EncodedEvent>)>,
 }
 
-/// The channel a feed receives its pushes on.
-pub type PushSender = mpsc::UnboundedSender<Push>;
+/// Where a feed receives its pushes: the mailbox of the actor that holds it
+/// (a WebSocket session, which has one anyway: no second queue per
+/// connection), or a channel (an SSE stream, a held poll).
+#[derive(Clone)]
+pub enum PushSink {
+    Mailbox(Recipient<Push>),
+    Channel(mpsc::UnboundedSender<Push>),
+}
+
+impl PushSink {
+    /// A feed that is gone is being unregistered; nothing to deliver.
+    fn send(&self, push: Push) {
+        match self {
+            PushSink::Mailbox(recipient) => recipient.do_send(push),
+            PushSink::Channel(channel) => {
+                let _ = channel.send(push);
+            }
+        }
+    }
+}
 
 /// Sends every pending batch; the listener sends it to itself.
 #[derive(Message)]
@@ -98,7 +117,7 @@ pub struct Register {
     pub sub: SubId,
     pub cache: CacheName,
     pub filter: Filter,
-    pub pushes: PushSender,
+    pub pushes: PushSink,
 }
 
 #[derive(Message)]
@@ -148,8 +167,7 @@ impl Handler<Flush> for Listener {
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
         self.flush_scheduled = false;
         for (_, batch) in self.pending.drain() {
-            // A feed that is gone is being unregistered; nothing to deliver.
-            let _ = batch.pushes.send(Push { events: batch.events });
+            batch.pushes.send(Push { events: batch.events });
         }
     }
 }
@@ -209,7 +227,7 @@ mod tests {
                 sub: 7,
                 cache: CacheName::parse("c").unwrap(),
                 filter: Filter::Prefix(Arc::from("p/")),
-                pushes: tx,
+                pushes: PushSink::Channel(tx),
             })
             .await
             .unwrap();

@@ -49,6 +49,17 @@ pub struct AppState {
     pub connections: Arc<AtomicUsize>,
 }
 
+impl AppState {
+    /// What a new feed needs of the node.
+    pub fn feed_context(&self) -> crate::push::feed::FeedContext {
+        crate::push::feed::FeedContext {
+            grid: self.grid.clone(),
+            listener: self.listener.clone(),
+            metrics: self.metrics.push.clone(),
+        }
+    }
+}
+
 /// One of the node's `limits.max_connections` places, held by a WebSocket
 /// session or an SSE stream for its lifetime and given back on drop.
 pub struct ConnectionSlot(Arc<AtomicUsize>);

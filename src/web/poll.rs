@@ -23,7 +23,7 @@ use crate::protocol::codec::Format;
 use crate::protocol::event::EncodedEvent;
 use crate::protocol::fallback::PollAnswer;
 use crate::protocol::ws::FilterSpec;
-use crate::push::feed::{Feed, Item, Positioning};
+use crate::push::feed::{Feed, Item};
 use crate::push::outbox::OutboxLimits;
 use crate::push::subscription::{read_start, Start, StartFrom};
 
@@ -81,15 +81,8 @@ pub async fn poll(
             )),
         };
     };
-    let (mut feed, mut pushes) = Feed::new(
-        state.grid.clone(),
-        state.listener.clone(),
-        state.metrics.push.clone(),
-        Format::Json,
-        ANSWER_EVERYTHING,
-        Positioning::Tracked,
-        1,
-    );
+    let (feed, mut pushes) = Feed::with_channel(state.feed_context(), Format::Json, ANSWER_EVERYTHING);
+    let mut feed = feed.tracking_positions().with_max_subscriptions(1);
     let (sub, _, start) = feed
         .open(request.cache.name().clone(), request.filter.clone(), after)
         .map_err(|limit| ApiError(limit.into()))?;

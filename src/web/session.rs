@@ -1,7 +1,7 @@
 //! The per-session WebSocket actor: it owns one socket. It reads the
 //! client's frames, rate-limits them, runs their commands
-//! ([`super::command`]), receives its subscriptions' events as a stream of
-//! pushes from the listener, keeps the connection alive with pings, and
+//! ([`super::command`]), receives its subscriptions' events from the
+//! listener as [`Push`] messages, keeps the connection alive with pings, and
 //! writes everything its [`Feed`] holds through the socket's write pump. A
 //! write that does not complete means the client is not reading (see
 //! [`ws_transport`](super::ws_transport) for why the transport is our own):
@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, StreamHandler, WrapFuture};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler, WrapFuture};
 use actix_ws::{AggregatedMessage, CloseCode, ProtocolError};
 
 use super::command::Command;
 use super::rate_limit::{RateLimiter, Verdict};
-use super::ws_transport::{self, FrameBatch, FrameWriter, Written};
+use super::ws_transport::{self, FrameWriter, Written};
 use super::ConnectionSlot;
 use crate::auth::{Access, Authenticator};
 use crate::config::LimitsConfig;
@@ -31,9 +31,6 @@ use crate::push::listener::Push;
 use crate::push::outbox::Outgoing;
 use crate::push::subscription::{Start, StartFrom};
 use crate::push::{PushSettings, SubId};
-
-/// Frames encoded into one buffer for the socket.
-const WRITE_BATCH: usize = 64;
 
 pub struct Session {
     pub(super) format: Format,
@@ -201,45 +198,28 @@ impl Session {
         self.reply(&detail.message(id), ctx);
     }
 
-    /// Encodes the next frames into one batch and hands it to the socket,
-    /// until the feed is drained or the socket is full; then a write task
-    /// waits for room, and its completion calls this again.
+    /// Writes what the feed holds until it is drained or the socket is
+    /// full; then a write task waits for room, and its completion calls this
+    /// again.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.writing || self.closing {
             return;
         }
-        let format = self.format;
-        let mut batch = FrameBatch::default();
-        loop {
-            // Items that write nothing (events of a closed subscription)
-            // take no room in the batch.
-            while batch.frames() < WRITE_BATCH {
-                let room = WRITE_BATCH - batch.frames();
-                let handed = self.feed.drain(room, |item| batch.item(format, item));
-                if handed == 0 {
-                    break;
-                }
+        match self.socket.write_from(&mut self.feed, self.format) {
+            Ok(Written::Done) => {}
+            Ok(Written::Full(frames)) => {
+                self.writing = true;
+                let socket = self.socket.clone();
+                let write = async move { socket.write(frames).await };
+                ctx.spawn(write.into_actor(self).map(|written, session, ctx| {
+                    session.writing = false;
+                    match written {
+                        Ok(()) => session.pump(ctx),
+                        Err(ws_transport::Closed) => ctx.stop(),
+                    }
+                }));
             }
-            if batch.frames() == 0 {
-                return;
-            }
-            match self.socket.try_write(batch.take()) {
-                Ok(Written::Done) => continue,
-                Ok(Written::Full(frames)) => {
-                    self.writing = true;
-                    let socket = self.socket.clone();
-                    let write = async move { socket.write(frames).await };
-                    ctx.spawn(write.into_actor(self).map(|written, session, ctx| {
-                        session.writing = false;
-                        match written {
-                            Ok(()) => session.pump(ctx),
-                            Err(ws_transport::Closed) => ctx.stop(),
-                        }
-                    }));
-                    return;
-                }
-                Err(ws_transport::Closed) => return ctx.stop(),
-            }
+            Err(ws_transport::Closed) => ctx.stop(),
         }
     }
 
@@ -308,7 +288,9 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
 }
 
 /// The listener's pushes for this session's subscriptions.
-impl StreamHandler<Push> for Session {
+impl Handler<Push> for Session {
+    type Result = ();
+
     fn handle(&mut self, push: Push, ctx: &mut Context<Self>) {
         if self.closing {
             return;
@@ -316,8 +298,4 @@ impl StreamHandler<Push> for Session {
         let queued = self.feed.deliver(push);
         self.delivered(queued, ctx);
     }
-
-    /// The listener is gone only when the node is; the socket's stream
-    /// decides when the session ends.
-    fn finished(&mut self, _: &mut Context<Self>) {}
 }

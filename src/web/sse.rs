@@ -26,7 +26,7 @@ use crate::metrics::PushMetrics;
 use crate::protocol::codec::{Format, WireFrame};
 use crate::protocol::fallback::{sse_event, sse_snapshot, SSE_HEARTBEAT};
 use crate::protocol::ws::FilterSpec;
-use crate::push::feed::{Feed, Item, Positioning, Pushes};
+use crate::push::feed::{Feed, Item, Pushes};
 use crate::push::outbox::Outgoing;
 use crate::push::subscription::StartFrom;
 
@@ -87,15 +87,8 @@ pub async fn events(
         // first event's token starts from.
         None => StartFrom::CurrentPositions,
     };
-    let (mut feed, pushes) = Feed::new(
-        state.grid.clone(),
-        state.listener.clone(),
-        state.metrics.push.clone(),
-        Format::Json,
-        state.push.outbox,
-        Positioning::Tracked,
-        1,
-    );
+    let (feed, pushes) = Feed::with_channel(state.feed_context(), Format::Json, state.push.outbox);
+    let mut feed = feed.tracking_positions().with_max_subscriptions(1);
     let (sub, _, start) = feed
         .open(request.cache.name().clone(), request.filter.clone(), from)
         .map_err(|limit| ApiError(limit.into()))?;

@@ -14,7 +14,8 @@ use super::rate_limit::RateLimiter;
 use super::session::Session;
 use super::{ws_transport, AppState, ConnectionSlot};
 use crate::protocol::ErrorCode;
-use crate::push::feed::{Feed, Positioning};
+use crate::push::feed::Feed;
+use crate::push::listener::PushSink;
 
 /// What only the WebSocket endpoint has (what every transport shares is
 /// [`crate::push::PushSettings`]).
@@ -57,36 +58,31 @@ pub async fn websocket(
         state.websocket.max_message_bytes,
     )
     .map_err(|err| ApiError::bad_request(format!("not a WebSocket handshake: {err}")))?;
-    let (feed, pushes) = Feed::new(
-        state.grid.clone(),
-        state.listener.clone(),
-        state.metrics.push.clone(),
-        format,
-        state.push.outbox,
-        Positioning::Untracked,
-        state.limits.max_subscriptions,
-    );
     let limits = state.limits.clone();
-    let session = Session {
-        format,
-        socket: upgraded.writer,
-        grid: state.grid.clone(),
-        feed,
-        settings: state.push.clone(),
-        metrics: state.metrics.push.clone(),
-        writing: false,
-        last_heard: Instant::now(),
-        closing: false,
-        limiter: (limits.ops_per_second > 0).then(|| RateLimiter::new(limits.ops_per_second, Instant::now())),
-        limits,
-        _slot: slot,
-        access,
-        auth: state.auth.clone(),
-    };
     let mut shutdown = state.shutdown.clone();
     Session::create(|ctx| {
+        // Pushes arrive in the session's own mailbox.
+        let pushes = PushSink::Mailbox(ctx.address().recipient());
+        let feed = Feed::new(state.feed_context(), format, state.push.outbox, pushes)
+            .with_max_subscriptions(limits.max_subscriptions);
+        let session = Session {
+            format,
+            socket: upgraded.writer,
+            grid: state.grid.clone(),
+            feed,
+            settings: state.push.clone(),
+            metrics: state.metrics.push.clone(),
+            writing: false,
+            last_heard: Instant::now(),
+            closing: false,
+            limiter: (limits.ops_per_second > 0)
+                .then(|| RateLimiter::new(limits.ops_per_second, Instant::now())),
+            limits,
+            _slot: slot,
+            access,
+            auth: state.auth.clone(),
+        };
         ctx.add_stream(upgraded.incoming);
-        ctx.add_stream(pushes);
         // Close with 1001 when the node shuts down.
         let shutting_down = async move { shutdown.wait_for(|down| *down).await.is_ok() };
         ctx.spawn(shutting_down.into_actor(&session).map(|down, session, ctx| {

@@ -22,13 +22,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::protocol::codec::{Format, WireFrame};
-use crate::push::feed::Item;
+use crate::push::feed::{Feed, Item};
 
 /// Batches waiting between a session and its socket. With up to
-/// `WRITE_BATCH` frames each (see the session), a client that stops reading
+/// `WRITE_BATCH` frames each, a client that stops reading
 /// holds at most this many batches here before the session's outbox takes
 /// over.
 const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Frames encoded into one buffer for the socket.
+const WRITE_BATCH: usize = 64;
 
 /// How long a close frame may wait for a socket that is not draining. A
 /// stopped session holds only its socket and the few batches meanwhile; a
@@ -103,6 +106,29 @@ impl FrameWriter {
             Ok(()) => Ok(Written::Done),
             Err(mpsc::error::TrySendError::Full(batch)) => Ok(Written::Full(batch)),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+        }
+    }
+
+    /// Encodes what `feed` holds into batches of frames in `format` and
+    /// hands them to the socket, until the feed is drained (`Done`) or the
+    /// socket is full (`Full`, with the batch that did not fit).
+    pub fn write_from(&self, feed: &mut Feed, format: Format) -> Result<Written, Closed> {
+        let mut batch = FrameBatch::default();
+        loop {
+            // Items that write nothing (events of a closed subscription)
+            // take no room in the batch.
+            while batch.frames() < WRITE_BATCH {
+                let room = WRITE_BATCH - batch.frames();
+                if feed.drain(room, |item| batch.item(format, item)) == 0 {
+                    break;
+                }
+            }
+            if batch.frames() == 0 {
+                return Ok(Written::Done);
+            }
+            if let Written::Full(frames) = self.try_write(batch.take())? {
+                return Ok(Written::Full(frames));
+            }
         }
     }
 
