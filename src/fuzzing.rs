@@ -4,7 +4,7 @@
 
 use crate::auth::Access;
 use crate::protocol::codec::Format;
-use crate::protocol::ws::decode_request;
+use crate::protocol::decode::decode_request;
 use crate::web::command::{Command, GridCommand};
 use crate::web::rest::{parse_entry_path, parse_value};
 

@@ -1,11 +1,13 @@
 //! The wire types of the contract (`docs/protocol.md`): error codes and the
 //! REST bodies here; both codecs in [`codec`]; events as every transport
-//! sends them in [`event`]; the WebSocket messages in [`ws`]; the HTTP
+//! sends them in [`event`]; the WebSocket messages in [`ws`], decoded by
+//! [`decode`]; the HTTP
 //! fallbacks' framing in [`fallback`] and their position tokens in
 //! [`position`]. Nothing else in the crate builds JSON or MessagePack by
 //! hand.
 
 pub mod codec;
+pub mod decode;
 pub mod depth;
 pub mod event;
 pub mod fallback;

@@ -210,7 +210,7 @@ mod tests {
     use super::*;
     use crate::auth::{AuthConfig, Authenticator, TokenConfig};
     use crate::protocol::codec::Format;
-    use crate::protocol::ws::decode_request;
+    use crate::protocol::decode::decode_request;
     use crate::protocol::ErrorCode;
 
     fn op(frame: &str) -> ClientOp {
