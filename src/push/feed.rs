@@ -399,11 +399,6 @@ impl Feed {
         self.subscriptions.get(&sub)?.sent.as_ref()
     }
 
-    /// Bytes waiting to be written.
-    pub fn pending_bytes(&self) -> usize {
-        self.outbox.pending_bytes()
-    }
-
     fn unregister(&self, sub: SubId, subscription: Subscription) {
         self.listener.do_send(Unregister {
             session: self.id,
