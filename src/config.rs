@@ -49,6 +49,9 @@ pub struct Cli {
     /// Subscriptions per WebSocket connection [default: 1000]
     #[arg(long, value_name = "N")]
     pub max_subscriptions: Option<usize>,
+    /// Caches the node holds at most [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_caches: Option<usize>,
     /// TOML file of access tokens, as the config file's [auth] table
     /// (`jwt_secret`, `[[tokens]]` with `token`, `read`, `write`); replaces it
     #[arg(long, value_name = "FILE")]
@@ -118,6 +121,11 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Subscriptions per connection.
     pub max_subscriptions: usize,
+    /// Caches the node holds at most; creating one more is refused.
+    pub max_caches: usize,
+    /// Segments over all caches the node holds at most: each is an actor
+    /// with its own memory (about 2 KiB empty).
+    pub max_segments: usize,
 }
 
 impl Default for LimitsConfig {
@@ -127,6 +135,8 @@ impl Default for LimitsConfig {
             ops_per_second: 50_000,
             max_connections: 100_000,
             max_subscriptions: 1_000,
+            max_caches: 1_000,
+            max_segments: 262_144,
         }
     }
 }
@@ -266,6 +276,9 @@ impl Config {
         if let Some(max) = cli.max_subscriptions {
             config.limits.max_subscriptions = max;
         }
+        if let Some(max) = cli.max_caches {
+            config.limits.max_caches = max;
+        }
         if let Some(path) = &cli.auth_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read auth file {}: {e}", path.display()))?;
@@ -324,6 +337,24 @@ impl Config {
         }
         if self.limits.max_connections == 0 || self.limits.max_subscriptions == 0 {
             return Err("limits.max_connections and max_subscriptions: must be at least 1".into());
+        }
+        let limits = &self.limits;
+        if limits.max_caches == 0 || limits.max_segments == 0 {
+            return Err("limits.max_caches and max_segments: must be at least 1".into());
+        }
+        if self.caches.len() > limits.max_caches {
+            return Err(format!(
+                "caches: {} configured, but limits.max_caches is {}",
+                self.caches.len(),
+                limits.max_caches
+            ));
+        }
+        let segments: usize = self.caches.values().map(|c| c.segments as usize).sum();
+        if segments > limits.max_segments {
+            return Err(format!(
+                "caches: {segments} segments configured, but limits.max_segments is {}",
+                limits.max_segments
+            ));
         }
         if self.listener.dedup_capacity == 0 {
             return Err("listener.dedup_capacity: must be at least 1".into());

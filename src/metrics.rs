@@ -88,6 +88,17 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub push: PushMetrics,
     cache_entries: IntGaugeVec,
+    cache_bytes: IntGaugeVec,
+    /// Renders one at a time: each resets the per-cache gauges (a deleted
+    /// cache's series must go) and sets them again.
+    rendering: std::sync::Mutex<()>,
+}
+
+/// One cache's figures at the instant of a render.
+pub struct CacheFigures<'a> {
+    pub name: &'a str,
+    pub entries: usize,
+    pub bytes: usize,
 }
 
 impl Metrics {
@@ -107,9 +118,15 @@ impl Metrics {
             &["cache"],
         )
         .expect("metric definition is valid");
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new("pushgrid_cache_bytes", "Bytes of keys and values held per cache"),
+            &["cache"],
+        )
+        .expect("metric definition is valid");
         for collector in [
             Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(cache_entries.clone()),
+            Box::new(cache_bytes.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -119,14 +136,25 @@ impl Metrics {
             http: HttpMetrics { latency },
             registry,
             cache_entries,
+            cache_bytes,
+            rendering: std::sync::Mutex::new(()),
         }
     }
 
     /// The Prometheus text exposition of every metric, with the per-cache
-    /// gauges set from `cache_entries` (name, entries) at this instant.
-    pub fn render<'a>(&self, cache_entries: impl IntoIterator<Item = (&'a str, usize)>) -> String {
-        for (cache, entries) in cache_entries {
-            self.cache_entries.with_label_values(&[cache]).set(entries as i64);
+    /// gauges set from `caches` at this instant.
+    pub fn render<'a>(&self, caches: impl IntoIterator<Item = CacheFigures<'a>>) -> String {
+        let _rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
+        self.cache_entries.reset();
+        self.cache_bytes.reset();
+        for cache in caches {
+            let labels = [cache.name];
+            self.cache_entries
+                .with_label_values(&labels)
+                .set(cache.entries as i64);
+            self.cache_bytes
+                .with_label_values(&labels)
+                .set(cache.bytes as i64);
         }
         let mut out = Vec::new();
         TextEncoder::new()

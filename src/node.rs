@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::demo::{DemoFeed, DEMO_CACHE};
 use crate::grid::membership::{Member, Membership};
 use crate::grid::topology::MemberId;
-use crate::grid::{CacheName, Grid, GridSetup};
+use crate::grid::{CacheName, Grid, GridLimits, GridSetup};
 use crate::metrics::Metrics;
 use crate::push::listener::Listener;
 use crate::push::outbox::OutboxLimits;
@@ -175,7 +175,12 @@ pub async fn start_grid(
         membership,
         local_member,
         events: listener.clone().recipient(),
+        deletions: listener.clone().recipient(),
         metrics: metrics.grid.clone(),
+        limits: GridLimits {
+            max_caches: config.limits.max_caches,
+            max_segments: config.limits.max_segments,
+        },
     });
     for (name, cache) in &config.caches {
         let name = CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;

@@ -520,7 +520,7 @@ async fn the_cluster_view_shows_the_node_owning_every_segment() {
     assert_eq!(reply.body["caches"]["c"]["segments"], 4);
     assert_eq!(
         reply.body["caches"]["c"]["owners"],
-        json!([["n1"], ["n1"], ["n1"], ["n1"]])
+        json!([{"first": 0, "last": 3, "owners": ["n1"]}])
     );
 }
 

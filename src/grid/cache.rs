@@ -1,7 +1,7 @@
 //! A cache's settings and the state its partitions share: the validated
 //! [`CacheConfig`] (from the config file or `PUT /api/v1/caches/{cache}`) and
 //! [`CacheShared`], the few atomics that span segments (the entry count that
-//! `max_entries` bounds).
+//! `max_entries` bounds, and the bytes held).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -84,6 +84,7 @@ pub struct CacheShared {
     pub name: CacheName,
     pub config: CacheConfig,
     entries: AtomicUsize,
+    bytes: AtomicUsize,
     pub metrics: GridMetrics,
 }
 
@@ -93,6 +94,7 @@ impl CacheShared {
             name,
             config,
             entries: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
             metrics,
         })
     }
@@ -100,6 +102,20 @@ impl CacheShared {
     /// Entries across all segments, expired-but-not-reaped ones included.
     pub fn entry_count(&self) -> usize {
         self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of keys and values across all segments.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Applies a partition's change in bytes held.
+    pub fn adjust_bytes(&self, before: usize, after: usize) {
+        if after >= before {
+            self.bytes.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.bytes.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     /// Applies a partition's change in entries; returns how many entries the

@@ -24,6 +24,10 @@ pub enum GridError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A node-wide quota (`max_caches`, `max_segments`) is used up; the
+    /// contract spells it `rate_limited`, like the per-connection caps.
+    #[error("{0}")]
+    LimitReached(String),
 }
 
 impl GridError {
@@ -38,6 +42,7 @@ impl GridError {
             GridError::BadRequest(_) => "bad_request",
             GridError::Conflict(_) => "conflict",
             GridError::Unavailable(_) => "unavailable",
+            GridError::LimitReached(_) => "rate_limited",
         }
     }
 }

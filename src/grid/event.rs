@@ -1,6 +1,7 @@
 //! What the grid tells the world: one [`Event`] per write, built once by the
 //! partition that made the write and shared (`Arc`) by everything downstream:
-//! the segment's history, the listener, every subscriber that is sent it.
+//! the segment's history, the listener, every subscriber that is sent it;
+//! and [`CacheDeleted`] when a cache ends.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,6 +39,12 @@ pub struct Event {
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct Published(pub Arc<Event>);
+
+/// Sent by the grid once a cache is deleted, after every event its
+/// partitions published: its subscriptions end.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct CacheDeleted(pub CacheName);
 
 /// Where partitions send their events: the listener actor in a node, a
 /// collecting actor in tests.

@@ -13,19 +13,20 @@ use std::sync::Arc;
 use std::future::Future;
 
 use actix::dev::Request;
-use actix::{Actor, Addr, ArbiterHandle, MailboxError};
+use actix::{Actor, Addr, ArbiterHandle, MailboxError, Recipient};
 use arc_swap::ArcSwap;
 use futures_util::future::join_all;
 
 use super::cache::{CacheConfig, CacheShared};
 use super::hash::segment_of;
-use super::membership::{AssignSegments, ClusterView, DescribeCluster, Membership};
+use super::membership::{AssignSegments, ClusterView, DescribeCluster, ForgetCache, Membership};
 use super::partition::{self, EvictionRing, Partition, Snapshot};
 use super::routing::{Route, RoutingTable};
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
 use super::topology::MemberId;
 use super::{
-    CacheName, Event, EventSink, GridError, GridMetrics, Incarnation, JsonValue, Key, SegmentId, Version,
+    CacheDeleted, CacheName, Event, EventSink, GridError, GridMetrics, Incarnation, JsonValue, Key,
+    SegmentId, Version,
 };
 
 /// The most entries one listing page returns.
@@ -50,6 +51,11 @@ impl Cache {
 
     pub fn entry_count(&self) -> usize {
         self.shared.entry_count()
+    }
+
+    /// Bytes of keys and values this node holds for the cache.
+    pub fn bytes(&self) -> usize {
+        self.shared.bytes()
     }
 
     /// Which life of the cache's histories positions in it belong to.
@@ -77,6 +83,16 @@ pub struct Page {
     pub next: Option<Key>,
 }
 
+/// What one node may hold, whatever clients ask for: each segment is an
+/// actor with its own memory, so these bound the node's footprint before
+/// any entry is written.
+#[derive(Clone, Copy, Debug)]
+pub struct GridLimits {
+    pub max_caches: usize,
+    /// Segments over all caches.
+    pub max_segments: usize,
+}
+
 /// What the grid needs from the node that runs it.
 pub struct GridSetup {
     /// The threads partitions run on, one per core.
@@ -84,7 +100,10 @@ pub struct GridSetup {
     pub membership: Addr<Membership>,
     pub local_member: MemberId,
     pub events: EventSink,
+    /// Told of every deleted cache, after the last event of its partitions.
+    pub deletions: Recipient<CacheDeleted>,
     pub metrics: GridMetrics,
+    pub limits: GridLimits,
 }
 
 #[derive(Clone)]
@@ -119,7 +138,8 @@ impl Grid {
     pub async fn create_cache(&self, name: CacheName, config: CacheConfig) -> Result<Creation, GridError> {
         config.validate().map_err(GridError::BadRequest)?;
         let _creating = self.inner.creating.lock().await;
-        if let Some(existing) = self.inner.caches.load().get(&name) {
+        let caches = self.inner.caches.load();
+        if let Some(existing) = caches.get(&name) {
             return if *existing.config() == config {
                 Ok(Creation::AlreadyExists)
             } else {
@@ -129,6 +149,21 @@ impl Grid {
             };
         }
         let setup = &self.inner.setup;
+        let limits = setup.limits;
+        if caches.len() >= limits.max_caches {
+            return Err(GridError::LimitReached(format!(
+                "the node holds its most caches ({}); delete one first",
+                limits.max_caches
+            )));
+        }
+        let segments: usize = caches.values().map(|c| c.config().segments as usize).sum();
+        if segments + config.segments as usize > limits.max_segments {
+            return Err(GridError::LimitReached(format!(
+                "the node's caches have {segments} of its most {} segments; {} more do not fit",
+                limits.max_segments, config.segments
+            )));
+        }
+        drop(caches);
         let owners = setup
             .membership
             .send(AssignSegments {
@@ -178,6 +213,29 @@ impl Grid {
             caches
         });
         Ok(Creation::Created)
+    }
+
+    /// Deletes a cache: it is gone from the registry at once (requests for
+    /// it get `unknown_cache`), its partitions stop and free their entries,
+    /// and then the deletion is reported, behind every event the partitions
+    /// published.
+    pub async fn delete_cache(&self, name: &str) -> Result<(), GridError> {
+        let _creating = self.inner.creating.lock().await;
+        let cache = self.cache(name)?;
+        self.inner.caches.rcu(|caches| {
+            let mut caches = BTreeMap::clone(caches);
+            caches.remove(name);
+            caches
+        });
+        let setup = &self.inner.setup;
+        let _ = setup.membership.send(ForgetCache(cache.name().clone())).await;
+        // Each partition answers after everything queued before; its
+        // events are then in the listener's mailbox ahead of the deletion.
+        let retired = cache.routes.local().map(|(_, p)| p.send(partition::Retire));
+        join_all(retired).await;
+        setup.metrics.forget_cache(cache.name());
+        setup.deletions.do_send(CacheDeleted(cache.name().clone()));
+        Ok(())
     }
 
     pub fn cache(&self, name: &str) -> Result<Arc<Cache>, GridError> {
@@ -357,11 +415,17 @@ impl Grid {
             .map_err(unavailable)
     }
 
-    pub async fn describe_cluster(&self) -> Result<ClusterView, GridError> {
+    /// The members, and the segment owners of up to `limit` caches after
+    /// `after`, by name.
+    pub async fn describe_cluster(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<ClusterView, GridError> {
         self.inner
             .setup
             .membership
-            .send(DescribeCluster)
+            .send(DescribeCluster { after, limit })
             .await
             .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use serde::Serialize;
 
-use super::topology::{MemberId, SegmentOwners};
+use super::topology::{MemberId, OwnerRange, SegmentOwners};
 use super::CacheName;
 
 #[derive(Clone, Debug, Serialize)]
@@ -65,10 +65,19 @@ pub struct AssignSegments {
     pub num_owners: u32,
 }
 
-/// The cluster as `GET /api/v1/cluster` shows it.
+/// Drops the owner table of a deleted cache.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetCache(pub CacheName);
+
+/// The cluster as `GET /api/v1/cluster` shows it: the members, and the
+/// owners of up to `limit` caches whose names sort after `after`.
 #[derive(Message)]
 #[rtype(result = "ClusterView")]
-pub struct DescribeCluster;
+pub struct DescribeCluster {
+    pub after: Option<String>,
+    pub limit: usize,
+}
 
 #[derive(Debug, Serialize)]
 pub struct ClusterView {
@@ -77,13 +86,15 @@ pub struct ClusterView {
     pub topology_version: u64,
     pub rebalance: RebalanceState,
     pub caches: BTreeMap<CacheName, CacheOwnership>,
+    /// The name to pass as `after` for the next page of caches.
+    pub next: Option<CacheName>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct CacheOwnership {
     pub segments: u32,
-    /// `owners[s]`: the members owning segment `s`, primary first.
-    pub owners: Arc<SegmentOwners>,
+    /// Runs of consecutive segments with the same owners, primary first.
+    pub owners: Vec<OwnerRange>,
 }
 
 impl Handler<AssignSegments> for Membership {
@@ -101,26 +112,45 @@ impl Handler<AssignSegments> for Membership {
     }
 }
 
+impl Handler<ForgetCache> for Membership {
+    type Result = ();
+
+    fn handle(&mut self, ForgetCache(cache): ForgetCache, _: &mut Context<Self>) {
+        if self.tables.remove(&cache).is_some() {
+            self.topology_version += 1;
+        }
+    }
+}
+
 impl Handler<DescribeCluster> for Membership {
     type Result = MessageResult<DescribeCluster>;
 
-    fn handle(&mut self, _: DescribeCluster, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: DescribeCluster, _: &mut Context<Self>) -> Self::Result {
+        use std::ops::Bound;
+        let from = match &msg.after {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Unbounded,
+        };
+        let mut page = self.tables.range::<str, _>((from, Bound::Unbounded));
+        let caches: BTreeMap<_, _> = page
+            .by_ref()
+            .take(msg.limit)
+            .map(|(name, table)| {
+                let ownership = CacheOwnership {
+                    segments: table.segments(),
+                    owners: table.ranges(),
+                };
+                (name.clone(), ownership)
+            })
+            .collect();
+        let next = page.next().and_then(|_| caches.keys().next_back().cloned());
         MessageResult(ClusterView {
             node: self.local.clone(),
             members: self.members.values().cloned().collect(),
             topology_version: self.topology_version,
             rebalance: RebalanceState::Stable,
-            caches: self
-                .tables
-                .iter()
-                .map(|(name, table)| {
-                    let ownership = CacheOwnership {
-                        segments: table.segments(),
-                        owners: table.clone(),
-                    };
-                    (name.clone(), ownership)
-                })
-                .collect(),
+            caches,
+            next,
         })
     }
 }

@@ -1,8 +1,8 @@
 //! The grid's own counters: operations by kind and outcome, events emitted
-//! by kind, evictions by cache. Registered in the node's registry
+//! by kind, evictions by cache, partitions running. Registered in the node's registry
 //! (`crate::metrics::Metrics`), incremented by the router and partitions.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::{EventKind, GridError};
 
@@ -13,6 +13,8 @@ pub struct GridMetrics {
     /// One per event kind, resolved once: counted on every write.
     events: [IntCounter; 4],
     evictions: IntCounterVec,
+    /// Partition actors running: what a deleted cache gives back.
+    pub partitions: IntGauge,
 }
 
 impl GridMetrics {
@@ -40,7 +42,13 @@ impl GridMetrics {
             "Entries evicted past max_entries, by cache",
             &["cache"],
         );
+        let partitions = IntGauge::new("pushgrid_partitions", "Partition actors running on this node")
+            .expect("metric definition is valid");
+        registry
+            .register(Box::new(partitions.clone()))
+            .expect("metric names are unique");
         GridMetrics {
+            partitions,
             operations,
             events: ["created", "modified", "removed", "expired"]
                 .map(|kind| events.with_label_values(&[kind])),
@@ -64,6 +72,11 @@ impl GridMetrics {
             EventKind::Expired => 3,
         };
         self.events[index].inc();
+    }
+
+    /// Drops a deleted cache's series.
+    pub fn forget_cache(&self, cache: &impl std::fmt::Display) {
+        let _ = self.evictions.remove_label_values(&[&cache.to_string()]);
     }
 
     pub fn count_evictions(&self, cache: &impl std::fmt::Display, count: usize) {

@@ -25,8 +25,8 @@ mod value;
 
 pub use cache::CacheConfig;
 pub use error::GridError;
-pub use event::{now_ms, Event, EventKind, EventSink, Published};
-pub use handle::{Cache, Creation, Grid, GridSetup, Page, MAX_PAGE};
+pub use event::{now_ms, CacheDeleted, Event, EventKind, EventSink, Published};
+pub use handle::{Cache, Creation, Grid, GridLimits, GridSetup, Page, MAX_PAGE};
 pub use ids::{Incarnation, SegmentId, Version};
 pub use metrics::GridMetrics;
 pub use names::{check_prefix, parse_key, CacheName, Key, MAX_KEY_BYTES};

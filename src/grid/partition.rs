@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, Recipient, SpawnHandle};
+use actix::{
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, Recipient, SpawnHandle,
+};
 
 use super::cache::CacheShared;
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
@@ -26,6 +28,8 @@ pub struct Partition {
     /// them: a partition that must evict but holds nothing older than the
     /// write it just made forwards the eviction to the next one.
     ring: Option<(EvictionRing, usize)>,
+    /// The segment's bytes as last added to the cache's total.
+    reported_bytes: usize,
 }
 
 /// The local partitions of one cache, in segment order.
@@ -40,6 +44,7 @@ impl Partition {
             events,
             reaper: None,
             ring: None,
+            reported_bytes: 0,
         }
     }
 
@@ -60,8 +65,15 @@ impl Partition {
         if excess > 0 {
             self.evict(excess, ctx);
         }
+        self.report_bytes();
         self.aim_reaper(ctx);
         result
+    }
+
+    fn report_bytes(&mut self) {
+        let now = self.segment.bytes();
+        self.cache.adjust_bytes(self.reported_bytes, now);
+        self.reported_bytes = now;
     }
 
     fn publish(&mut self) {
@@ -136,6 +148,11 @@ impl Actor for Partition {
         // later, which can reorder one client's pipelined writes to a key.
         // Back-pressure belongs at the edges (session outboxes, rate limits).
         ctx.set_mailbox_capacity(0);
+        self.cache.metrics.partitions.inc();
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.cache.metrics.partitions.dec();
     }
 }
 
@@ -272,9 +289,24 @@ impl Handler<Evict> for Partition {
             evicted += 1;
         }
         self.account_evictions(evicted);
+        self.report_bytes();
         if evicted < wanted {
             self.forward_eviction(wanted - evicted, msg.hops_left, ctx);
         }
+    }
+}
+
+/// Stops the partition: its cache was deleted. Answered after every
+/// message queued before it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

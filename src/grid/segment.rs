@@ -82,6 +82,11 @@ impl StoredEntry {
     }
 }
 
+/// What one entry counts for in a segment's bytes.
+fn footprint(key: &str, entry: &StoredEntry) -> usize {
+    key.len() + entry.value.get().len()
+}
+
 #[derive(Debug)]
 pub struct Segment {
     cache: CacheName,
@@ -95,6 +100,8 @@ pub struct Segment {
     history: VecDeque<Arc<Event>>,
     history_capacity: usize,
     unpublished: Vec<Arc<Event>>,
+    /// Bytes of keys and values held: what `/metrics` reports per cache.
+    bytes: usize,
 }
 
 impl Segment {
@@ -109,6 +116,7 @@ impl Segment {
             history: VecDeque::with_capacity(history_capacity.min(64)),
             history_capacity,
             unpublished: Vec::new(),
+            bytes: 0,
         }
     }
 
@@ -130,6 +138,11 @@ impl Segment {
         self.entries.is_empty()
     }
 
+    /// Bytes of the keys and (encoded JSON) values held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// The entry under `key`, unless it is absent or its lifespan has passed.
     pub fn get(&self, key: &str, now_ms: u64) -> Option<EntryView> {
         let entry = self.entries.get(key).filter(|e| !e.is_expired(now_ms))?;
@@ -149,6 +162,7 @@ impl Segment {
             version,
             expires_at_ms,
         };
+        self.bytes += footprint(&request.key, &stored);
         if let Some(old) = self.entries.insert(request.key.clone(), stored) {
             self.unindex(&request.key, &old);
         }
@@ -210,6 +224,7 @@ impl Segment {
             return false;
         };
         if let Some(old) = self.entries.remove(&key) {
+            self.bytes -= footprint(&key, &old);
             if let Some(at) = old.expires_at_ms {
                 self.deadlines.remove(&(at, key));
             }
@@ -280,7 +295,9 @@ impl Segment {
         self.emit(EventKind::Expired, key, None, version, now_ms);
     }
 
+    /// Forgets an entry just taken out of `entries` (or replaced there).
     fn unindex(&mut self, key: &Key, old: &StoredEntry) {
+        self.bytes -= footprint(key, old);
         self.write_order.remove(&old.version);
         if let Some(at) = old.expires_at_ms {
             self.deadlines.remove(&(at, key.clone()));
@@ -499,6 +516,33 @@ mod tests {
         assert!(seg.get("a", 0).is_some() && seg.get("c", 0).is_some());
         assert!(seg.take_events().is_empty());
         assert_eq!(seg.position(), Version(4), "eviction is not a write");
+    }
+
+    #[test]
+    fn bytes_follow_every_way_an_entry_comes_and_goes() {
+        let mut seg = segment(16);
+        put(&mut seg, "ab", "[1,2]", Precondition::None, 0).unwrap();
+        put(&mut seg, "c", "\"xyz\"", Precondition::None, 0).unwrap();
+        assert_eq!(seg.bytes(), 2 + 5 + 1 + 5);
+        put(&mut seg, "ab", "7", Precondition::None, 0).unwrap();
+        assert_eq!(seg.bytes(), 2 + 1 + 1 + 5, "a replaced value no longer counts");
+        seg.remove("c", Precondition::None, 0).unwrap();
+        assert_eq!(seg.bytes(), 3);
+        seg.put(
+            PutRequest {
+                key: Arc::from("t"),
+                value: json("1"),
+                precondition: Precondition::None,
+                lifespan_ms: Some(10),
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(seg.bytes(), 5);
+        seg.reap(20);
+        assert_eq!(seg.bytes(), 3, "expired");
+        assert!(seg.evict_least_recently_written());
+        assert_eq!(seg.bytes(), 0, "evicted");
     }
 
     #[test]

@@ -23,6 +23,14 @@ use super::SegmentId;
 #[serde(transparent)]
 pub struct MemberId(pub Arc<str>);
 
+/// Segments `first..=last` of a cache, all owned by `owners`, primary first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OwnerRange {
+    pub first: u32,
+    pub last: u32,
+    pub owners: Vec<MemberId>,
+}
+
 /// Who owns each segment of one cache.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -83,6 +91,23 @@ impl SegmentOwners {
         (0..self.segments())
             .map(SegmentId)
             .filter(move |s| self.is_owned_by(*s, member))
+    }
+
+    /// The table as runs of consecutive segments with the same owners: a
+    /// handful of rows where the segment-by-segment list has thousands.
+    pub fn ranges(&self) -> Vec<OwnerRange> {
+        let mut ranges: Vec<OwnerRange> = Vec::new();
+        for (segment, owners) in self.owners.iter().enumerate() {
+            match ranges.last_mut() {
+                Some(run) if run.owners == *owners => run.last = segment as u32,
+                _ => ranges.push(OwnerRange {
+                    first: segment as u32,
+                    last: segment as u32,
+                    owners: owners.clone(),
+                }),
+            }
+        }
+        ranges
     }
 
     /// How many (segment, member) copies `self` has that `previous` did not:
@@ -356,6 +381,30 @@ mod tests {
                 "{m:?} is primary for {primaries} of {segments} segments over {n} members"
             );
         }
+    }
+
+    #[test]
+    fn ranges_compress_runs_of_the_same_owners() {
+        let one = SegmentOwners::assign(&ids(&["a"]), 1000, 2);
+        assert_eq!(
+            one.ranges(),
+            vec![OwnerRange {
+                first: 0,
+                last: 999,
+                owners: ids(&["a"])
+            }]
+        );
+        let three = SegmentOwners::assign(&members(3), 64, 2);
+        let ranges = three.ranges();
+        let mut segment = 0;
+        for range in &ranges {
+            assert_eq!(range.first, segment, "ranges are contiguous");
+            for s in range.first..=range.last {
+                assert_eq!(three.owners(SegmentId(s)), range.owners.as_slice());
+            }
+            segment = range.last + 1;
+        }
+        assert_eq!(segment, 64, "ranges cover every segment");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
-use crate::grid::EntryView;
+use crate::grid::{CacheName, EntryView};
 use crate::protocol::codec::Format;
 use crate::protocol::event::EncodedEvent;
 
@@ -31,6 +31,13 @@ pub fn sse_snapshot(out: &mut BytesMut, entries: &[EntryView], done: bool, reset
 /// token after it as `id`.
 pub fn sse_event(out: &mut BytesMut, event: &EncodedEvent, conflated: bool, id: &str) {
     sse_message(out, "event", Some(id), event.encoded(Format::Json, conflated));
+}
+
+/// Appends the `event: cache_deleted` message that ends a stream whose
+/// cache was deleted.
+pub fn sse_cache_deleted(out: &mut BytesMut, cache: &CacheName) {
+    let data = serde_json::to_vec(&serde_json::json!({ "cache": cache })).expect("a name always encodes");
+    sse_message(out, "cache_deleted", None, &data);
 }
 
 fn sse_message(out: &mut BytesMut, name: &str, id: Option<&str>, data: &[u8]) {

@@ -62,6 +62,7 @@ impl From<&GridError> for ErrorCode {
             GridError::BadRequest(_) => ErrorCode::BadRequest,
             GridError::Conflict(_) => ErrorCode::Conflict,
             GridError::Unavailable(_) => ErrorCode::Unavailable,
+            GridError::LimitReached(_) => ErrorCode::RateLimited,
         }
     }
 }
@@ -150,7 +151,12 @@ pub struct CacheList {
 #[derive(Debug, Serialize)]
 pub struct CacheSummary {
     pub name: CacheName,
+    /// Entries this node holds for the cache.
     pub entries: usize,
+    /// Bytes of keys and values among them.
+    pub bytes: usize,
+    /// The life of the cache's histories positions belong to.
+    pub incarnation: Incarnation,
     pub config: CacheConfig,
 }
 
@@ -190,6 +196,7 @@ mod tests {
             GridError::BadRequest(String::new()),
             GridError::Conflict(String::new()),
             GridError::Unavailable(String::new()),
+            GridError::LimitReached(String::new()),
         ] {
             assert_eq!(ErrorCode::from(&err).as_str(), err.code());
         }

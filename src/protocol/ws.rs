@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::codec::{Format, WireFrame};
 use super::{ErrorCode, SnapshotChunk};
-use crate::grid::{EntryView, Incarnation, JsonValue, SegmentId, Version};
+use crate::grid::{CacheName, EntryView, Incarnation, JsonValue, SegmentId, Version};
 
 /// A request id, echoed in the reply exactly as sent: a number or a string,
 /// held in its connection's own form (a reply is encoded in the format its
@@ -157,6 +157,8 @@ pub enum ServerMessage<'a> {
         id: Option<&'a RequestId>,
         sub: &'a str,
     },
+    /// The subscription's cache was deleted; the subscription is over.
+    CacheDeleted { sub: &'a str, cache: &'a CacheName },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,

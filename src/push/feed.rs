@@ -77,6 +77,11 @@ pub enum Item<'a> {
         /// feed tracks them.
         positions: Option<&'a Positions>,
     },
+    /// The subscription's cache was deleted; it is closed.
+    Ended {
+        sub: &'a str,
+        cache: &'a CacheName,
+    },
     Heartbeat,
     Pong(bytes::Bytes),
 }
@@ -306,7 +311,9 @@ impl Feed {
     }
 
     /// Takes in what the listener pushed: each event still wanted (its
-    /// subscription open, past what its start covered) is queued.
+    /// subscription open, past what its start covered) is queued, and each
+    /// subscription whose cache was deleted is closed, with a notice queued
+    /// behind its events.
     pub fn deliver(&mut self, push: Push) -> Result<(), Overloaded> {
         for (sub, event) in push.events {
             let Some(followed) = self.subscriptions.get_mut(&sub) else {
@@ -316,7 +323,20 @@ impl Feed {
                 self.admit(sub, event)?;
             }
         }
+        for sub in push.ended {
+            // The listener has already dropped it: nothing to unregister.
+            if let Some(followed) = self.subscriptions.remove(&sub) {
+                let Subscription { name, cache, .. } = followed.subscription;
+                self.outbox.push(Outgoing::Ended { sub: name, cache });
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the feed holds no subscription (an SSE stream whose cache
+    /// was deleted has nothing left to send).
+    pub fn is_empty(&self) -> bool {
+        self.subscriptions.is_empty()
     }
 
     fn admit(&mut self, sub: SubId, event: Arc<EncodedEvent>) -> Result<(), Overloaded> {
@@ -358,6 +378,10 @@ impl Feed {
             match outgoing {
                 Outgoing::Message(frame) => write(Item::Message(frame)),
                 Outgoing::Heartbeat => write(Item::Heartbeat),
+                Outgoing::Ended { sub, cache } => write(Item::Ended {
+                    sub: &sub,
+                    cache: &cache,
+                }),
                 Outgoing::Pong(bytes) => write(Item::Pong(bytes)),
                 Outgoing::Covered { sub, positions } => {
                     if let Some(sent) = self.subscriptions.get_mut(&sub).and_then(|f| f.sent.as_mut()) {

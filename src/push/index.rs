@@ -105,6 +105,18 @@ impl<T> SubscriptionIndex<T> {
         removed
     }
 
+    /// Removes every subscription to `cache`; returns them.
+    pub fn remove_cache(&mut self, cache: &str) -> Vec<T> {
+        let Some(entries) = self.caches.remove(cache) else {
+            return Vec::new();
+        };
+        let mut removed = entries.all;
+        removed.extend(entries.by_key.into_values().flatten());
+        removed.extend(entries.by_prefix.into_values().flatten());
+        self.len -= removed.len();
+        removed
+    }
+
     /// Calls `visit` with every subscription that wants a write to `key`.
     pub fn for_each_match(&self, cache: &str, key: &str, mut visit: impl FnMut(&T)) {
         let Some(entries) = self.caches.get(cache) else {

@@ -25,7 +25,7 @@ use super::filter::Filter;
 use super::index::SubscriptionIndex;
 use super::{SessionId, SubId};
 use crate::config::ListenerConfig;
-use crate::grid::{CacheName, Published};
+use crate::grid::{CacheDeleted, CacheName, Published};
 use crate::metrics::PushMetrics;
 use crate::protocol::event::EncodedEvent;
 
@@ -74,11 +74,13 @@ impl Actor for Listener {
 }
 
 /// Events for subscriptions of the receiving feed, in the order the
-/// listener routed them.
-#[derive(Debug, Message)]
+/// listener routed them; then the subscriptions that ended because their
+/// cache was deleted (after their last events).
+#[derive(Debug, Default, Message)]
 #[rtype(result = "()")]
 pub struct Push {
     pub events: Vec<(SubId, Arc<EncodedEvent>)>,
+    pub ended: Vec<SubId>,
 }
 
 /// Where a feed receives its pushes: the mailbox of the actor that holds it
@@ -167,7 +169,10 @@ impl Handler<Flush> for Listener {
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
         self.flush_scheduled = false;
         for (_, batch) in self.pending.drain() {
-            batch.pushes.send(Push { events: batch.events });
+            batch.pushes.send(Push {
+                events: batch.events,
+                ended: Vec::new(),
+            });
         }
     }
 }
@@ -193,6 +198,30 @@ impl Handler<Unregister> for Listener {
         self.index.remove(msg.cache.as_str(), &msg.filter, |t| {
             t.session == msg.session && t.sub == msg.sub
         });
+        self.metrics.subscriptions.set(self.index.len() as i64);
+    }
+}
+
+impl Handler<CacheDeleted> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, CacheDeleted(cache): CacheDeleted, ctx: &mut Context<Self>) {
+        // Events routed but not yet flushed go first.
+        self.handle(Flush, ctx);
+        let mut ended: HashMap<SessionId, (PushSink, Vec<SubId>)> = HashMap::new();
+        for target in self.index.remove_cache(cache.as_str()) {
+            ended
+                .entry(target.session)
+                .or_insert_with(|| (target.pushes.clone(), Vec::new()))
+                .1
+                .push(target.sub);
+        }
+        for (_, (pushes, subs)) in ended {
+            pushes.send(Push {
+                events: Vec::new(),
+                ended: subs,
+            });
+        }
         self.metrics.subscriptions.set(self.index.len() as i64);
     }
 }

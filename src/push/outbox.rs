@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::SubId;
-use crate::grid::Key;
+use crate::grid::{CacheName, Key};
 use crate::protocol::codec::{Format, WireFrame};
 use crate::protocol::event::EncodedEvent;
 use crate::protocol::position::Positions;
@@ -42,6 +42,8 @@ pub enum Outgoing {
     /// every event up to `positions` (the end of a replay, which covers the
     /// history read, not only the events that matched).
     Covered { sub: SubId, positions: Positions },
+    /// The subscription named `sub` ended: its cache was deleted.
+    Ended { sub: Arc<str>, cache: CacheName },
     /// The transport's keep-alive: a WebSocket ping, an SSE comment.
     Heartbeat,
     /// A WebSocket pong, answering the client's ping.
@@ -109,7 +111,7 @@ impl Outbox {
         let bytes = match &item {
             Outgoing::Message(frame) => frame.len(),
             Outgoing::Pong(b) => b.len(),
-            Outgoing::Heartbeat | Outgoing::Covered { .. } => 0,
+            Outgoing::Heartbeat | Outgoing::Covered { .. } | Outgoing::Ended { .. } => 0,
             Outgoing::Event { event, .. } => event.encoded(self.format, false).len(),
         };
         self.queued_bytes += bytes;

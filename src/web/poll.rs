@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::http_subscription::HttpSubscription;
 use super::AppState;
-use crate::grid::EntryView;
+use crate::grid::{EntryView, GridError};
 use crate::protocol::codec::Format;
 use crate::protocol::event::EncodedEvent;
 use crate::protocol::fallback::PollAnswer;
@@ -109,6 +109,9 @@ pub async fn poll(
                 push = pushes.recv() => {
                     let Some(push) = push else { break };
                     let _ = feed.deliver(push);
+                    if feed.is_empty() {
+                        break;
+                    }
                     take_events(&mut feed, &mut events);
                     if !events.is_empty() {
                         // Take what else has already arrived, then answer.
@@ -123,6 +126,10 @@ pub async fn poll(
                 _ = shutdown.wait_for(|down| *down) => break,
             }
         }
+    }
+    if feed.is_empty() {
+        // Deleted while the poll waited: the next poll would say so too.
+        return Err(GridError::UnknownCache(request.cache.name().to_string()).into());
     }
     let position = request.token(feed.positions(sub).expect("a poll's feed tracks positions"));
     let (snapshot, reset) = match &snapshot {

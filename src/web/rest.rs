@@ -15,8 +15,9 @@ use super::error::ApiError;
 use super::{check_query_utf8, resource};
 use super::{request_access, AppState};
 use crate::grid::{
-    check_prefix, parse_key, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version,
+    check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version,
 };
+use crate::metrics::CacheFigures;
 use crate::protocol::depth::json_within_depth;
 use crate::protocol::{CacheList, CacheSummary, EntryPage, ErrorCode, ListedEntry, WriteAck};
 
@@ -31,7 +32,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .service(resource("/cluster", "GET").route(web::get().to(cluster)))
                 .service(resource("/caches", "GET").route(web::get().to(list_caches)))
-                .service(resource("/caches/{cache}", "PUT").route(web::put().to(create_cache)))
+                .service(
+                    resource("/caches/{cache}", "GET, PUT, DELETE")
+                        .route(web::get().to(describe_cache))
+                        .route(web::put().to(create_cache))
+                        .route(web::delete().to(delete_cache)),
+                )
                 .service(resource("/caches/{cache}/entries", "GET").route(web::get().to(list_entries)))
                 .service(
                     resource("/caches/{cache}/entries/{key:.*}", "GET, PUT, DELETE")
@@ -50,17 +56,72 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let caches = state.grid.caches();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(
-            state.metrics.render(
-                caches
-                    .iter()
-                    .map(|cache| (cache.name().as_str(), cache.entry_count())),
-            ),
-        )
+        .body(state.metrics.render(caches.iter().map(|cache| CacheFigures {
+            name: cache.name().as_str(),
+            entries: cache.entry_count(),
+            bytes: cache.bytes(),
+        })))
 }
 
-async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.grid.describe_cluster().await?))
+#[derive(Deserialize)]
+struct ClusterQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Caches per page of the cluster view, by default and at most.
+const CLUSTER_PAGE: (usize, usize) = (100, 1000);
+
+async fn cluster(
+    state: web::Data<AppState>,
+    query: web::Query<ClusterQuery>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    check_query_utf8(&req)?;
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(CLUSTER_PAGE.0);
+    if !(1..=CLUSTER_PAGE.1).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be 1 to {}, not {limit}",
+            CLUSTER_PAGE.1
+        )));
+    }
+    Ok(HttpResponse::Ok().json(state.grid.describe_cluster(query.after, limit).await?))
+}
+
+fn summary(cache: &Cache) -> CacheSummary {
+    CacheSummary {
+        name: cache.name().clone(),
+        entries: cache.entry_count(),
+        bytes: cache.bytes(),
+        incarnation: cache.incarnation(),
+        config: cache.config().clone(),
+    }
+}
+
+async fn describe_cache(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let name = CacheName::parse(&path.into_inner())?;
+    request_access(&state, &req)?.check_read(name.as_str())?;
+    let cache = state.grid.cache(name.as_str())?;
+    Ok(HttpResponse::Ok().json(summary(&cache)))
+}
+
+/// Deletes the cache and everything in it; its subscribers are told
+/// (`cache_deleted`) after the events they were owed.
+async fn delete_cache(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let name = CacheName::parse(&path.into_inner())?;
+    request_access(&state, &req)?.check_write(name.as_str())?;
+    state.grid.delete_cache(name.as_str()).await?;
+    log::info!("cache {name} deleted");
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn list_caches(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -70,11 +131,7 @@ async fn list_caches(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
         .caches()
         .iter()
         .filter(|cache| access.check_read(cache.name().as_str()).is_ok())
-        .map(|cache| CacheSummary {
-            name: cache.name().clone(),
-            entries: cache.entry_count(),
-            config: cache.config().clone(),
-        })
+        .map(|cache| summary(cache))
         .collect();
     Ok(HttpResponse::Ok().json(CacheList { caches }))
 }

@@ -24,7 +24,7 @@ use super::http_subscription::HttpSubscription;
 use super::{AppState, ConnectionSlot};
 use crate::metrics::PushMetrics;
 use crate::protocol::codec::{Format, WireFrame};
-use crate::protocol::fallback::{sse_event, sse_snapshot, SSE_HEARTBEAT};
+use crate::protocol::fallback::{sse_cache_deleted, sse_event, sse_snapshot, SSE_HEARTBEAT};
 use crate::protocol::ws::FilterSpec;
 use crate::push::feed::{Feed, Item, Pushes};
 use crate::push::outbox::Outgoing;
@@ -161,7 +161,13 @@ impl SseStream {
                     }
                 }
                 permit = chunks.reserve(), if !self.feed.is_idle() => match permit {
-                    Ok(permit) => permit.send(self.next_chunk()),
+                    Ok(permit) => {
+                        permit.send(self.next_chunk());
+                        if self.feed.is_empty() && self.feed.is_idle() {
+                            // Its cache was deleted and the client told.
+                            break;
+                        }
+                    }
                     Err(_) => break,
                 },
                 _ = ticks.tick() => self.feed.push(Outgoing::Heartbeat),
@@ -184,6 +190,7 @@ impl SseStream {
                 sse_event(&mut out, event, conflated, &request.token(positions));
             }
             Item::Message(message) => out.extend_from_slice(message.payload()),
+            Item::Ended { cache, .. } => sse_cache_deleted(&mut out, cache),
             Item::Heartbeat => out.extend_from_slice(SSE_HEARTBEAT.as_bytes()),
             Item::Pong(_) => {}
         });

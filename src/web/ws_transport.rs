@@ -22,6 +22,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::protocol::codec::{Format, WireFrame};
+use crate::protocol::ws::ServerMessage;
 use crate::push::feed::{Feed, Item};
 
 /// Batches waiting between a session and its socket. With up to
@@ -191,6 +192,10 @@ impl FrameBatch {
                     Format::MsgPack => self.binary(&payload),
                 }
             }
+            Item::Ended { sub, cache } => match format.frame(&ServerMessage::CacheDeleted { sub, cache }) {
+                WireFrame::Text(text) => self.text(text.as_bytes()),
+                WireFrame::Binary(bytes) => self.binary(&bytes),
+            },
             Item::Heartbeat => self.ping(b""),
             Item::Pong(bytes) => self.pong(&bytes),
         }
