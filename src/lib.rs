@@ -8,10 +8,12 @@
 //! subscriptions it concerns.
 
 pub mod auth;
+pub mod capacity;
 pub mod config;
 pub mod demo;
 pub mod fuzzing;
 pub mod grid;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -30,11 +30,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log_level, cli.log_level.is_some());
+    pushgrid::logging::init(&config.log_level, cli.log_level.is_some());
 
     let served = actix_web::rt::System::new().block_on(async move {
         let node = pushgrid::node::start(config).await?;
-        raise_file_limit();
         // Listening before the address is printed: whoever starts the node
         // may stop it as soon as it reads the address.
         let signals = ShutdownSignals::install();
@@ -102,22 +101,4 @@ impl ShutdownSignals {
             _ = interrupt => "SIGINT",
         }
     }
-}
-
-/// Every connection is a file descriptor: lift the soft limit to the hard
-/// one where the system allows, and say what it is.
-fn raise_file_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => log::info!("file descriptor limit: {limit} (bounds concurrent connections)"),
-        Err(err) => log::warn!("could not raise the file descriptor limit: {err}"),
-    }
-}
-
-/// `--log-level` wins over `RUST_LOG`, which wins over the config file.
-fn init_logging(level: &str, from_flag: bool) {
-    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
-    if from_flag {
-        builder.parse_filters(level);
-    }
-    builder.init();
 }

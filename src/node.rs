@@ -12,6 +12,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use tokio::sync::watch;
 
 use crate::auth::Authenticator;
+use crate::capacity::ConnectionBudget;
 use crate::config::Config;
 use crate::demo::{DemoFeed, DEMO_CACHE};
 use crate::grid::membership::{Member, Membership};
@@ -104,6 +105,25 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
              read and write every cache; configure [auth] tokens or jwt_secret"
         );
     }
+    let workers = Config::threads(config.http_workers);
+    let budget = ConnectionBudget::of_this_process(config.limits.max_connections, workers);
+    log::info!(
+        "file descriptor limit {}: up to {} WebSocket connections, SSE streams and held polls{}",
+        budget.fd_limit,
+        budget.push_connections,
+        if budget.push_connections < config.limits.max_connections {
+            format!(
+                " (max_connections {} does not fit)",
+                config.limits.max_connections
+            )
+        } else {
+            String::new()
+        }
+    );
+    let limits = crate::config::LimitsConfig {
+        max_connections: budget.push_connections,
+        ..config.limits.clone()
+    };
     let (shutting_down, shutdown) = watch::channel(false);
     let state = web::Data::new(AppState {
         grid: grid.clone(),
@@ -112,7 +132,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         push,
         websocket,
         shutdown,
-        limits: Arc::new(config.limits.clone()),
+        limits: Arc::new(limits),
         auth,
         connections: Arc::default(),
     });
@@ -122,7 +142,10 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
             .wrap(middleware::from_fn(observe_latency))
             .configure(configure)
     })
-    .workers(Config::threads(config.http_workers))
+    .workers(workers)
+    // Past this, connections wait in the backlog rather than fail accept
+    // for want of descriptors (see `capacity`).
+    .max_connections(budget.per_worker)
     // A push server writes small frames as they happen; Nagle's algorithm
     // would hold them back for up to a delayed-ACK timeout (~40 ms).
     .tcp_nodelay(true)

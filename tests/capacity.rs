@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::node::Launch;
 use common::ws::WsClient;
 use common::{Rest, TestNode};
 use futures_util::future::join_all;
@@ -77,4 +78,55 @@ async fn ten_thousand_subscribed_connections_are_served() {
     // The last connection still gets its own key's writes.
     rest.put_entry("c", &format!("k{}", CONNECTIONS - 1), "1").await;
     assert_eq!(clients.last_mut().unwrap().next_event().await["value"], 1);
+}
+
+/// A node short of file descriptors: its connection limit comes from its
+/// descriptor limit, so a handshake past it gets 503 (not a failed
+/// `accept`), and health checks and metrics are still answered.
+#[actix_web::test]
+async fn a_node_short_of_descriptors_refuses_handshakes_but_answers_health_checks() {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    // 256 descriptors, 2 workers: 64 kept back, 192 accepted, 16 of them
+    // for plain requests: 176 push connections (see `capacity`).
+    let node = Launch::new()
+        .config("[caches.c]\n")
+        .args(&["--http-workers", "2"])
+        .fd_limit(256)
+        .start();
+    let rest = Rest::new(&node);
+    let mut open = Vec::new();
+    let refused = loop {
+        match WsClient::connect_with(&node, &[], None).await {
+            Ok(client) => open.push(client),
+            Err(err) => break err,
+        }
+        assert!(open.len() <= 256, "no limit short of the descriptor limit");
+    };
+    assert!(
+        matches!(refused, awc::error::WsClientError::InvalidResponseStatus(s) if s == 503),
+        "{refused:?}"
+    );
+    assert_eq!(open.len(), 176);
+    for _ in 0..3 {
+        assert_eq!(rest.get("/healthz").await.status, 200);
+        assert_eq!(rest.get("/metrics").await.status, 200);
+        let sse = common::send(rest.http.get(node.url("/api/v1/caches/c/events")), "").await;
+        assert_eq!((sse.status.as_u16(), sse.error_code()), (503, "unavailable"));
+    }
+    // Every connection held is still served.
+    for client in open.iter_mut().step_by(25) {
+        assert_eq!(client.request(json!({"op": "ping"})).await["type"], "pong");
+    }
+    // A place given back is a place to take.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match WsClient::connect_with(&node, &[], None).await {
+            Ok(client) => break open.push(client),
+            Err(_) if std::time::Instant::now() < deadline => {
+                actix_web::rt::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(err) => panic!("no place after one was given back: {err:?}"),
+        }
+    }
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::http_subscription::HttpSubscription;
-use super::AppState;
+use super::{AppState, ConnectionSlot};
 use crate::grid::{EntryView, GridError};
 use crate::protocol::codec::Format;
 use crate::protocol::event::EncodedEvent;
@@ -103,6 +103,8 @@ pub async fn poll(
         let mut shutdown = state.shutdown.clone();
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        // A held poll is a connection like a stream, and counts as one.
+        let _slot = ConnectionSlot::take(&state)?;
         let _held = GaugeGuard::raise(&state.metrics.push.polls_held);
         loop {
             tokio::select! {

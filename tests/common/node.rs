@@ -25,6 +25,7 @@ pub struct Launch {
     demo: bool,
     ip: String,
     log_level: Option<String>,
+    fd_limit: Option<u64>,
 }
 
 impl Default for Launch {
@@ -35,6 +36,7 @@ impl Default for Launch {
             demo: false,
             ip: "127.0.0.1".into(),
             log_level: None,
+            fd_limit: None,
         }
     }
 }
@@ -74,6 +76,12 @@ impl Launch {
         self
     }
 
+    /// Runs the node with this file-descriptor limit (soft and hard).
+    pub fn fd_limit(mut self, limit: u64) -> Self {
+        self.fd_limit = Some(limit);
+        self
+    }
+
     /// Starts the node and waits for it to print its address.
     pub fn start(self) -> NodeProcess {
         let config = (!self.config_toml.is_empty()).then(|| {
@@ -94,6 +102,24 @@ impl Launch {
         }
         if let Some(file) = &config {
             command.arg("--config").arg(file.path());
+        }
+        if let Some(limit) = self.fd_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe, and the closure
+            // touches nothing else between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let mut node = NodeProcess::spawn(command);
         node._config = config;
