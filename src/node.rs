@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     // Past this, connections wait in the backlog rather than fail accept
     // for want of descriptors (see `capacity`).
     .max_connections(budget.per_worker)
+    .on_connect(crate::web::note_socket)
     // A push server writes small frames as they happen; Nagle's algorithm
     // would hold them back for up to a delayed-ACK timeout (~40 ms).
     .tcp_nodelay(true)

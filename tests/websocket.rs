@@ -368,3 +368,71 @@ async fn a_reused_id_is_echoed_on_each_reply() {
         (Some("ok"), Some("ok"))
     );
 }
+
+/// After the close handshake the server closes the TCP connection itself
+/// (RFC 6455 §7.1.1: the server closes first), at once, rather than
+/// waiting for the client to: a client that waits for the server, as the
+/// RFC tells it to, is not held a second.
+#[actix_web::test]
+async fn the_server_closes_the_tcp_connection_right_after_the_close_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = node();
+    for initiator in ["client", "server"] {
+        let mut tcp = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            node.addr()
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            tcp.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        if initiator == "client" {
+            // A masked close frame, code 1000, mask of zeros.
+            tcp.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
+                .await
+                .unwrap();
+        } else {
+            // A text frame the server refuses with a close: invalid UTF-8 (1007).
+            tcp.write_all(&[0x81, 0x81, 0, 0, 0, 0, 0xFF]).await.unwrap();
+        }
+        // Read the close frame, then wait for the end of the stream while
+        // sending nothing more.
+        let started = std::time::Instant::now();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 256];
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "{initiator}: the server never closed the connection"
+        );
+        assert_eq!(
+            received.first(),
+            Some(&0x88),
+            "{initiator}: a close frame came first"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(500),
+            "{initiator}: the server held the closed connection for {waited:?}"
+        );
+    }
+}

@@ -15,6 +15,8 @@ pub mod sse;
 pub mod websocket;
 mod ws_transport;
 
+pub use ws_transport::note_socket;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;

@@ -44,6 +44,40 @@ const CLOSE_GRACE: Duration = Duration::from_secs(30);
 /// reason (after the 2-byte code) at most 123.
 const MAX_CLOSE_REASON_BYTES: usize = 123;
 
+/// The socket of the connection a request came on, noted when it was
+/// accepted (see [`note_socket`]).
+///
+/// Once a session has written its close frame, the server is to close the
+/// TCP connection (RFC 6455 §7.1.1). The HTTP server would instead linger
+/// after the response, reading until the client closes or a timer fires
+/// (a second by default), since the upgraded request's body never ends.
+/// Shutting the socket's read half when the last frame is handed over makes
+/// that read end at once: the server flushes the close frame and then
+/// closes its side, promptly.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionSocket(std::os::fd::RawFd);
+
+/// For `HttpServer::on_connect`: notes each TCP connection's socket in the
+/// connection's data, for the WebSocket endpoint.
+pub fn note_socket(connection: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsRawFd;
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        data.insert(ConnectionSocket(tcp.as_raw_fd()));
+    }
+}
+
+impl ConnectionSocket {
+    /// Ends reading from the socket; writing goes on.
+    fn stop_reading(self) {
+        // SAFETY: called only from the response body, which the
+        // connection's own dispatcher polls while it owns the socket, so
+        // the descriptor is open and is this connection's.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) };
+        // A peer that already closed makes this fail; nothing to do then.
+        let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Read);
+    }
+}
+
 /// An upgraded connection: the 101 response to return, the writer for
 /// outgoing frames, and the client's messages.
 pub struct Upgraded {
@@ -63,12 +97,19 @@ pub fn upgrade(
     let (response, unused_session, incoming) = actix_ws::handle_with_protocols(req, body, &[protocol])?;
     drop(unused_session);
     let (tx, mut rx) = mpsc::channel::<Bytes>(BATCHES_IN_FLIGHT);
+    let socket = req.conn_data::<ConnectionSocket>().copied();
     // actix-ws's own body is kept, unpolled, for as long as the response
     // lives: dropping it tells the message stream the connection is gone.
     let response = response.map_body(|_, actix_ws_body| {
         let batches = futures_util::stream::poll_fn(move |cx| {
             let _keep = &actix_ws_body;
-            rx.poll_recv(cx).map(|batch| batch.map(Ok::<_, Infallible>))
+            let batch = std::task::ready!(rx.poll_recv(cx));
+            if batch.is_none() {
+                if let Some(socket) = socket {
+                    socket.stop_reading();
+                }
+            }
+            std::task::Poll::Ready(batch.map(Ok::<_, Infallible>))
         });
         BodyStream::new(batches).boxed()
     });
