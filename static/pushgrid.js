@@ -11,7 +11,11 @@
 //   client.subscribe("scores", { prefix: "match/" }, {
 //     onSnapshot(entries, { reset }) { /* replace state with entries */ },
 //     onEvent(event) { /* apply one change */ },
+//     onError(error) { /* refused (error.code: "unauthorized", "unknown_cache", ...) or its cache deleted */ },
 //   });
+//
+// A subscription or connection refused for want of a valid token turns the
+// status to "unauthorized"; `client.setToken(token)` tries again with one.
 //   await client.put("scores", "match/1", { home_score: 1 }, { if_version: 7 });
 //
 // Over SSE and long polling, reads and writes go through the REST API.
@@ -42,7 +46,8 @@ export class PushgridClient {
    * @param {string} [options.token] access token, when the node requires one.
    * @param {"auto"|"websocket"|"sse"|"poll"} [options.transport] "auto" (the default)
    *   tries WebSocket, then SSE, then long polling, moving on when one cannot connect.
-   * @param {(status: "connecting"|"live"|"reconnecting"|"offline", transport: string) => void} [options.onStatus]
+   * @param {(status: "connecting"|"live"|"reconnecting"|"offline"|"unauthorized", transport: string) => void} [options.onStatus]
+   *   "unauthorized": the node refused the token (or its lack); nothing is retried until setToken.
    */
   constructor(options = {}) {
     this.origin = options.origin || location.origin;
@@ -103,6 +108,15 @@ export class PushgridClient {
   close() {
     this.closed = true;
     this.attempt?.stop();
+  }
+
+  /** Uses `token` from now on: reconnects with it and subscribes again. */
+  setToken(token) {
+    this.token = token || undefined;
+    this.attempt?.stop();
+    this.failures = 0;
+    this.candidate = 0;
+    this.connect();
   }
 
   request(message) {
@@ -173,7 +187,7 @@ export class PushgridClient {
   }
 
   /** The attempt ended: reconnect, on this transport or the next. */
-  failed(attempt) {
+  async failed(attempt) {
     if (attempt !== this.attempt || attempt.stopped) return;
     attempt.stop();
     for (const { reject } of this.pending.values()) {
@@ -181,6 +195,9 @@ export class PushgridClient {
     }
     this.pending.clear();
     if (this.closed) return;
+    // A browser does not say why a WebSocket or an event stream was
+    // refused: ask the node, the way a poll would, before retrying.
+    if (!attempt.opened && (await this.refusedAccess())) return;
     let backoff = 0;
     if (!attempt.opened && this.candidate + 1 < this.candidates.length) {
       this.candidate += 1; // try the next transport at once
@@ -191,6 +208,32 @@ export class PushgridClient {
     }
     this.setStatus(this.failures >= OFFLINE_AFTER ? "offline" : "reconnecting");
     setTimeout(() => this.connect(), backoff * (0.75 + Math.random() / 2));
+  }
+
+  /**
+   * Whether the node refuses this client's token (or its lack): asked with
+   * a first poll of the first subscription. Then the status turns to
+   * "unauthorized" and nothing is retried until setToken.
+   */
+  async refusedAccess() {
+    const subscription = this.subscriptions[0];
+    if (!subscription) return false;
+    const url = `${this.origin}/api/v1/caches/${encodeURIComponent(subscription.cache)}/poll?${this.filterQuery(subscription)}`;
+    try {
+      const response = await fetch(url, { cache: "no-store" });
+      if (response.status !== 401 && response.status !== 403) return false;
+      const error = (await response.json()).error;
+      this.refuse(subscription, new PushgridError(error));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** A subscription was refused or ended: its handler is told, and the status says so. */
+  refuse(subscription, error) {
+    subscription.handlers.onError?.(error);
+    if (error.code === "unauthorized") this.setStatus("unauthorized");
   }
 
   follow(attempt, subscription) {
@@ -236,7 +279,9 @@ export class PushgridClient {
     subscription.incoming = [];
     this.pending.set(id, {
       resolve: (reply) => this.bySub.set(reply.sub, subscription),
-      reject: (error) => console.error("pushgrid: subscribe failed", error),
+      reject: (error) => {
+        if (error.code !== "unavailable") this.refuse(subscription, error);
+      },
     });
     this.attempt.ws.send(JSON.stringify(message));
   }
@@ -263,6 +308,12 @@ export class PushgridClient {
         const segment = String(event.segment);
         positions[segment] = Math.max(positions[segment] || 0, event.version);
         this.applyEvent(subscription, event);
+        return;
+      }
+      case "cache_deleted": {
+        const subscription = this.bySub.get(message.sub);
+        this.bySub.delete(message.sub);
+        if (subscription) this.refuse(subscription, new PushgridError({ code: "unknown_cache", message: `cache ${message.cache} was deleted` }));
         return;
       }
       default: {
@@ -298,6 +349,11 @@ export class PushgridClient {
       subscription.token = message.lastEventId;
       this.applyEvent(subscription, JSON.parse(message.data));
     });
+    stream.addEventListener("cache_deleted", (message) => {
+      stream.close();
+      const { cache } = JSON.parse(message.data);
+      this.refuse(subscription, new PushgridError({ code: "unknown_cache", message: `cache ${cache} was deleted` }));
+    });
     // The browser would retry by itself; this client retries with its own
     // backoff and transport choice instead.
     stream.onerror = () => this.failed(attempt);
@@ -318,6 +374,11 @@ export class PushgridClient {
       let answer;
       try {
         const response = await fetch(`${path}?${query}`, { signal: abort.signal, cache: "no-store" });
+        if (response.status >= 400 && response.status < 500) {
+          // Refused (a token, a deleted cache): retrying would not help.
+          this.refuse(subscription, new PushgridError((await response.json()).error));
+          return;
+        }
         if (!response.ok) throw new Error(`poll answered ${response.status}`);
         answer = await response.json();
       } catch (error) {

@@ -2,7 +2,8 @@
 // keeps one card per match, flashing a score when it changes. The + and −
 // buttons write with compare-and-set (through the WebSocket, or REST when
 // the page runs over SSE or long polling). `?transport=sse` or
-// `?transport=poll` forces a transport; `?token=...` presents a token.
+// `?transport=poll` forces a transport; `?token=...` presents a token, and
+// a node that refuses the page's token (or its lack) gets a form for one.
 
 import { PushgridClient, TRANSPORT_NAMES } from "/static/pushgrid.js";
 
@@ -13,26 +14,54 @@ const connection = document.getElementById("connection");
 const connectionText = document.getElementById("connection-text");
 const rate = document.getElementById("event-rate");
 const template = document.getElementById("card-template");
+const tokenForm = document.getElementById("token-form");
+const WAITING_TEXT = empty.textContent;
+const TOKEN_KEY = "pushgrid-token";
 
 const STATUS_TEXT = { scheduled: "Soon", live: "Live", half_time: "Half time", full_time: "Full time" };
 const STATUS_ORDER = { live: 0, half_time: 1, scheduled: 2, full_time: 3 };
-const CONNECTION_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline" };
+const CONNECTION_TEXT = {
+  connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline", unauthorized: "Not authorized",
+};
 
 /** key -> { value, version, card } */
 const matches = new Map();
 
 const params = new URLSearchParams(location.search);
 const client = new PushgridClient({
-  // A node with [auth] tokens: open the page as /?token=...
-  token: params.get("token") || undefined,
+  // A node with [auth] tokens: open the page as /?token=..., or give the
+  // token in the form it shows (kept for this tab's session).
+  token: params.get("token") || sessionStorage.getItem(TOKEN_KEY) || undefined,
   transport: params.get("transport") || "auto",
   onStatus(status, transport) {
     connection.dataset.state = status;
     connection.dataset.transport = transport;
     const text = CONNECTION_TEXT[status] || status;
     connectionText.textContent = status === "live" ? `${text} · ${TRANSPORT_NAMES[transport] || transport}` : text;
+    const refused = status === "unauthorized";
+    tokenForm.classList.toggle("hidden", !refused);
+    if (refused) showNotice("Not authorized to read the scores.");
+    else if (status === "live" && empty.dataset.notice) showNotice(null);
   },
 });
+
+tokenForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const token = tokenForm.elements.token.value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  tokenForm.classList.add("hidden");
+  showNotice(null);
+  client.setToken(token);
+});
+
+/** Says why the board is empty; `null` goes back to waiting for kick-off. */
+function showNotice(text) {
+  if (text) empty.dataset.notice = "true";
+  else delete empty.dataset.notice;
+  empty.textContent = text || WAITING_TEXT;
+  empty.classList.toggle("hidden", !text && matches.size > 0);
+}
 window.pushgridClient = client; // for the browser test and the curious
 
 client.subscribe(CACHE, { prefix: "match/" }, {
@@ -46,6 +75,10 @@ client.subscribe(CACHE, { prefix: "match/" }, {
     if (event.kind === "removed" || event.kind === "expired") removeMatch(event.key);
     else upsert(event.key, event.value, event.version, true);
     layout();
+  },
+  onError(error) {
+    for (const key of [...matches.keys()]) removeMatch(key);
+    showNotice(error.code === "unauthorized" ? "Not authorized to read the scores." : `Cannot follow the scores: ${error.message}`);
   },
 });
 
@@ -94,7 +127,8 @@ function render({ card, value }, previous, animate) {
     ...(value.goals || []).map((goal) => {
       const li = document.createElement("li");
       li.className = goal.side;
-      li.textContent = `${goal.minute}' ${goal.side === "home" ? value.home : value.away}`;
+      // A goal added by hand on the page has no scorer: it names the club.
+      li.textContent = `${goal.minute}' ${goal.scorer || (goal.side === "home" ? value.home : value.away)}`;
       return li;
     }),
   );
@@ -120,7 +154,7 @@ function layout() {
   ordered.forEach(([, match], i) => {
     if (board.children[i] !== match.card) board.insertBefore(match.card, board.children[i] || null);
   });
-  empty.classList.toggle("hidden", matches.size > 0);
+  empty.classList.toggle("hidden", matches.size > 0 && !empty.dataset.notice);
 }
 
 /** A person's change: written with compare-and-set, retried once on a race. */

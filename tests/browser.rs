@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::node::Launch;
 use common::{Rest, TestNode};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
@@ -454,7 +455,106 @@ async fn the_demo_feed_fills_the_board_and_a_screenshot_is_kept() {
     )
     .await;
     assert!(rate.as_str().unwrap().ends_with("events/s"), "{rate}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Believable: a club plays one match at a time, and goals name scorers.
+    let clubs =
+        "return [...document.querySelectorAll('#board .card:not(.leaving) .name')].map(n => n.textContent)";
+    for _ in 0..20 {
+        let names: Vec<String> = serde_json::from_value(page.execute(clubs, vec![]).await.unwrap()).unwrap();
+        let mut distinct = names.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            names.len(),
+            "a club plays twice at once: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let goals = "return [...document.querySelectorAll('#board .card:not(.leaving)')].flatMap(card => \
+                 [...card.querySelectorAll('.goals li')].map(li => [li.textContent, \
+                 ...[...card.querySelectorAll('.name')].map(n => n.textContent)]))";
+    let scored = eventually(&page, goals, Duration::from_secs(30), |v| {
+        v.as_array().is_some_and(|goals| !goals.is_empty())
+    })
+    .await;
+    let scored: Vec<[String; 3]> = serde_json::from_value(scored).unwrap();
+    assert!(!scored.is_empty(), "no goal in 30 s of four matches a second");
+    for [goal, home, away] in &scored {
+        let (minute, scorer) = goal.split_once("' ").expect("a goal reads MINUTE' SCORER");
+        assert!(minute.parse::<u32>().is_ok(), "{goal}");
+        assert!(
+            scorer != home && scorer != away,
+            "a goal names its club, not a scorer: {goal}"
+        );
+    }
+
+    // The icon browsers ask for is there.
+    let icon = Rest::new(&node).get("/favicon.ico").await;
+    assert_eq!(icon.status, 200);
+    assert_eq!(icon.headers.get("content-type").unwrap(), "image/x-icon");
+
+    // Settled: no card is fading in or out, no score flashing (the live
+    // dot pulses forever and does not count).
+    let moving =
+        "return document.getAnimations().filter(a => !a.effect?.target?.closest?.('.connection')).length";
+    let settled = eventually(&page, moving, Duration::from_secs(20), |v| v == 0).await;
+    assert_eq!(settled, 0, "the page never settled");
     save_screenshot(&page.screenshot().await.unwrap(), "scoreboard.png");
     page.close().await.unwrap();
+}
+
+/// With auth on, a page without a token says it is not authorized (not
+/// "Live" over an empty board) and offers a form for one; given a token
+/// that may read the scores, it follows them.
+#[actix_web::test]
+async fn a_page_without_a_token_says_so_and_takes_one() {
+    if !browser_available() {
+        return;
+    }
+    let config = "[auth]\n[[auth.tokens]]\ntoken = \"viewer-token\"\nread = [\"scores\"]\n";
+    let node = Launch::new().config(config).demo().start();
+    let driver = Driver::start().await;
+    let notice = "return document.getElementById('empty').textContent";
+    let form_shown = "return !document.getElementById('token-form').classList.contains('hidden')";
+    for (page_path, refused_how) in [("/", "no token"), ("/?token=wrong", "a wrong token")] {
+        let page = driver.browser().await;
+        page.goto(&format!("{}{page_path}", node.base)).await.unwrap();
+        assert_eq!(
+            eventually(&page, CONNECTION, Duration::from_secs(10), |v| v
+                == "unauthorized")
+            .await,
+            "unauthorized",
+            "{refused_how}"
+        );
+        let text = "return document.getElementById('connection-text').textContent";
+        assert_eq!(page.execute(text, vec![]).await.unwrap(), "Not authorized");
+        assert_eq!(page.execute(CARD_COUNT, vec![]).await.unwrap(), 0);
+        assert_eq!(
+            page.execute(notice, vec![]).await.unwrap(),
+            "Not authorized to read the scores."
+        );
+        assert_eq!(page.execute(form_shown, vec![]).await.unwrap(), true);
+
+        let input = page.find(Locator::Id("token-input")).await.unwrap();
+        input.send_keys("viewer-token").await.unwrap();
+        page.find(Locator::Css("#token-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(
+            eventually(&page, CONNECTION, Duration::from_secs(10), |v| v == "live").await,
+            "live",
+            "{refused_how}, then a good one"
+        );
+        let cards = eventually(&page, CARD_COUNT, Duration::from_secs(10), |v| {
+            v.as_u64() >= Some(6)
+        })
+        .await;
+        assert!(cards.as_u64() >= Some(6), "{cards}");
+        assert_eq!(page.execute(form_shown, vec![]).await.unwrap(), false);
+        page.close().await.unwrap();
+    }
 }

@@ -5,31 +5,249 @@
 
 use serde::{Deserialize, Serialize};
 
-const TEAMS: &[&str] = &[
-    "Arsenal",
-    "Aston Villa",
-    "Barcelona",
-    "Bayern",
-    "Benfica",
-    "Celtic",
-    "Chelsea",
-    "Dortmund",
-    "Inter",
-    "Juventus",
-    "Liverpool",
-    "Lyon",
-    "Man City",
-    "Milan",
-    "Napoli",
-    "Porto",
-    "PSG",
-    "Real Madrid",
-    "Roma",
-    "Sevilla",
-    "Sporting",
-    "Tottenham",
-    "Valencia",
-    "Ajax",
+/// The clubs, each with the forwards and midfielders who score its goals.
+/// Names in the style of each club's squad, not a real line-up.
+const CLUBS: &[(&str, [&str; 5])] = &[
+    (
+        "Arsenal",
+        [
+            "Tom Whitley",
+            "Jamie Okafor",
+            "Luca Brennan",
+            "Sam Ashworth",
+            "Kieran Doyle",
+        ],
+    ),
+    (
+        "Aston Villa",
+        [
+            "Harry Pell",
+            "Marcus Adeyemi",
+            "Callum Ross",
+            "Joe Hartigan",
+            "Ben Lowry",
+        ],
+    ),
+    (
+        "Barcelona",
+        [
+            "Pau Ferrer",
+            "Marc Vidal",
+            "Jordi Soler",
+            "Àlex Puig",
+            "Iker Roca",
+        ],
+    ),
+    (
+        "Bayern",
+        [
+            "Jonas Weber",
+            "Felix Brandt",
+            "Leon Hofmann",
+            "Max Keller",
+            "Tim Schuster",
+        ],
+    ),
+    (
+        "Benfica",
+        [
+            "Rui Matos",
+            "Diogo Correia",
+            "André Pires",
+            "Tiago Nunes",
+            "João Serra",
+        ],
+    ),
+    (
+        "Celtic",
+        [
+            "Callum McBride",
+            "Rory Quinn",
+            "Aidan Doherty",
+            "Lewis Grant",
+            "Shane Connolly",
+        ],
+    ),
+    (
+        "Chelsea",
+        [
+            "Reece Hollins",
+            "Mason Clarke",
+            "Noah Pearce",
+            "Cole Madden",
+            "Theo Barker",
+        ],
+    ),
+    (
+        "Dortmund",
+        [
+            "Niklas Krüger",
+            "Jannik Vogt",
+            "Paul Zimmer",
+            "Lukas Engel",
+            "Erik Sauer",
+        ],
+    ),
+    (
+        "Inter",
+        [
+            "Lorenzo Bassi",
+            "Matteo Greco",
+            "Davide Conti",
+            "Simone Ferri",
+            "Andrea Villa",
+        ],
+    ),
+    (
+        "Juventus",
+        [
+            "Federico Rossi",
+            "Nicolò Gallo",
+            "Marco Fontana",
+            "Giorgio Moretti",
+            "Luca Bianchi",
+        ],
+    ),
+    (
+        "Liverpool",
+        [
+            "Danny Mercer",
+            "Curtis Hale",
+            "Owen Fletcher",
+            "Jordan Price",
+            "Ryan Doran",
+        ],
+    ),
+    (
+        "Lyon",
+        [
+            "Hugo Lambert",
+            "Théo Garnier",
+            "Lucas Morel",
+            "Nathan Roux",
+            "Maxime Faure",
+        ],
+    ),
+    (
+        "Man City",
+        [
+            "Jack Ramsden",
+            "Phil Oduya",
+            "Liam Foden",
+            "Kevin Drury",
+            "Rico Lewin",
+        ],
+    ),
+    (
+        "Milan",
+        [
+            "Alessandro Costa",
+            "Riccardo Lombardi",
+            "Sandro Tonelli",
+            "Rafa Leone",
+            "Olivier Gerardi",
+        ],
+    ),
+    (
+        "Napoli",
+        [
+            "Ciro Esposito",
+            "Gennaro Russo",
+            "Salvatore Amato",
+            "Vincenzo Di Lauro",
+            "Pasquale Ruggiero",
+        ],
+    ),
+    (
+        "Porto",
+        [
+            "Fábio Teixeira",
+            "Pepê Carvalho",
+            "Danny Loureiro",
+            "Gonçalo Borges",
+            "Otávio Sequeira",
+        ],
+    ),
+    (
+        "PSG",
+        [
+            "Kylian Mbaye",
+            "Ousmane Diallo",
+            "Warren Zaïre",
+            "Bradley Barcola",
+            "Randal Koné",
+        ],
+    ),
+    (
+        "Real Madrid",
+        [
+            "Rodrigo Varela",
+            "Jude Bellamy",
+            "Vinícius Sena",
+            "Fede Valdés",
+            "Brahim Díaz",
+        ],
+    ),
+    (
+        "Roma",
+        [
+            "Paulo Dybala",
+            "Lorenzo Pellini",
+            "Stephan El Amrani",
+            "Tommaso Baldi",
+            "Nicola Zalla",
+        ],
+    ),
+    (
+        "Sevilla",
+        [
+            "Jesús Navarro",
+            "Lucas Ocampos",
+            "Isaac Romero",
+            "Suso Ramos",
+            "Óliver Torres",
+        ],
+    ),
+    (
+        "Sporting",
+        [
+            "Viktor Gyökeres",
+            "Pedro Gonçalves",
+            "Francisco Trincão",
+            "Marcus Edwards",
+            "Hidemasa Morita",
+        ],
+    ),
+    (
+        "Tottenham",
+        [
+            "Son Min-jae",
+            "Dejan Kulevski",
+            "James Maddox",
+            "Richarlison Alves",
+            "Brennan Johnston",
+        ],
+    ),
+    (
+        "Valencia",
+        [
+            "Hugo Duro",
+            "Diego López",
+            "Javi Guerra",
+            "André Almeida",
+            "Pepelu García",
+        ],
+    ),
+    (
+        "Ajax",
+        [
+            "Brian Brobbey",
+            "Steven Bergwijn",
+            "Kenneth Taylor",
+            "Mika Godts",
+            "Chuba Akpom",
+        ],
+    ),
 ];
 const LEAGUES: &[&str] = &["Champions League", "Europa League", "Friendly"];
 
@@ -63,6 +281,9 @@ pub enum Side {
 pub struct Goal {
     pub minute: u32,
     pub side: Side,
+    /// Who scored it; absent for a goal added by hand on the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorer: Option<String>,
 }
 
 /// A match as it is stored in the `scores` cache.
@@ -95,11 +316,19 @@ pub enum Tick {
 }
 
 impl Fixture {
-    pub fn new(rng: &mut fastrand::Rng) -> Fixture {
-        let home = TEAMS[rng.usize(..TEAMS.len())];
-        let mut away = TEAMS[rng.usize(..TEAMS.len())];
+    /// A fixture between two clubs, neither of them among `playing`: a club
+    /// plays one match at a time.
+    pub fn new(rng: &mut fastrand::Rng, playing: &[&str]) -> Fixture {
+        let free: Vec<&str> = CLUBS
+            .iter()
+            .map(|(club, _)| *club)
+            .filter(|club| !playing.contains(club))
+            .collect();
+        assert!(free.len() >= 2, "more matches at once than the clubs can play");
+        let home = free[rng.usize(..free.len())];
+        let mut away = free[rng.usize(..free.len())];
         while away == home {
-            away = TEAMS[rng.usize(..TEAMS.len())];
+            away = free[rng.usize(..free.len())];
         }
         Fixture {
             league: LEAGUES[rng.usize(..LEAGUES.len())].to_string(),
@@ -131,10 +360,10 @@ impl Fixture {
             Status::Scheduled => {}
             Status::Live => {
                 if rng.f64() < HOME_GOAL_RATE {
-                    self.score(Side::Home);
+                    self.score(Side::Home, rng);
                 }
                 if rng.f64() < AWAY_GOAL_RATE {
-                    self.score(Side::Away);
+                    self.score(Side::Away, rng);
                 }
                 // The second half starts at 46, so 45 is only ever the first's end.
                 if self.minute == 45 {
@@ -159,17 +388,41 @@ impl Fixture {
         self.ticks_in_status = 0;
     }
 
-    fn score(&mut self, side: Side) {
-        match side {
-            Side::Home => self.home_score += 1,
-            Side::Away => self.away_score += 1,
-        }
+    /// The clubs this fixture is between.
+    pub fn clubs(&self) -> [&str; 2] {
+        [&self.home, &self.away]
+    }
+
+    fn score(&mut self, side: Side, rng: &mut fastrand::Rng) {
+        let club = match side {
+            Side::Home => {
+                self.home_score += 1;
+                &self.home
+            }
+            Side::Away => {
+                self.away_score += 1;
+                &self.away
+            }
+        };
+        let scorer = squad(club).map(|squad| squad[rng.usize(..squad.len())].to_string());
         self.goals.push(Goal {
             minute: self.minute,
             side,
+            scorer,
         });
     }
 }
+
+/// The scorers of `club`, if it is one of the demo's.
+fn squad(club: &str) -> Option<&'static [&'static str; 5]> {
+    CLUBS
+        .iter()
+        .find(|(name, _)| *name == club)
+        .map(|(_, squad)| squad)
+}
+
+/// How many clubs the demo has: at most half as many matches at once.
+pub const CLUB_COUNT: usize = CLUBS.len();
 
 #[cfg(test)]
 mod tests {
@@ -178,7 +431,7 @@ mod tests {
     /// Plays a fixture to the end; returns every state it was written in.
     fn play(seed: u64) -> Vec<Fixture> {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let mut fixture = Fixture::new(&mut rng);
+        let mut fixture = Fixture::new(&mut rng, &[]);
         let mut states = vec![fixture.clone()];
         while fixture.tick(&mut rng) == Tick::Changed {
             states.push(fixture.clone());
@@ -251,15 +504,48 @@ mod tests {
     fn a_team_never_plays_itself() {
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..1000 {
-            let fixture = Fixture::new(&mut rng);
+            let fixture = Fixture::new(&mut rng, &[]);
             assert_ne!(fixture.home, fixture.away);
+        }
+    }
+
+    #[test]
+    fn a_club_busy_elsewhere_is_not_drawn() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut playing: Vec<String> = Vec::new();
+        for _ in 0..CLUB_COUNT / 2 {
+            let busy: Vec<&str> = playing.iter().map(String::as_str).collect();
+            let fixture = Fixture::new(&mut rng, &busy);
+            for club in fixture.clubs() {
+                assert!(!playing.iter().any(|p| p == club), "{club} plays twice at once");
+            }
+            playing.extend(fixture.clubs().map(String::from));
+        }
+        assert_eq!(playing.len(), CLUB_COUNT, "every club is playing once");
+    }
+
+    #[test]
+    fn every_goal_names_a_scorer_of_the_club_that_scored() {
+        for seed in 0..50 {
+            let last = play(seed).pop().unwrap();
+            for goal in &last.goals {
+                let club = match goal.side {
+                    Side::Home => &last.home,
+                    Side::Away => &last.away,
+                };
+                let scorer = goal.scorer.as_deref().expect("a simulated goal has a scorer");
+                assert!(
+                    squad(club).unwrap().contains(&scorer),
+                    "{scorer} does not play for {club}"
+                );
+            }
         }
     }
 
     #[test]
     fn a_score_written_by_hand_is_adopted() {
         let mut rng = fastrand::Rng::with_seed(1);
-        let mut fixture = Fixture::new(&mut rng);
+        let mut fixture = Fixture::new(&mut rng, &[]);
         let mut edited = fixture.clone();
         edited.home_score = 4;
         fixture.adopt_score(&edited);

@@ -15,8 +15,9 @@ use crate::grid::{CacheConfig, CacheName, Creation, Grid, GridError, JsonValue, 
 use fixture::{Fixture, Tick};
 
 pub const DEMO_CACHE: &str = "scores";
-/// Matches on the board at once.
+/// Matches on the board at once; each club plays one at a time.
 pub const MATCHES: usize = 6;
+const _: () = assert!(2 * MATCHES <= fixture::CLUB_COUNT);
 
 struct Slot {
     key: Key,
@@ -65,11 +66,12 @@ impl DemoFeed {
     /// A new fixture; at start-up, already some way into its match so the
     /// board does not open with every game at kick-off.
     fn new_slot(&mut self, started_mid_match: bool) -> Slot {
-        let mut fixture = Fixture::new(&mut self.rng);
+        let playing: Vec<&str> = self.slots.iter().flat_map(|slot| slot.fixture.clubs()).collect();
+        let mut fixture = Fixture::new(&mut self.rng, &playing);
         if started_mid_match {
             for _ in 0..self.rng.u32(0..80) {
                 if fixture.tick(&mut self.rng) == Tick::Done {
-                    fixture = Fixture::new(&mut self.rng);
+                    fixture = Fixture::new(&mut self.rng, &playing);
                 }
             }
         }
@@ -83,6 +85,14 @@ impl DemoFeed {
         }
     }
 
+    /// Starts a new match in the place of one that is over; its clubs are
+    /// free again.
+    fn replace_slot(&mut self, index: usize) {
+        self.slots.remove(index);
+        let fresh = self.new_slot(false);
+        self.slots.insert(index, fresh);
+    }
+
     fn step(&mut self, ctx: &mut Context<Self>) {
         let index = self.cursor;
         self.cursor = (self.cursor + 1) % self.slots.len();
@@ -94,7 +104,7 @@ impl DemoFeed {
             let precondition = slot.version.map_or(Precondition::None, Precondition::IfVersion);
             let remove = self.grid.remove(DEMO_CACHE, slot.key.clone(), precondition);
             ctx.spawn(remove.into_actor(self).map(|_, _, _| ()));
-            self.slots[index] = self.new_slot(false);
+            self.replace_slot(index);
         }
         self.write(index, ctx);
     }
@@ -120,7 +130,7 @@ impl DemoFeed {
                 Ok(outcome) => slot.version = Some(outcome.version),
                 Err(GridError::VersionMismatch { current: Some(_) }) => feed.adopt(index, ctx),
                 // Removed by someone: this match is over; start another.
-                Err(GridError::VersionMismatch { current: None }) => feed.slots[index] = feed.new_slot(false),
+                Err(GridError::VersionMismatch { current: None }) => feed.replace_slot(index),
                 Err(err) => log::warn!("demo feed write failed: {err}"),
             }
         }));

@@ -8,31 +8,37 @@ use super::error::ApiError;
 use crate::protocol::ErrorCode;
 
 /// Path, content type, contents.
-const ASSETS: &[(&str, &str, &str)] = &[
+const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "/",
         "text/html; charset=utf-8",
-        include_str!("../../static/index.html"),
+        include_bytes!("../../static/index.html"),
     ),
     (
         "/static/style.css",
         "text/css; charset=utf-8",
-        include_str!("../../static/style.css"),
+        include_bytes!("../../static/style.css"),
     ),
     (
         "/static/pushgrid.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../static/pushgrid.js"),
+        include_bytes!("../../static/pushgrid.js"),
     ),
     (
         "/static/scoreboard.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../static/scoreboard.js"),
+        include_bytes!("../../static/scoreboard.js"),
+    ),
+    (
+        "/favicon.ico",
+        "image/x-icon",
+        include_bytes!("../../static/favicon.ico"),
     ),
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(asset))
+        .route("/favicon.ico", web::get().to(asset))
         .route("/static/{file}", web::get().to(asset));
 }
 
