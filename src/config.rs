@@ -13,8 +13,12 @@ use crate::grid::{CacheConfig, CacheName};
 /// pushgrid: an in-memory data grid whose every change is pushed live to
 /// browsers over WebSockets.
 #[derive(Debug, Parser)]
-#[command(name = "pushgrid", version, about)]
+#[command(name = "pushgrid", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// Without one, the node starts; with one, this is a client of a
+    /// running node
+    #[command(subcommand)]
+    pub command: Option<crate::client::ClientCommand>,
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,

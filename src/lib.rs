@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod capacity;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod fuzzing;

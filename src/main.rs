@@ -23,6 +23,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(command) = cli.command {
+        return pushgrid::client::run(command);
+    }
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(err) => {

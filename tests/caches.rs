@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::sse::SseClient;
+use common::sse::{JsonData, SseClient};
 use common::ws::WsClient;
 use common::{send, Rest, TestNode};
 use serde_json::json;

@@ -34,8 +34,16 @@ fn help_lists_every_option() {
         "--ops-per-second",
         "--auth-file",
         "--node-id",
+        "--max-caches",
     ] {
         assert!(help.contains(option), "--help lacks {option}");
+    }
+    for command in ["get", "put", "rm", "ls", "watch", "caches", "cluster"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "--help lacks the {command} command"
+        );
     }
 }
 

@@ -242,7 +242,7 @@ async fn idle_streams_get_heartbeat_comments() {
     Rest::new(&node).create_cache("c", "{}").await;
     let mut stream = SseClient::open(&node, "/api/v1/caches/c/events?snapshot=false", None).await;
     stream.assert_quiet(Duration::from_millis(450)).await;
-    assert!(stream.comments.len() >= 2, "comments: {:?}", stream.comments);
+    assert!(stream.comments().len() >= 2, "comments: {:?}", stream.comments());
 }
 
 #[actix_rt::test]

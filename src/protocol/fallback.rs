@@ -1,6 +1,8 @@
 //! The wire forms of the HTTP fallbacks: Server-Sent Events messages and
 //! long-poll answers. Events reuse the shared JSON encoding of
 //! [`EncodedEvent`], so an SSE stream or a poll adds only its framing.
+//! [`SseReader`] reads a stream back, for the command-line client (and the
+//! tests).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -93,6 +95,79 @@ impl PollAnswer<'_> {
     }
 }
 
+/// One message of an event stream, as a reader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseMessage {
+    /// `message` when the stream named none.
+    pub event: String,
+    pub id: Option<String>,
+    /// The `data:` lines, joined with `\n`.
+    pub data: String,
+}
+
+/// Reads an event stream chunk by chunk, as the SSE specification does:
+/// messages end at a blank line, comments (`: heartbeat`) are kept apart,
+/// and a message without data is no message.
+#[derive(Default)]
+pub struct SseReader {
+    buffer: String,
+    pending: Vec<u8>,
+    pub comments: Vec<String>,
+}
+
+impl SseReader {
+    /// Takes in `chunk` and returns the messages it completed.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseMessage> {
+        // A chunk may end inside a UTF-8 sequence: keep the tail for the next.
+        self.pending.extend_from_slice(chunk);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(text) => text.len(),
+            Err(err) => err.valid_up_to(),
+        };
+        let text: Vec<u8> = self.pending.drain(..valid).collect();
+        self.buffer
+            .push_str(std::str::from_utf8(&text).expect("cut at a character boundary"));
+        let mut messages = Vec::new();
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            if let Some(message) = self.parse_block(&block) {
+                messages.push(message);
+            }
+        }
+        messages
+    }
+
+    fn parse_block(&mut self, block: &str) -> Option<SseMessage> {
+        let mut message = SseMessage {
+            event: "message".into(),
+            id: None,
+            data: String::new(),
+        };
+        let mut has_data = false;
+        for line in block.lines() {
+            if let Some(comment) = line.strip_prefix(':') {
+                self.comments.push(comment.trim().to_string());
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => message.event = value.to_string(),
+                "id" => message.id = Some(value.to_string()),
+                "data" => {
+                    if has_data {
+                        message.data.push('\n');
+                    }
+                    message.data.push_str(value);
+                    has_data = true;
+                }
+                _ => {}
+            }
+        }
+        has_data.then_some(message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +233,34 @@ mod tests {
             json,
             serde_json::json!({"reset":true,"snapshot":[],"events":[],"position":"AQ"})
         );
+    }
+
+    #[test]
+    fn a_stream_read_in_any_chunks_gives_the_same_messages() {
+        let stream = "event: snapshot\nid: t1\ndata: {\"a\":\"é\"}\n\n: heartbeat\n\nevent: event\ndata: 1\ndata: 2\n\n";
+        let whole = SseReader::default().feed(stream.as_bytes());
+        assert_eq!(
+            whole,
+            vec![
+                SseMessage {
+                    event: "snapshot".into(),
+                    id: Some("t1".into()),
+                    data: "{\"a\":\"é\"}".into()
+                },
+                SseMessage {
+                    event: "event".into(),
+                    id: None,
+                    data: "1\n2".into()
+                },
+            ]
+        );
+        let mut reader = SseReader::default();
+        let bytewise: Vec<_> = stream
+            .as_bytes()
+            .iter()
+            .flat_map(|b| reader.feed(&[*b]))
+            .collect();
+        assert_eq!(bytewise, whole, "split inside a UTF-8 character too");
+        assert_eq!(reader.comments, ["heartbeat"]);
     }
 }

@@ -24,6 +24,8 @@ pub struct Launch {
     args: Vec<String>,
     demo: bool,
     ip: String,
+    /// 0: an ephemeral port.
+    port: u16,
     log_level: Option<String>,
     fd_limit: Option<u64>,
 }
@@ -35,6 +37,7 @@ impl Default for Launch {
             args: Vec::new(),
             demo: false,
             ip: "127.0.0.1".into(),
+            port: 0,
             log_level: None,
             fd_limit: None,
         }
@@ -71,6 +74,12 @@ impl Launch {
         self
     }
 
+    /// Listens on this port (a node restarted where clients expect it).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = Some(level.to_string());
         self
@@ -92,7 +101,7 @@ impl Launch {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pushgrid"));
         command
             .arg("--bind")
-            .arg(format!("{}:0", self.ip))
+            .arg(format!("{}:{}", self.ip, self.port))
             .args(&self.args);
         if !self.demo {
             command.arg("--no-demo");

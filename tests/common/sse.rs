@@ -16,15 +16,16 @@ use super::TestNode;
 /// How long any single read may wait before the test fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Clone)]
-pub struct SseMessage {
-    pub event: String,
-    pub id: Option<String>,
-    pub data: String,
+pub use pushgrid::protocol::fallback::SseMessage;
+use pushgrid::protocol::fallback::SseReader;
+
+/// The Event object (or other JSON) a message carries.
+pub trait JsonData {
+    fn json(&self) -> Value;
 }
 
-impl SseMessage {
-    pub fn json(&self) -> Value {
+impl JsonData for SseMessage {
+    fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("data is not JSON ({e}): {}", self.data))
     }
 }
@@ -33,9 +34,8 @@ type Body = Pin<Box<dyn Stream<Item = Result<Bytes, awc::error::PayloadError>>>>
 
 pub struct SseClient {
     body: Body,
-    buffer: String,
+    reader: SseReader,
     messages: VecDeque<SseMessage>,
-    pub comments: Vec<String>,
     pub content_type: String,
     /// Set once the server ended the stream.
     pub ended: bool,
@@ -80,9 +80,8 @@ impl SseClient {
             .unwrap_or_default();
         Ok(SseClient {
             body: Box::pin(response.into_stream()),
-            buffer: String::new(),
+            reader: SseReader::default(),
             messages: VecDeque::new(),
-            comments: Vec::new(),
             content_type,
             ended: false,
         })
@@ -158,39 +157,12 @@ impl SseClient {
     }
 
     fn parse(&mut self, chunk: &[u8]) {
-        self.buffer
-            .push_str(std::str::from_utf8(chunk).expect("SSE is UTF-8"));
-        while let Some(end) = self.buffer.find("\n\n") {
-            let block: String = self.buffer.drain(..end + 2).collect();
-            let mut message = SseMessage {
-                event: "message".into(),
-                id: None,
-                data: String::new(),
-            };
-            let mut has_data = false;
-            for line in block.lines() {
-                if let Some(comment) = line.strip_prefix(':') {
-                    self.comments.push(comment.trim().to_string());
-                    continue;
-                }
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match field {
-                    "event" => message.event = value.to_string(),
-                    "id" => message.id = Some(value.to_string()),
-                    "data" => {
-                        if has_data {
-                            message.data.push('\n');
-                        }
-                        message.data.push_str(value);
-                        has_data = true;
-                    }
-                    _ => {}
-                }
-            }
-            if has_data {
-                self.messages.push_back(message);
-            }
-        }
+        let messages = self.reader.feed(chunk);
+        self.messages.extend(messages);
+    }
+
+    /// The comments (heartbeats) read so far.
+    pub fn comments(&self) -> &[String] {
+        &self.reader.comments
     }
 }
