@@ -91,6 +91,11 @@ function upsert(key, value, version, animate) {
   if (!match) {
     const card = template.content.firstElementChild.cloneNode(true);
     card.dataset.key = key;
+    // Faded in once: moving the card when the board reorders must not
+    // replay the fade (an element re-inserted restarts its animations).
+    card.addEventListener("animationend", (e) => {
+      if (e.animationName === "appear") card.classList.add("shown");
+    });
     card.addEventListener("click", (e) => {
       const button = e.target.closest("button");
       if (button) changeScore(key, button.dataset.side, button.classList.contains("plus") ? 1 : -1);

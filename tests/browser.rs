@@ -499,7 +499,14 @@ async fn the_demo_feed_fills_the_board_and_a_screenshot_is_kept() {
     let moving =
         "return document.getAnimations().filter(a => !a.effect?.target?.closest?.('.connection')).length";
     let settled = eventually(&page, moving, Duration::from_secs(20), |v| v == 0).await;
-    assert_eq!(settled, 0, "the page never settled");
+    let still = "return document.getAnimations().filter(a => !a.effect?.target?.closest?.('.connection')) \
+                 .map(a => `${a.animationName || a.transitionProperty} ${a.playState} on ${a.effect?.target?.className}`)";
+    assert_eq!(
+        settled,
+        0,
+        "the page never settled: {}",
+        page.execute(still, vec![]).await.unwrap()
+    );
     save_screenshot(&page.screenshot().await.unwrap(), "scoreboard.png");
     page.close().await.unwrap();
 }
