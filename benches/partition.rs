@@ -22,9 +22,10 @@ async fn grid_on(arbiters: usize) -> Grid {
         caches: [("bench".to_string(), CacheConfig::default())].into(),
         ..Config::default()
     };
-    let (grid, _listener) = pushgrid::node::start_grid(&config, &Metrics::new(), "in-process")
+    let grid = pushgrid::node::start_grid(&config, &Metrics::new(), "in-process")
         .await
-        .expect("the grid starts");
+        .expect("the grid starts")
+        .grid;
     grid
 }
 

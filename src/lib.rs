@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod capacity;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod fuzzing;

@@ -13,10 +13,10 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::capacity::ConnectionBudget;
+use crate::cluster::membership::{Member, Membership};
 use crate::config::Config;
 use crate::demo::{DemoFeed, DEMO_CACHE};
-use crate::grid::membership::{Member, Membership};
-use crate::grid::topology::MemberId;
+use crate::grid::owners::{MemberId, OwnerTables};
 use crate::grid::{CacheName, Grid, GridLimits, GridSetup};
 use crate::metrics::Metrics;
 use crate::push::listener::Listener;
@@ -66,7 +66,11 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
 
     let metrics = Arc::new(Metrics::new());
-    let (grid, listener) = start_grid(&config, &metrics, &address.to_string()).await?;
+    let Core {
+        grid,
+        listener,
+        membership,
+    } = start_grid(&config, &metrics, &address.to_string()).await?;
     let settings = &config.push;
     let push = Arc::new(PushSettings {
         heartbeat_interval: Duration::from_millis(settings.heartbeat_interval_ms),
@@ -129,6 +133,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         grid: grid.clone(),
         metrics,
         listener,
+        membership,
         push,
         websocket,
         shutdown,
@@ -164,14 +169,18 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
     })
 }
 
+/// A node's core: what serves the grid and its pushes, whatever the front
+/// end.
+pub struct Core {
+    pub grid: Grid,
+    pub listener: Addr<Listener>,
+    pub membership: Addr<Membership>,
+}
+
 /// Starts the node's core inside the current actix system: the arbiters
 /// partitions run on, the listener and membership actors, and the grid with
 /// the configured caches. `address` is where clients reach this member.
-pub async fn start_grid(
-    config: &Config,
-    metrics: &Metrics,
-    address: &str,
-) -> Result<(Grid, Addr<Listener>), String> {
+pub async fn start_grid(config: &Config, metrics: &Metrics, address: &str) -> Result<Core, String> {
     let arbiters: Vec<_> = (0..Config::threads(config.arbiters))
         .map(|_| Arbiter::new().handle())
         .collect();
@@ -196,7 +205,7 @@ pub async fn start_grid(
     );
     let grid = Grid::new(GridSetup {
         arbiters,
-        membership,
+        owner_tables: OwnerTables::kept_by(&membership),
         local_member,
         events: listener.clone().recipient(),
         deletions: listener.clone().recipient(),
@@ -217,5 +226,9 @@ pub async fn start_grid(
             cache.num_owners
         );
     }
-    Ok((grid, listener))
+    Ok(Core {
+        grid,
+        listener,
+        membership,
+    })
 }

@@ -22,7 +22,7 @@ async fn a_method_a_route_does_not_take_is_405_with_allow_and_an_error_body() {
     let rest = Rest::new(&node);
     for (path, allow) in [
         ("/api/v1/caches/c/entries/a", "GET, PUT, DELETE"),
-        ("/api/v1/caches/c", "PUT"),
+        ("/api/v1/caches/c", "GET, PUT, DELETE"),
         ("/healthz", "GET"),
         ("/api/v1/caches/c/events", "GET"),
     ] {

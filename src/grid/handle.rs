@@ -13,17 +13,16 @@ use std::sync::Arc;
 use std::future::Future;
 
 use actix::dev::Request;
-use actix::{Actor, Addr, ArbiterHandle, MailboxError, Recipient};
+use actix::{Actor, ArbiterHandle, MailboxError, Recipient};
 use arc_swap::ArcSwap;
 use futures_util::future::join_all;
 
 use super::cache::{CacheConfig, CacheShared};
 use super::hash::segment_of;
-use super::membership::{AssignSegments, ClusterView, DescribeCluster, ForgetCache, Membership};
+use super::owners::{AssignSegments, ForgetCache, MemberId, OwnerTables};
 use super::partition::{self, EvictionRing, Partition, Snapshot};
 use super::routing::{Route, RoutingTable};
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
-use super::topology::MemberId;
 use super::{
     CacheDeleted, CacheName, Event, EventSink, GridError, GridMetrics, Incarnation, JsonValue, Key,
     SegmentId, Version,
@@ -97,7 +96,8 @@ pub struct GridLimits {
 pub struct GridSetup {
     /// The threads partitions run on, one per core.
     pub arbiters: Vec<ArbiterHandle>,
-    pub membership: Addr<Membership>,
+    /// Where owner tables come from: the cluster's membership actor.
+    pub owner_tables: OwnerTables,
     pub local_member: MemberId,
     pub events: EventSink,
     /// Told of every deleted cache, after the last event of its partitions.
@@ -165,7 +165,8 @@ impl Grid {
         }
         drop(caches);
         let owners = setup
-            .membership
+            .owner_tables
+            .assign
             .send(AssignSegments {
                 cache: name.clone(),
                 segments: config.segments,
@@ -228,7 +229,11 @@ impl Grid {
             caches
         });
         let setup = &self.inner.setup;
-        let _ = setup.membership.send(ForgetCache(cache.name().clone())).await;
+        let _ = setup
+            .owner_tables
+            .forget
+            .send(ForgetCache(cache.name().clone()))
+            .await;
         // Each partition answers after everything queued before; its
         // events are then in the listener's mailbox ahead of the deletion.
         let retired = cache.routes.local().map(|(_, p)| p.send(partition::Retire));
@@ -413,20 +418,5 @@ impl Grid {
             .send(segment, partition::ReadHistory { after: position })?
             .await
             .map_err(unavailable)
-    }
-
-    /// The members, and the segment owners of up to `limit` caches after
-    /// `after`, by name.
-    pub async fn describe_cluster(
-        &self,
-        after: Option<String>,
-        limit: usize,
-    ) -> Result<ClusterView, GridError> {
-        self.inner
-            .setup
-            .membership
-            .send(DescribeCluster { after, limit })
-            .await
-            .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))
     }
 }

@@ -1,6 +1,6 @@
 //! The data grid: named caches whose keys hash to segments, each segment
-//! owned by one partition actor, and the membership actor that says which
-//! member owns which segment.
+//! owned by one partition actor, routed by the owner tables the cluster's
+//! membership actor hands out ([`owners`]).
 //!
 //! Flow of a write: a front end calls [`Grid::put`]; the grid hashes the key
 //! to its segment and sends the write through the cache's
@@ -14,13 +14,12 @@ mod event;
 mod handle;
 pub mod hash;
 mod ids;
-pub mod membership;
 mod metrics;
 mod names;
+pub mod owners;
 pub mod partition;
 pub mod routing;
 pub mod segment;
-pub mod topology;
 mod value;
 
 pub use cache::CacheConfig;

@@ -7,8 +7,8 @@
 use actix::dev::{Request, ToEnvelope};
 use actix::{Addr, Handler, Message};
 
+use super::owners::MemberId;
 use super::partition::Partition;
-use super::topology::MemberId;
 use super::{GridError, SegmentId};
 
 /// Where one segment's requests go.

@@ -38,6 +38,8 @@ pub struct AppState {
     pub grid: Grid,
     pub metrics: Arc<Metrics>,
     pub listener: actix::Addr<Listener>,
+    /// Who the members are and what they own: `GET /api/v1/cluster`.
+    pub membership: actix::Addr<crate::cluster::membership::Membership>,
     /// What every push transport shares.
     pub push: Arc<PushSettings>,
     /// What only the WebSocket endpoint has.

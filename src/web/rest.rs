@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::{check_query_utf8, resource};
 use super::{request_access, AppState};
+use crate::cluster::membership::DescribeCluster;
 use crate::grid::{
     check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version,
 };
@@ -86,7 +87,15 @@ async fn cluster(
             CLUSTER_PAGE.1
         )));
     }
-    Ok(HttpResponse::Ok().json(state.grid.describe_cluster(query.after, limit).await?))
+    let view = state
+        .membership
+        .send(DescribeCluster {
+            after: query.after,
+            limit,
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("membership unavailable: {e}")))?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 fn summary(cache: &Cache) -> CacheSummary {

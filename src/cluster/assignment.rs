@@ -1,7 +1,8 @@
-//! The segment-to-owner table, as a pure type: given the members and a
-//! cache's segment count and `num_owners`, which members own each segment
-//! (the first of them is the primary). The membership actor holds one table
-//! per cache and the partition actors are created from it.
+//! The assignment of a cache's segments to members, as a pure function:
+//! given the members, the segment count and `num_owners`, which members own
+//! each segment (the first of them is the primary). The membership actor
+//! computes one table per cache with it; the grid creates its partition
+//! actors from the table.
 //!
 //! Assignment is deterministic (every member that knows the same inputs
 //! computes the same table without talking), balanced (each member holds
@@ -12,115 +13,40 @@
 //! and a member leaving hands over only its own.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use serde::Serialize;
+use crate::grid::owners::{MemberId, SegmentOwners};
+use crate::grid::SegmentId;
 
-use super::SegmentId;
-
-/// A member's stable identity within the cluster.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct MemberId(pub Arc<str>);
-
-/// Segments `first..=last` of a cache, all owned by `owners`, primary first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OwnerRange {
-    pub first: u32,
-    pub last: u32,
-    pub owners: Vec<MemberId>,
+/// A fresh table: `segments` spread over `members`, `num_owners` copies
+/// each on distinct members (every member owns every segment when there
+/// are fewer members than that).
+pub fn assign(members: &[MemberId], segments: u32, num_owners: u32) -> SegmentOwners {
+    reassign(None, members, segments, num_owners)
 }
 
-/// Who owns each segment of one cache.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct SegmentOwners {
-    /// `owners[s]` are the owners of segment `s`, primary first.
-    owners: Vec<Vec<MemberId>>,
-}
-
-impl SegmentOwners {
-    /// A fresh table: `segments` spread over `members`, `num_owners` copies
-    /// each on distinct members (every member owns every segment when there
-    /// are fewer members than that).
-    pub fn assign(members: &[MemberId], segments: u32, num_owners: u32) -> Self {
-        SegmentOwners::reassign(None, members, segments, num_owners)
+/// The table for `members` that keeps as much of `previous` as balance
+/// allows: owners that left are dropped, the segments short of owners
+/// are filled by the members furthest below their share, and copies move
+/// from members above their share to members below it only as far as
+/// balance needs.
+pub fn reassign(
+    previous: Option<&SegmentOwners>,
+    members: &[MemberId],
+    segments: u32,
+    num_owners: u32,
+) -> SegmentOwners {
+    let mut sorted = members.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.is_empty() {
+        return SegmentOwners::from_rows(vec![Vec::new(); segments as usize]);
     }
-
-    /// The table for `members` that keeps as much of `previous` as balance
-    /// allows: owners that left are dropped, the segments short of owners
-    /// are filled by the members furthest below their share, and copies move
-    /// from members above their share to members below it only as far as
-    /// balance needs.
-    pub fn reassign(
-        previous: Option<&SegmentOwners>,
-        members: &[MemberId],
-        segments: u32,
-        num_owners: u32,
-    ) -> Self {
-        let mut sorted = members.to_vec();
-        sorted.sort();
-        sorted.dedup();
-        if sorted.is_empty() {
-            return SegmentOwners {
-                owners: vec![Vec::new(); segments as usize],
-            };
-        }
-        let copies = (num_owners as usize).clamp(1, sorted.len());
-        let mut table = Table::keep(previous, &sorted, segments as usize, copies);
-        table.fill(copies);
-        table.balance_copies();
-        table.balance_primaries();
-        SegmentOwners { owners: table.owners }
-    }
-
-    pub fn segments(&self) -> u32 {
-        self.owners.len() as u32
-    }
-
-    pub fn owners(&self, segment: SegmentId) -> &[MemberId] {
-        self.owners.get(segment.0 as usize).map_or(&[], Vec::as_slice)
-    }
-
-    pub fn is_owned_by(&self, segment: SegmentId, member: &MemberId) -> bool {
-        self.owners(segment).contains(member)
-    }
-
-    /// The segments `member` owns, as primary or backup.
-    pub fn owned_by<'a>(&'a self, member: &'a MemberId) -> impl Iterator<Item = SegmentId> + 'a {
-        (0..self.segments())
-            .map(SegmentId)
-            .filter(move |s| self.is_owned_by(*s, member))
-    }
-
-    /// The table as runs of consecutive segments with the same owners: a
-    /// handful of rows where the segment-by-segment list has thousands.
-    pub fn ranges(&self) -> Vec<OwnerRange> {
-        let mut ranges: Vec<OwnerRange> = Vec::new();
-        for (segment, owners) in self.owners.iter().enumerate() {
-            match ranges.last_mut() {
-                Some(run) if run.owners == *owners => run.last = segment as u32,
-                _ => ranges.push(OwnerRange {
-                    first: segment as u32,
-                    last: segment as u32,
-                    owners: owners.clone(),
-                }),
-            }
-        }
-        ranges
-    }
-
-    /// How many (segment, member) copies `self` has that `previous` did not:
-    /// the copies a change from `previous` to `self` must transfer.
-    pub fn copies_moved_from(&self, previous: &SegmentOwners) -> usize {
-        (0..self.segments())
-            .map(SegmentId)
-            .map(|s| {
-                let before = previous.owners(s);
-                self.owners(s).iter().filter(|m| !before.contains(m)).count()
-            })
-            .sum()
-    }
+    let copies = (num_owners as usize).clamp(1, sorted.len());
+    let mut table = Table::keep(previous, &sorted, segments as usize, copies);
+    table.fill(copies);
+    table.balance_copies();
+    table.balance_primaries();
+    SegmentOwners::from_rows(table.owners)
 }
 
 /// A table being computed, with each member's count of copies and of
@@ -344,6 +270,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn ids(names: &[&str]) -> Vec<MemberId> {
         names.iter().map(|n| MemberId(Arc::from(*n))).collect()
@@ -384,33 +311,9 @@ mod tests {
     }
 
     #[test]
-    fn ranges_compress_runs_of_the_same_owners() {
-        let one = SegmentOwners::assign(&ids(&["a"]), 1000, 2);
-        assert_eq!(
-            one.ranges(),
-            vec![OwnerRange {
-                first: 0,
-                last: 999,
-                owners: ids(&["a"])
-            }]
-        );
-        let three = SegmentOwners::assign(&members(3), 64, 2);
-        let ranges = three.ranges();
-        let mut segment = 0;
-        for range in &ranges {
-            assert_eq!(range.first, segment, "ranges are contiguous");
-            for s in range.first..=range.last {
-                assert_eq!(three.owners(SegmentId(s)), range.owners.as_slice());
-            }
-            segment = range.last + 1;
-        }
-        assert_eq!(segment, 64, "ranges cover every segment");
-    }
-
-    #[test]
     fn a_single_member_owns_every_segment() {
         let me = ids(&["n1"]);
-        let table = SegmentOwners::assign(&me, 256, 2);
+        let table = assign(&me, 256, 2);
         assert_eq!(table.segments(), 256);
         assert!((0..256).all(|s| table.owners(SegmentId(s)) == me.as_slice()));
         assert_eq!(table.owned_by(&me[0]).count(), 256);
@@ -419,7 +322,7 @@ mod tests {
     #[test]
     fn owners_are_distinct_and_spread_evenly() {
         let members = ids(&["c", "a", "b"]);
-        let table = SegmentOwners::assign(&members, 300, 2);
+        let table = assign(&members, 300, 2);
         for s in 0..300 {
             let owners = table.owners(SegmentId(s));
             assert_eq!(owners.len(), 2);
@@ -436,14 +339,14 @@ mod tests {
 
     #[test]
     fn assignment_does_not_depend_on_member_order() {
-        let a = SegmentOwners::assign(&ids(&["x", "y", "z"]), 64, 2);
-        let b = SegmentOwners::assign(&ids(&["z", "x", "y"]), 64, 2);
+        let a = assign(&ids(&["x", "y", "z"]), 64, 2);
+        let b = assign(&ids(&["z", "x", "y"]), 64, 2);
         assert_eq!(a, b);
     }
 
     #[test]
     fn out_of_range_segments_have_no_owner() {
-        let table = SegmentOwners::assign(&ids(&["n1"]), 4, 1);
+        let table = assign(&ids(&["n1"]), 4, 1);
         assert!(table.owners(SegmentId(4)).is_empty());
     }
 
@@ -453,7 +356,7 @@ mod tests {
             for copies in 1..=3.min(n) {
                 for segments in [1, 7, 64, 256, 1000] {
                     let all = members(n);
-                    let table = SegmentOwners::assign(&all, segments, copies as u32);
+                    let table = assign(&all, segments, copies as u32);
                     if segments as usize >= n {
                         assert_balanced(&table, &all, copies);
                     }
@@ -467,9 +370,9 @@ mod tests {
         for n in 1..=8 {
             for copies in [1usize, 2, 3] {
                 let before_members = members(n);
-                let before = SegmentOwners::assign(&before_members, 256, copies as u32);
+                let before = assign(&before_members, 256, copies as u32);
                 let after_members = members(n + 1);
-                let after = SegmentOwners::reassign(Some(&before), &after_members, 256, copies as u32);
+                let after = reassign(Some(&before), &after_members, 256, copies as u32);
                 let copies_now = copies.min(n + 1);
                 assert_balanced(&after, &after_members, copies_now);
                 // The newcomer's share, plus the copies a cluster smaller
@@ -491,11 +394,11 @@ mod tests {
         for n in 2..=9 {
             for copies in [1usize, 2, 3] {
                 let all = members(n);
-                let before = SegmentOwners::assign(&all, 256, copies as u32);
+                let before = assign(&all, 256, copies as u32);
                 let leaver = &all[n / 2];
                 let held = before.owned_by(leaver).count();
                 let rest: Vec<MemberId> = all.iter().filter(|m| *m != leaver).cloned().collect();
-                let after = SegmentOwners::reassign(Some(&before), &rest, 256, copies as u32);
+                let after = reassign(Some(&before), &rest, 256, copies as u32);
                 let copies_now = copies.min(n - 1);
                 assert_balanced(&after, &rest, copies_now);
                 assert!(
@@ -509,10 +412,10 @@ mod tests {
     #[test]
     fn the_largest_cache_is_assigned_and_rebalanced_in_linear_passes() {
         let all = members(5);
-        let table = SegmentOwners::assign(&all, 65_536, 2);
+        let table = assign(&all, 65_536, 2);
         assert_balanced(&table, &all, 2);
         let grown = members(6);
-        let after = SegmentOwners::reassign(Some(&table), &grown, 65_536, 2);
+        let after = reassign(Some(&table), &grown, 65_536, 2);
         assert_balanced(&after, &grown, 2);
         assert!(after.copies_moved_from(&table) <= (65_536 * 2usize).div_ceil(6));
     }
@@ -520,7 +423,7 @@ mod tests {
     #[test]
     fn an_unchanged_membership_moves_nothing() {
         let all = members(5);
-        let table = SegmentOwners::assign(&all, 256, 2);
-        assert_eq!(SegmentOwners::reassign(Some(&table), &all, 256, 2), table);
+        let table = assign(&all, 256, 2);
+        assert_eq!(reassign(Some(&table), &all, 256, 2), table);
     }
 }

@@ -1,5 +1,7 @@
 //! The cluster-membership actor: it owns the member list and the
-//! segment-to-owner table of every cache, and answers where a segment lives.
+//! segment-to-owner table of every cache (computed by [`assignment`]),
+//! hands the grid a table for each new cache ([`AssignSegments`]), and
+//! describes the cluster for `GET /api/v1/cluster`.
 //!
 //! Today the only member is the local node. Joining, leaving and rebalancing
 //! add messages here; the grid already creates its partition actors from the
@@ -11,8 +13,9 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use serde::Serialize;
 
-use super::topology::{MemberId, OwnerRange, SegmentOwners};
-use super::CacheName;
+use super::assignment;
+use crate::grid::owners::{AssignSegments, ForgetCache, MemberId, OwnerRange, SegmentOwners};
+use crate::grid::CacheName;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Member {
@@ -56,20 +59,6 @@ impl Actor for Membership {
     type Context = Context<Self>;
 }
 
-/// Computes and records the owner table of a new cache.
-#[derive(Message)]
-#[rtype(result = "Arc<SegmentOwners>")]
-pub struct AssignSegments {
-    pub cache: CacheName,
-    pub segments: u32,
-    pub num_owners: u32,
-}
-
-/// Drops the owner table of a deleted cache.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ForgetCache(pub CacheName);
-
 /// The cluster as `GET /api/v1/cluster` shows it: the members, and the
 /// owners of up to `limit` caches whose names sort after `after`.
 #[derive(Message)]
@@ -101,7 +90,7 @@ impl Handler<AssignSegments> for Membership {
     type Result = MessageResult<AssignSegments>;
 
     fn handle(&mut self, msg: AssignSegments, _: &mut Context<Self>) -> Self::Result {
-        let table = Arc::new(SegmentOwners::assign(
+        let table = Arc::new(assignment::assign(
             &self.member_ids(),
             msg.segments,
             msg.num_owners,

@@ -1,0 +1,159 @@
+//! Who owns each segment of a cache, as the grid routes by it: the
+//! [`SegmentOwners`] table (primary first), the [`MemberId`]s in it, and the
+//! two requests the grid makes of whoever keeps the tables (the cluster's
+//! membership actor): a table for a new cache, and forgetting a deleted
+//! one's. How the table is computed is the cluster's business
+//! (`cluster::assignment`).
+
+use std::sync::Arc;
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Message, Recipient};
+use serde::Serialize;
+
+use super::{CacheName, SegmentId};
+
+/// A member's stable identity within the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct MemberId(pub Arc<str>);
+
+/// Segments `first..=last` of a cache, all owned by `owners`, primary first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OwnerRange {
+    pub first: u32,
+    pub last: u32,
+    pub owners: Vec<MemberId>,
+}
+
+/// Who owns each segment of one cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SegmentOwners {
+    /// `owners[s]` are the owners of segment `s`, primary first.
+    owners: Vec<Vec<MemberId>>,
+}
+
+impl SegmentOwners {
+    /// A table of `rows[s]`, the owners of segment `s`, primary first.
+    pub fn from_rows(rows: Vec<Vec<MemberId>>) -> Self {
+        SegmentOwners { owners: rows }
+    }
+
+    pub fn segments(&self) -> u32 {
+        self.owners.len() as u32
+    }
+
+    pub fn owners(&self, segment: SegmentId) -> &[MemberId] {
+        self.owners.get(segment.0 as usize).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_owned_by(&self, segment: SegmentId, member: &MemberId) -> bool {
+        self.owners(segment).contains(member)
+    }
+
+    /// The segments `member` owns, as primary or backup.
+    pub fn owned_by<'a>(&'a self, member: &'a MemberId) -> impl Iterator<Item = SegmentId> + 'a {
+        (0..self.segments())
+            .map(SegmentId)
+            .filter(move |s| self.is_owned_by(*s, member))
+    }
+
+    /// The table as runs of consecutive segments with the same owners: a
+    /// handful of rows where the segment-by-segment list has thousands.
+    pub fn ranges(&self) -> Vec<OwnerRange> {
+        let mut ranges: Vec<OwnerRange> = Vec::new();
+        for (segment, owners) in self.owners.iter().enumerate() {
+            match ranges.last_mut() {
+                Some(run) if run.owners == *owners => run.last = segment as u32,
+                _ => ranges.push(OwnerRange {
+                    first: segment as u32,
+                    last: segment as u32,
+                    owners: owners.clone(),
+                }),
+            }
+        }
+        ranges
+    }
+
+    /// How many (segment, member) copies `self` has that `previous` did not:
+    /// the copies a change from `previous` to `self` must transfer.
+    pub fn copies_moved_from(&self, previous: &SegmentOwners) -> usize {
+        (0..self.segments())
+            .map(SegmentId)
+            .map(|s| {
+                let before = previous.owners(s);
+                self.owners(s).iter().filter(|m| !before.contains(m)).count()
+            })
+            .sum()
+    }
+}
+
+/// Asks for the owner table of a new cache.
+#[derive(Message)]
+#[rtype(result = "Arc<SegmentOwners>")]
+pub struct AssignSegments {
+    pub cache: CacheName,
+    pub segments: u32,
+    pub num_owners: u32,
+}
+
+/// Drops the owner table of a deleted cache.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetCache(pub CacheName);
+
+/// Where the grid asks for owner tables and gives them back.
+#[derive(Clone)]
+pub struct OwnerTables {
+    pub assign: Recipient<AssignSegments>,
+    pub forget: Recipient<ForgetCache>,
+}
+
+impl OwnerTables {
+    /// The tables `keeper` holds.
+    pub fn kept_by<A>(keeper: &Addr<A>) -> Self
+    where
+        A: Actor + Handler<AssignSegments> + Handler<ForgetCache>,
+        A::Context: ToEnvelope<A, AssignSegments> + ToEnvelope<A, ForgetCache>,
+    {
+        OwnerTables {
+            assign: keeper.clone().recipient(),
+            forget: keeper.clone().recipient(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(names: &[&str]) -> Vec<MemberId> {
+        names.iter().map(|n| MemberId(Arc::from(*n))).collect()
+    }
+
+    #[test]
+    fn ranges_compress_runs_of_the_same_owners() {
+        let one = SegmentOwners::from_rows(vec![ids(&["a"]); 1000]);
+        assert_eq!(
+            one.ranges(),
+            vec![OwnerRange {
+                first: 0,
+                last: 999,
+                owners: ids(&["a"])
+            }]
+        );
+        let (ab, ba) = (ids(&["a", "b"]), ids(&["b", "a"]));
+        let mixed = SegmentOwners::from_rows(vec![ab.clone(), ab.clone(), ba.clone(), ab.clone()]);
+        let runs: Vec<_> = mixed
+            .ranges()
+            .into_iter()
+            .map(|r| (r.first, r.last, r.owners))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![(0, 1, ab.clone()), (2, 2, ba), (3, 3, ab)],
+            "the primary counts"
+        );
+    }
+}
