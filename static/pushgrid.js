@@ -196,8 +196,12 @@ export class PushgridClient {
     this.pending.clear();
     if (this.closed) return;
     // A browser does not say why a WebSocket or an event stream was
-    // refused: ask the node, the way a poll would, before retrying.
-    if (!attempt.opened && (await this.refusedAccess())) return;
+    // refused: once every transport has failed to open, ask the node, the
+    // way a poll would, before backing off to retry.
+    const everyTransportFailed = !attempt.opened && this.candidate + 1 >= this.candidates.length;
+    if (everyTransportFailed && (await this.refusedAccess(attempt))) return;
+    // setToken or close may have moved on while the node was asked.
+    if (attempt !== this.attempt || this.closed) return;
     let backoff = 0;
     if (!attempt.opened && this.candidate + 1 < this.candidates.length) {
       this.candidate += 1; // try the next transport at once
@@ -215,7 +219,7 @@ export class PushgridClient {
    * a first poll of the first subscription. Then the status turns to
    * "unauthorized" and nothing is retried until setToken.
    */
-  async refusedAccess() {
+  async refusedAccess(attempt) {
     const subscription = this.subscriptions[0];
     if (!subscription) return false;
     const url = `${this.origin}/api/v1/caches/${encodeURIComponent(subscription.cache)}/poll?${this.filterQuery(subscription)}`;
@@ -223,7 +227,7 @@ export class PushgridClient {
       const response = await fetch(url, { cache: "no-store" });
       if (response.status !== 401 && response.status !== 403) return false;
       const error = (await response.json()).error;
-      this.refuse(subscription, new PushgridError(error));
+      if (attempt === this.attempt) this.refuse(subscription, new PushgridError(error));
       return true;
     } catch {
       return false;
