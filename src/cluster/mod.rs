@@ -5,7 +5,9 @@
 //! Today a node is its own one-member cluster: [`membership::Membership`]
 //! knows only the local member, and [`assignment`] spreads segments over the
 //! members it is given, balanced and moving as little as it can when they
-//! change.
+//! change. [`wire`] is the inter-node link's frame format and handshake,
+//! ready for the link between members.
 
 pub mod assignment;
 pub mod membership;
+pub mod wire;
