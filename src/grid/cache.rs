@@ -111,9 +111,10 @@ impl CacheShared {
 
     /// Applies a partition's change in bytes held.
     pub fn adjust_bytes(&self, before: usize, after: usize) {
-        if after >= before {
+        // Most writes replace a value with one of its size: no shared write.
+        if after > before {
             self.bytes.fetch_add(after - before, Ordering::Relaxed);
-        } else {
+        } else if after < before {
             self.bytes.fetch_sub(before - after, Ordering::Relaxed);
         }
     }
@@ -121,7 +122,10 @@ impl CacheShared {
     /// Applies a partition's change in entries; returns how many entries the
     /// cache holds beyond `max_entries` afterwards.
     pub fn adjust_entries(&self, before: usize, after: usize) -> usize {
-        let now = if after >= before {
+        // A write that keeps the count (an update) touches no shared line.
+        let now = if after == before {
+            self.entries.load(Ordering::Acquire)
+        } else if after > before {
             self.entries.fetch_add(after - before, Ordering::AcqRel) + (after - before)
         } else {
             self.entries.fetch_sub(before - after, Ordering::AcqRel) - (before - after)
