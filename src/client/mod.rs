@@ -5,8 +5,10 @@
 //! [`ClientCommand`] is what the user asked for; [`run`] carries it out and
 //! prints the answer on stdout, or one line on stderr and a non-zero exit
 //! when the node refuses it or cannot be reached. The HTTP side is
-//! [`rest::Node`]; `watch` is [`watch`].
+//! [`rest::Node`] over a small blocking client ([`http`]); `watch` is
+//! [`watch`].
 
+mod http;
 mod rest;
 mod watch;
 
@@ -128,11 +130,8 @@ impl ClientCommand {
 
 /// Carries out `command`; the exit code says whether it worked.
 pub fn run(command: ClientCommand) -> ExitCode {
-    let done = actix_web::rt::System::new().block_on(async move {
-        let node = Node::new(command.node())?;
-        let mut out = std::io::stdout().lock();
-        execute(&node, command, &mut out).await
-    });
+    let done =
+        Node::new(command.node()).and_then(|node| execute(&node, command, &mut std::io::stdout().lock()));
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -142,10 +141,10 @@ pub fn run(command: ClientCommand) -> ExitCode {
     }
 }
 
-async fn execute(node: &Node, command: ClientCommand, out: &mut impl Write) -> Result<(), ClientError> {
+fn execute(node: &Node, command: ClientCommand, out: &mut impl Write) -> Result<(), ClientError> {
     match command {
         ClientCommand::Get { cache, key, .. } => {
-            let reply = node.get(&entry_path(&cache, &key)).await?;
+            let reply = node.get(&entry_path(&cache, &key))?;
             writeln!(out, "{}", reply.text)?;
         }
         ClientCommand::Put {
@@ -173,7 +172,11 @@ async fn execute(node: &Node, command: ClientCommand, out: &mut impl Write) -> R
                 (None, true) => Some(("If-None-Match", "*".to_string())),
                 (None, false) => None,
             };
-            let reply = node.put(&path, value, precondition).await?;
+            let reply = node.put(
+                &path,
+                &value,
+                precondition.as_ref().map(|(n, v)| (*n, v.as_str())),
+            )?;
             let created = if reply.json()?["created"] == true {
                 "created"
             } else {
@@ -187,12 +190,15 @@ async fn execute(node: &Node, command: ClientCommand, out: &mut impl Write) -> R
             if_version,
             ..
         } => {
-            let precondition = if_version.map(|v| ("If-Match", format!("\"{v}\"")));
-            node.delete(&entry_path(&cache, &key), precondition).await?;
+            let precondition = if_version.map(|v| format!("\"{v}\""));
+            node.delete(
+                &entry_path(&cache, &key),
+                precondition.as_deref().map(|v| ("If-Match", v)),
+            )?;
         }
         ClientCommand::Ls {
             cache, prefix, limit, ..
-        } => list(node, &cache, &prefix, limit, out).await?,
+        } => list(node, &cache, &prefix, limit, out)?,
         ClientCommand::Watch {
             cache,
             prefix,
@@ -210,10 +216,10 @@ async fn execute(node: &Node, command: ClientCommand, out: &mut impl Write) -> R
             } else {
                 watch::Format::Columns
             };
-            watch::watch(node, &cache, &filter, format, out).await?;
+            watch::watch(node, &cache, &filter, format, out)?;
         }
         ClientCommand::Caches { .. } => {
-            let reply = node.get("/api/v1/caches").await?.json()?;
+            let reply = node.get("/api/v1/caches")?.json()?;
             writeln!(
                 out,
                 "{:<24} {:>10} {:>12} {:>9}",
@@ -232,12 +238,11 @@ async fn execute(node: &Node, command: ClientCommand, out: &mut impl Write) -> R
             }
         }
         ClientCommand::Cluster { .. } => {
-            let mut view = node.get("/api/v1/cluster").await?.json()?;
+            let mut view = node.get("/api/v1/cluster")?.json()?;
             // Every page of caches, into one view.
             while let Some(after) = view["next"].as_str().map(str::to_string) {
                 let page = node
-                    .get(&format!("/api/v1/cluster?after={}", encode(&after)))
-                    .await?
+                    .get(&format!("/api/v1/cluster?after={}", encode(&after)))?
                     .json()?;
                 if let (Some(caches), Some(more)) =
                     (view["caches"].as_object_mut(), page["caches"].as_object())
@@ -260,7 +265,7 @@ async fn execute(node: &Node, command: ClientCommand, out: &mut impl Write) -> R
 }
 
 /// Every entry with the prefix, page by page, up to `limit`.
-async fn list(
+fn list(
     node: &Node,
     cache: &str,
     prefix: &str,
@@ -280,7 +285,7 @@ async fn list(
         if let Some(after) = &after {
             path.push_str(&format!("&after={}", encode(after)));
         }
-        let reply = node.get(&path).await?;
+        let reply = node.get(&path)?;
         let page: EntryPage = serde_json::from_str(&reply.text)
             .map_err(|e| ClientError::Unexpected(format!("a listing that does not parse: {e}")))?;
         for entry in &page.entries {

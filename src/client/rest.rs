@@ -4,15 +4,11 @@
 
 use std::time::Duration;
 
-use awc::http::header::AUTHORIZATION;
-use awc::http::StatusCode;
-
+use super::http::{self, Origin};
 use super::NodeArgs;
 
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest reply read.
-const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
+/// How long a node may be silent in the middle of an answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -29,105 +25,89 @@ pub enum ClientError {
 
 /// A reply, read whole.
 pub struct Reply {
-    pub status: StatusCode,
+    pub status: u16,
     pub text: String,
 }
 
 pub struct Node {
-    http: awc::Client,
-    base: String,
-    token: Option<String>,
+    origin: Origin,
+    authorization: Option<String>,
 }
 
 impl Node {
     pub fn new(args: &NodeArgs) -> Result<Node, ClientError> {
-        let base = args.url.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(ClientError::Unexpected(format!(
-                "--url: {:?} is not an http:// URL",
-                args.url
-            )));
-        }
-        let http = awc::Client::builder().timeout(REQUEST_TIMEOUT).finish();
         Ok(Node {
-            http,
-            base,
-            token: args.token.clone(),
+            origin: Origin::parse(&args.url).map_err(|e| ClientError::Unexpected(format!("--url: {e}")))?,
+            authorization: args.token.as_ref().map(|token| format!("Bearer {token}")),
         })
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.origin.url(path)
     }
 
-    /// A request for `path` with the token, for the caller to send.
-    pub fn request(&self, method: awc::http::Method, path: &str) -> awc::ClientRequest {
-        let request = self.http.request(method, self.url(path));
-        match &self.token {
-            Some(token) => request.insert_header((AUTHORIZATION, format!("Bearer {token}"))),
-            None => request,
+    /// Sends a request with the token; the answer's body is left to read.
+    pub fn open(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        read_timeout: Duration,
+    ) -> Result<http::Response, ClientError> {
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(authorization) = &self.authorization {
+            all.push(("Authorization", authorization));
         }
+        if body.is_some() {
+            all.push(("Content-Type", "application/json"));
+        }
+        http::send(&self.origin, method, path, &all, body, read_timeout).map_err(|e| {
+            ClientError::Unreachable {
+                url: self.url(path),
+                reason: e.to_string(),
+            }
+        })
     }
 
-    pub async fn get(&self, path: &str) -> Result<Reply, ClientError> {
-        self.send(self.request(awc::http::Method::GET, path), None).await
+    pub fn get(&self, path: &str) -> Result<Reply, ClientError> {
+        self.send("GET", path, None, None)
     }
 
-    pub async fn put(
+    pub fn put(
         &self,
         path: &str,
-        body: String,
-        precondition: Option<(&'static str, String)>,
+        body: &str,
+        precondition: Option<(&str, &str)>,
     ) -> Result<Reply, ClientError> {
-        let request = with_header(self.request(awc::http::Method::PUT, path), precondition)
-            .content_type("application/json");
-        self.send(request, Some(body)).await
+        self.send("PUT", path, precondition, Some(body.as_bytes()))
     }
 
-    pub async fn delete(
+    pub fn delete(&self, path: &str, precondition: Option<(&str, &str)>) -> Result<Reply, ClientError> {
+        self.send("DELETE", path, precondition, None)
+    }
+
+    fn send(
         &self,
+        method: &str,
         path: &str,
-        precondition: Option<(&'static str, String)>,
+        header: Option<(&str, &str)>,
+        body: Option<&[u8]>,
     ) -> Result<Reply, ClientError> {
-        let request = with_header(self.request(awc::http::Method::DELETE, path), precondition);
-        self.send(request, None).await
-    }
-
-    async fn send(&self, request: awc::ClientRequest, body: Option<String>) -> Result<Reply, ClientError> {
-        let url = request.get_uri().to_string();
-        let sent = match body {
-            Some(body) => request.send_body(body).await,
-            None => request.send().await,
-        };
-        let mut response = sent.map_err(|e| self.unreachable(&url, e))?;
-        let bytes = response
-            .body()
-            .limit(MAX_REPLY_BYTES)
-            .await
-            .map_err(|e| self.unreachable(&url, e))?;
+        let headers: Vec<(&str, &str)> = header.into_iter().collect();
+        let response = self.open(method, path, &headers, body, READ_TIMEOUT)?;
         let reply = Reply {
-            status: response.status(),
-            text: String::from_utf8_lossy(&bytes).into_owned(),
+            status: response.status,
+            text: response.body.text().map_err(|e| ClientError::Unreachable {
+                url: self.url(path),
+                reason: e.to_string(),
+            })?,
         };
-        if reply.status.is_success() {
+        if (200..300).contains(&reply.status) {
             Ok(reply)
         } else {
             Err(refusal(&reply))
         }
-    }
-
-    pub fn unreachable(&self, url: &str, reason: impl std::fmt::Display) -> ClientError {
-        ClientError::Unreachable {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        }
-    }
-}
-
-fn with_header(request: awc::ClientRequest, header: Option<(&'static str, String)>) -> awc::ClientRequest {
-    match header {
-        Some(header) => request.insert_header(header),
-        None => request,
     }
 }
 
@@ -148,6 +128,6 @@ pub fn refusal(reply: &Reply) -> ClientError {
             code: error.code,
             message: error.message,
         },
-        Err(_) => ClientError::Unexpected(format!("the node answered {}", reply.status)),
+        Err(_) => ClientError::Unexpected(format!("the node answered HTTP {}", reply.status)),
     }
 }

@@ -6,10 +6,9 @@
 //! a new run of the node) sends the state afresh, printed after a `reset`
 //! line.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -67,7 +66,7 @@ enum Stopped {
 
 /// Follows `cache` (with `filter`, a query string) until its cache is
 /// deleted or the node refuses the stream.
-pub async fn watch(
+pub fn watch(
     node: &Node,
     cache: &str,
     filter: &str,
@@ -85,7 +84,7 @@ pub async fn watch(
     let mut backoff = BACKOFF_START;
     loop {
         let printed = printer.printed;
-        let stopped = follow(node, &path, &mut printer).await?;
+        let stopped = follow(node, &path, &mut printer)?;
         if printer.printed > printed {
             // That connection worked: the next failure starts over.
             backoff = BACKOFF_START;
@@ -97,7 +96,7 @@ pub async fn watch(
             }
             Stopped::Dropped(reason) => {
                 eprintln!("pushgrid: {reason}; reconnecting in {backoff:?}");
-                actix_web::rt::time::sleep(backoff).await;
+                std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
@@ -106,50 +105,48 @@ pub async fn watch(
 
 /// One connection: opened (resuming from what was printed), read until it
 /// stops.
-async fn follow(
-    node: &Node,
-    path: &str,
-    printer: &mut Printer<'_, impl Write>,
-) -> Result<Stopped, ClientError> {
-    let mut request = node
-        .request(awc::http::Method::GET, path)
-        .timeout(Duration::from_secs(30));
-    if let Some(position) = &printer.position {
-        request = request.insert_header(("Last-Event-ID", position.as_str()));
-    }
-    let url = node.url(path);
-    let mut response = match request.send().await {
+fn follow(node: &Node, path: &str, printer: &mut Printer<'_, impl Write>) -> Result<Stopped, ClientError> {
+    let resume_from: Vec<(&str, &str)> = printer
+        .position
+        .as_deref()
+        .map(|position| ("Last-Event-ID", position))
+        .into_iter()
+        .collect();
+    let response = match node.open("GET", path, &resume_from, None, SILENCE_LIMIT) {
         Ok(response) => response,
-        Err(err) => return Ok(Stopped::Dropped(format!("cannot reach {url}: {err}"))),
+        Err(err) => return Ok(Stopped::Dropped(err.to_string())),
     };
-    let status = response.status();
-    if !status.is_success() {
-        let text = response
-            .body()
-            .await
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+    if !(200..300).contains(&response.status) {
+        let status = response.status;
+        let text = response.body.text().unwrap_or_default();
         let error = refusal(&Reply { status, text });
         // A node at its connection limit or shutting down may take it later.
-        return if status.is_server_error() {
+        return if status >= 500 {
             Ok(Stopped::Dropped(error.to_string()))
         } else {
             Err(error)
         };
     }
+    let mut body = response.body;
     let mut reader = SseReader::default();
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let chunk = match actix_web::rt::time::timeout(SILENCE_LIMIT, response.next()).await {
-            Err(_) => {
+        let read = match body.read(&mut chunk) {
+            Ok(0) => return Ok(Stopped::Dropped("the node ended the stream".into())),
+            Ok(read) => read,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Ok(Stopped::Dropped(format!(
                     "nothing from the node for {SILENCE_LIMIT:?}"
                 )))
             }
-            Ok(None) => return Ok(Stopped::Dropped("the node ended the stream".into())),
-            Ok(Some(Err(err))) => return Ok(Stopped::Dropped(format!("the stream broke: {err}"))),
-            Ok(Some(Ok(chunk))) => chunk,
+            Err(err) => return Ok(Stopped::Dropped(format!("the stream broke: {err}"))),
         };
-        for message in reader.feed(&chunk) {
+        for message in reader.feed(&chunk[..read]) {
             if message.event == "cache_deleted" {
                 return Ok(Stopped::CacheDeleted);
             }
