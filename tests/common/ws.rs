@@ -98,15 +98,18 @@ impl WsClient {
         self.framed.send(message).await.expect("send frame");
     }
 
-    /// The next message from the server, or `None` once it closed.
+    /// The next message from the server, or `None` once it closed. Pings
+    /// are answered on the way but do not extend the wait: a message must
+    /// come within the read timeout.
     async fn read(&mut self) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
         loop {
             if self.closed.is_some() {
                 return None;
             }
-            let frame = tokio::time::timeout(READ_TIMEOUT, self.framed.next())
+            let frame = tokio::time::timeout_at(deadline, self.framed.next())
                 .await
-                .expect("timed out waiting for a frame");
+                .expect("timed out waiting for a message");
             match frame {
                 None | Some(Err(_)) => {
                     self.closed = Some(None);
