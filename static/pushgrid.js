@@ -26,6 +26,8 @@ const BACKOFF_MAX_MS = 5000;
 /// Failed attempts in a row after which the status says "offline".
 const OFFLINE_AFTER = 6;
 const POLL_TIMEOUT_MS = 25000;
+/// How long `auto` stays on SSE or long polling before it tries a WebSocket again.
+const UPGRADE_AFTER_MS = 30000;
 
 /** The transports in the order `auto` tries them. */
 export const TRANSPORTS = ["websocket", "sse", "poll"];
@@ -46,6 +48,8 @@ export class PushgridClient {
    * @param {string} [options.token] access token, when the node requires one.
    * @param {"auto"|"websocket"|"sse"|"poll"} [options.transport] "auto" (the default)
    *   tries WebSocket, then SSE, then long polling, moving on when one cannot connect.
+   * @param {number} [options.upgradeAfterMs] with "auto", live on SSE or long polling, how often to
+   *   try a WebSocket again (default 30 s); once one opens, the client moves back to it.
    * @param {(status: "connecting"|"live"|"reconnecting"|"offline"|"unauthorized", transport: string) => void} [options.onStatus]
    *   "unauthorized": the node refused the token (or its lack); nothing is retried until setToken.
    */
@@ -56,6 +60,7 @@ export class PushgridClient {
     this.candidates = forced ? [options.transport] : TRANSPORTS;
     this.candidate = 0;
     this.onStatus = options.onStatus || (() => {});
+    this.upgradeAfterMs = options.upgradeAfterMs || UPGRADE_AFTER_MS;
     this.status = "connecting";
     this.nextId = 1;
     this.pending = new Map(); // WebSocket request id -> {resolve, reject}
@@ -164,7 +169,7 @@ export class PushgridClient {
    * (after the last, back to the first, with backoff); one that drops after
    * opening is retried on the same transport.
    */
-  connect() {
+  connect({ quiet = false } = {}) {
     const attempt = { transport: this.transport, opened: false, stopped: false, streams: [], aborts: [] };
     attempt.stop = () => {
       attempt.stopped = true;
@@ -173,7 +178,7 @@ export class PushgridClient {
       for (const abort of attempt.aborts) abort.abort();
     };
     this.attempt = attempt;
-    this.setStatus(this.failures === 0 ? "connecting" : this.failures >= OFFLINE_AFTER ? "offline" : "reconnecting");
+    if (!quiet) this.setStatus(this.failures === 0 ? "connecting" : this.failures >= OFFLINE_AFTER ? "offline" : "reconnecting");
     if (attempt.transport === "websocket") this.openWebSocket(attempt);
     else for (const subscription of this.subscriptions) this.follow(attempt, subscription);
     if (attempt.transport !== "websocket" && this.subscriptions.length === 0) this.opened(attempt);
@@ -184,6 +189,40 @@ export class PushgridClient {
     attempt.opened = true;
     this.failures = 0;
     this.setStatus("live");
+    this.planUpgrade(attempt);
+  }
+
+  /** Live on a fallback that `auto` chose: try a WebSocket again in a while. */
+  planUpgrade(attempt) {
+    if (attempt.transport === "websocket" || this.candidates[0] !== "websocket" || this.candidates.length === 1) return;
+    setTimeout(() => this.tryUpgrade(attempt), this.upgradeAfterMs);
+  }
+
+  /**
+   * Opens a WebSocket beside the fallback in use; if it opens, the client
+   * moves to a WebSocket and subscribes afresh (a snapshot replaces what it
+   * holds), otherwise it tries again later.
+   */
+  tryUpgrade(attempt) {
+    const current = () => attempt === this.attempt && !attempt.stopped && !this.closed;
+    if (!current()) return;
+    const probe = new WebSocket(this.webSocketUrl(), PROTOCOL);
+    let opened = false;
+    probe.onopen = () => {
+      opened = true;
+      probe.close(1000);
+      if (!current()) return;
+      attempt.stop();
+      for (const subscription of this.subscriptions) {
+        subscription.positions = null;
+        subscription.incarnation = null;
+      }
+      this.candidate = 0;
+      this.connect({ quiet: true });
+    };
+    probe.onclose = () => {
+      if (!opened) this.planUpgrade(attempt);
+    };
   }
 
   /** The attempt ended: reconnect, on this transport or the next. */
@@ -256,11 +295,14 @@ export class PushgridClient {
 
   // --- WebSocket ---
 
-  openWebSocket(attempt) {
+  webSocketUrl() {
     const scheme = this.origin.startsWith("https:") ? "wss" : "ws";
-    let url = `${scheme}://${this.origin.replace(/^https?:\/\//, "")}/ws`;
-    if (this.token) url += `?access_token=${encodeURIComponent(this.token)}`;
-    const ws = new WebSocket(url, PROTOCOL);
+    const url = `${scheme}://${this.origin.replace(/^https?:\/\//, "")}/ws`;
+    return this.token ? `${url}?access_token=${encodeURIComponent(this.token)}` : url;
+  }
+
+  openWebSocket(attempt) {
+    const ws = new WebSocket(this.webSocketUrl(), PROTOCOL);
     attempt.ws = ws;
     ws.onopen = () => {
       this.bySub.clear();

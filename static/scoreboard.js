@@ -33,6 +33,7 @@ const client = new PushgridClient({
   // token in the form it shows (kept for this tab's session).
   token: params.get("token") || sessionStorage.getItem(TOKEN_KEY) || undefined,
   transport: params.get("transport") || "auto",
+  upgradeAfterMs: Number(params.get("upgrade_after_ms")) || undefined,
   onStatus(status, transport) {
     connection.dataset.state = status;
     connection.dataset.transport = transport;

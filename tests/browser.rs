@@ -116,6 +116,7 @@ impl Drop for Driver {
 struct Proxy {
     port: u16,
     accepting: Arc<AtomicBool>,
+    refusing_websockets: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
 }
 
@@ -142,8 +143,10 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepting = Arc::new(AtomicBool::new(true));
+        let refusing_websockets = Arc::new(AtomicBool::new(refuse_websockets));
         let (cut, cuts) = watch::channel(0u64);
         let open = accepting.clone();
+        let refusing = refusing_websockets.clone();
         actix_web::rt::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !open.load(Ordering::SeqCst) {
@@ -153,6 +156,7 @@ impl Proxy {
                 let mut cuts = cuts.clone();
                 cuts.borrow_and_update();
                 let upstream = upstream.clone();
+                let refuse_websockets = refusing.load(Ordering::SeqCst);
                 actix_web::rt::spawn(async move {
                     let mut head = vec![0; 4096];
                     let Ok(read) = client.read(&mut head).await else {
@@ -175,7 +179,17 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, accepting, cut }
+        Proxy {
+            port,
+            accepting,
+            refusing_websockets,
+            cut,
+        }
+    }
+
+    /// Lets WebSocket handshakes through from now on.
+    fn allow_websockets(&self) {
+        self.refusing_websockets.store(false, Ordering::SeqCst);
     }
 
     fn url(&self) -> String {
@@ -257,7 +271,8 @@ async fn scoreboard_follows_the_grid_live_across_reconnects_and_windows(
     }
     let page_url = |proxy: &Proxy| match forced {
         Some(transport) => format!("{}?transport={transport}", proxy.url()),
-        None => proxy.url(),
+        // A reconnect may land on a fallback; auto moves back within 300 ms.
+        None => format!("{}?upgrade_after_ms=300", proxy.url()),
     };
     let node = TestNode::start_with("[caches.scores]\nsegments = 16\n", &[]);
     let rest = Rest::new(&node);
@@ -334,8 +349,14 @@ async fn scoreboard_follows_the_grid_live_across_reconnects_and_windows(
         missed, "3",
         "the page reconnected and resumed with the missed write"
     );
-    assert_eq!(page.execute(CONNECTION, vec![]).await.unwrap(), "live");
-    assert_eq!(page.execute(TRANSPORT, vec![]).await.unwrap(), expected);
+    assert_eq!(
+        eventually(&page, TRANSPORT, Duration::from_secs(5), |v| v == expected).await,
+        expected
+    );
+    assert_eq!(
+        eventually(&page, CONNECTION, Duration::from_secs(5), |v| v == "live").await,
+        "live"
+    );
 
     // Two pages see each other's writes.
     let other = driver.browser().await;
@@ -420,6 +441,58 @@ async fn a_page_whose_websocket_cannot_connect_falls_back_to_sse() {
         .await,
         "2"
     );
+    page.close().await.unwrap();
+}
+
+/// A page that fell back to SSE because its WebSocket could not connect
+/// moves back to a WebSocket once one can, and keeps following.
+#[actix_web::test]
+async fn a_page_on_a_fallback_returns_to_a_websocket_once_it_can() {
+    if !browser_available() {
+        return;
+    }
+    let node = TestNode::start_with("[caches.scores]\nsegments = 16\n", &[]);
+    let rest = Rest::new(&node);
+    rest.put_entry("scores", "match/1", &fixture("Alpha", "Beta", 0, 0))
+        .await;
+    let proxy = Proxy::refusing_websockets(node.base.trim_start_matches("http://").to_string()).await;
+    let driver = Driver::start().await;
+    let page = driver.browser().await;
+    page.goto(&format!("{}?upgrade_after_ms=300", proxy.url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        eventually(&page, TRANSPORT, Duration::from_secs(10), |v| v == "sse").await,
+        "sse"
+    );
+    assert_eq!(
+        eventually(&page, CONNECTION, Duration::from_secs(5), |v| v == "live").await,
+        "live"
+    );
+    // Still refused: it stays on SSE, and live.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(page.execute(TRANSPORT, vec![]).await.unwrap(), "sse");
+
+    proxy.allow_websockets();
+    assert_eq!(
+        eventually(&page, TRANSPORT, Duration::from_secs(10), |v| v == "websocket").await,
+        "websocket",
+        "back on a WebSocket"
+    );
+    assert_eq!(
+        eventually(&page, CONNECTION, Duration::from_secs(5), |v| v == "live").await,
+        "live"
+    );
+    rest.put_entry("scores", "match/1", &fixture("Alpha", "Beta", 2, 0))
+        .await;
+    assert_eq!(
+        eventually(&page, &score_of("match/1", "home"), Duration::from_secs(5), |v| v
+            == "2")
+        .await,
+        "2",
+        "and it follows the grid there"
+    );
+    assert_eq!(page.execute(CARD_COUNT, vec![]).await.unwrap(), 1);
     page.close().await.unwrap();
 }
 
