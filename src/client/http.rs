@@ -178,6 +178,18 @@ impl Body {
     }
 }
 
+impl Body {
+    /// Reads at most `left` bytes of what the framing says is still due;
+    /// the connection ending first is `cut_off`.
+    fn read_some(&mut self, buf: &mut [u8], left: usize, cut_off: &str) -> io::Result<usize> {
+        let take = buf.len().min(left);
+        match self.stream.read(&mut buf[..take])? {
+            0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, cut_off.to_string())),
+            n => Ok(n),
+        }
+    }
+}
+
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
@@ -186,14 +198,7 @@ impl Read for Body {
                 Framing::UntilClose => return self.stream.read(buf),
                 Framing::Length(0) => self.framing = Framing::Done,
                 Framing::Length(left) => {
-                    let take = buf.len().min(left);
-                    let n = self.stream.read(&mut buf[..take])?;
-                    if n == 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the body was cut off",
-                        ));
-                    }
+                    let n = self.read_some(buf, left, "the body was cut off")?;
                     self.framing = Framing::Length(left - n);
                     return Ok(n);
                 }
@@ -217,14 +222,7 @@ impl Read for Body {
                     self.framing = Framing::Chunked(None);
                 }
                 Framing::Chunked(Some(left)) => {
-                    let take = buf.len().min(left);
-                    let n = self.stream.read(&mut buf[..take])?;
-                    if n == 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "a chunk was cut off",
-                        ));
-                    }
+                    let n = self.read_some(buf, left, "a chunk was cut off")?;
                     self.framing = Framing::Chunked(Some(left - n));
                     return Ok(n);
                 }

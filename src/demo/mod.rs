@@ -5,6 +5,7 @@
 //! feed's next write fails, and it adopts that score instead of overwriting
 //! it.
 
+mod clubs;
 pub mod fixture;
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ use fixture::{Fixture, Tick};
 pub const DEMO_CACHE: &str = "scores";
 /// Matches on the board at once; each club plays one at a time.
 pub const MATCHES: usize = 6;
-const _: () = assert!(2 * MATCHES <= fixture::CLUB_COUNT);
+const _: () = assert!(2 * MATCHES <= clubs::CLUB_COUNT);
 
 struct Slot {
     key: Key,
