@@ -9,5 +9,6 @@
 //! ready for the link between members.
 
 pub mod assignment;
+pub mod link;
 pub mod membership;
 pub mod wire;

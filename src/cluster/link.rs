@@ -1,0 +1,534 @@
+//! The inter-node link: one TCP connection per pair of members, carrying
+//! requests and their replies both ways, in [`wire`](super::wire) frames
+//! after a handshake (cluster id, node id, generation, epoch and, with a
+//! cluster secret, a proof of it).
+//!
+//! [`Links`] is a node's end of all its links: it accepts connections on the
+//! cluster address and dials peers from that same address (so a test can
+//! cut two nodes apart by address). A [`Peer`] is the handle callers keep
+//! for one other member; its requests use whichever connection to that
+//! member is up, dialing one when none is. When both ends dial at once, both
+//! keep the connection dialed by the lower node id and close the other, so a
+//! pair settles on one connection.
+//!
+//! Each connection has a bounded queue of frames to write: a caller waits
+//! for room (back-pressure) up to its request's timeout, and a slow or dead
+//! peer costs only the requests sent to it. Replies are matched to requests
+//! by id, so one slow request never holds up the others.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::{self, Hello, Proof};
+
+/// Frames waiting to be written on one connection, at most.
+const QUEUE_FRAMES: usize = 4096;
+/// How long dialing and the handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who this node is on its links.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub cluster_id: String,
+    pub node_id: String,
+    pub generation: u64,
+    /// The shared cluster secret peers must prove they hold.
+    pub secret: Option<Arc<[u8]>>,
+}
+
+/// Why a request got no reply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("peer {0} is unreachable: {1}")]
+    Unreachable(String, String),
+    #[error("peer {0} did not answer in time")]
+    Timeout(String),
+}
+
+type Reply<'a, Resp> = Pin<Box<dyn Future<Output = Resp> + Send + 'a>>;
+
+/// What a node does with the requests its peers send it.
+pub trait Service<Req, Resp>: Send + Sync + 'static {
+    /// Answers `request` from the peer named `from`.
+    fn serve(&self, from: Arc<str>, request: Req) -> Reply<'static, Resp>;
+}
+
+#[derive(Serialize, Deserialize)]
+enum Frame<Req, Resp> {
+    Request { id: u64, body: Req },
+    Reply { id: u64, body: Resp },
+}
+
+type PeersByName<Req, Resp> = HashMap<Arc<str>, Arc<Peer<Req, Resp>>>;
+
+/// A node's end of its links to every peer.
+pub struct Links<Req, Resp> {
+    identity: Identity,
+    /// The address outgoing connections leave from (port chosen by the OS).
+    source: IpAddr,
+    /// The highest epoch this node has agreed to, said in every hello.
+    epoch: Arc<AtomicU64>,
+    service: Arc<dyn Service<Req, Resp>>,
+    peers: Mutex<PeersByName<Req, Resp>>,
+}
+
+/// One other member, as this node reaches it.
+pub struct Peer<Req, Resp> {
+    name: Arc<str>,
+    address: Mutex<SocketAddr>,
+    connection: ArcSwapOption<Connection<Resp>>,
+    dialing: tokio::sync::Mutex<()>,
+    links: std::sync::Weak<Links<Req, Resp>>,
+}
+
+/// One established connection: the queue its writer drains, and the
+/// requests sent on it that await a reply.
+struct Connection<Resp> {
+    outgoing: mpsc::Sender<Bytes>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Resp>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    /// The node that dialed it: on a duplicate, the lower one's is kept.
+    dialed_by: Arc<str>,
+    /// Told when the connection is dropped in favour of another.
+    close: tokio::sync::Notify,
+}
+
+impl<Resp> Connection<Resp> {
+    fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection closed and fails every request still waiting.
+    fn shut(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.pending.lock().expect("pending lock").clear();
+        self.close.notify_waiters();
+    }
+}
+
+impl<Req, Resp> Links<Req, Resp>
+where
+    Req: Serialize + DeserializeOwned + Send + 'static,
+    Resp: Serialize + DeserializeOwned + Send + 'static,
+{
+    pub fn new(
+        identity: Identity,
+        source: IpAddr,
+        epoch: Arc<AtomicU64>,
+        service: Arc<dyn Service<Req, Resp>>,
+    ) -> Arc<Self> {
+        Arc::new(Links {
+            identity,
+            source,
+            epoch,
+            service,
+            peers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Accepts peers' connections on `listener` until the runtime stops.
+    pub fn accept(self: &Arc<Self>, listener: TcpListener) {
+        let links = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, from)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let Some(links) = links.upgrade() else { return };
+                tokio::spawn(async move {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, links.handshake(stream)).await {
+                        Ok(Ok((name, read, write))) => {
+                            let peer = links.peer_named(&name, from);
+                            peer.adopt(read, write, name.clone());
+                        }
+                        Ok(Err(reason)) => log::warn!("link from {from} refused: {reason}"),
+                        Err(_) => log::warn!("link from {from}: no handshake in time"),
+                    }
+                });
+            }
+        });
+    }
+
+    /// The handle for the member `name`, reached at `address`.
+    pub fn peer(self: &Arc<Self>, name: &str, address: SocketAddr) -> Arc<Peer<Req, Resp>> {
+        let peer = self.peer_named(name, address);
+        *peer.address.lock().expect("address lock") = address;
+        peer
+    }
+
+    fn peer_named(self: &Arc<Self>, name: &str, address: SocketAddr) -> Arc<Peer<Req, Resp>> {
+        let mut peers = self.peers.lock().expect("peers lock");
+        peers
+            .entry(Arc::from(name))
+            .or_insert_with(|| {
+                Arc::new(Peer {
+                    name: Arc::from(name),
+                    address: Mutex::new(address),
+                    connection: ArcSwapOption::empty(),
+                    dialing: tokio::sync::Mutex::new(()),
+                    links: Arc::downgrade(self),
+                })
+            })
+            .clone()
+    }
+
+    /// Forgets a member that left: its connection closes.
+    pub fn forget(&self, name: &str) {
+        let peer = self.peers.lock().expect("peers lock").remove(name);
+        if let Some(connection) = peer.and_then(|p| p.connection.swap(None)) {
+            connection.shut();
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            cluster_id: self.identity.cluster_id.clone(),
+            node_id: self.identity.node_id.clone(),
+            generation: self.identity.generation,
+            epoch: self.epoch.load(Ordering::Acquire),
+            nonce: uuid::Uuid::new_v4().into_bytes(),
+        }
+    }
+
+    /// Both ends say hello and, with a secret, prove it; returns the peer's
+    /// name and the stream's halves.
+    async fn handshake(&self, stream: TcpStream) -> Result<(Arc<str>, ReadHalf, OwnedWriteHalf), String> {
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (read, mut write) = stream.into_split();
+        let mut read = ReadHalf::new(read);
+        let ours = self.hello();
+        write_frame(&mut write, &ours).await?;
+        let theirs: Hello = read.next().await?;
+        wire::check_hello(&ours, &theirs).map_err(|e| e.to_string())?;
+        if let Some(secret) = &self.identity.secret {
+            write_frame(&mut write, &wire::prove(secret, &theirs, &ours)).await?;
+            let proof: Proof = read.next().await?;
+            wire::verify(secret, &ours, &theirs, &proof).map_err(|e| e.to_string())?;
+        }
+        Ok((Arc::from(theirs.node_id.as_str()), read, write))
+    }
+
+    async fn dial(&self, address: SocketAddr) -> Result<(Arc<str>, ReadHalf, OwnedWriteHalf), String> {
+        let socket = match self.source {
+            IpAddr::V4(_) => TcpSocket::new_v4(),
+            IpAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(|e| e.to_string())?;
+        socket
+            .bind(SocketAddr::new(self.source, 0))
+            .map_err(|e| format!("binding {}: {e}", self.source))?;
+        let stream = socket.connect(address).await.map_err(|e| e.to_string())?;
+        self.handshake(stream).await
+    }
+}
+
+impl<Req, Resp> Peer<Req, Resp>
+where
+    Req: Serialize + DeserializeOwned + Send + 'static,
+    Resp: Serialize + DeserializeOwned + Send + 'static,
+{
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Sends `request` and waits up to `timeout` for the reply, dialing
+    /// the peer first when no connection to it is up.
+    pub async fn request(&self, request: &Req, timeout: Duration) -> Result<Resp, LinkError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let call = async {
+            let connection = self.connected().await?;
+            let id = connection.next_id.fetch_add(1, Ordering::Relaxed);
+            let (reply, answer) = oneshot::channel();
+            connection.pending.lock().expect("pending lock").insert(id, reply);
+            let mut frame = BytesMut::new();
+            wire::encode(&Frame::<&Req, ()>::Request { id, body: request }, &mut frame);
+            if connection.outgoing.send(frame.freeze()).await.is_err() || !connection.is_open() {
+                connection.pending.lock().expect("pending lock").remove(&id);
+                return Err(self.unreachable("connection closed"));
+            }
+            answer.await.map_err(|_| self.unreachable("connection closed"))
+        };
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(LinkError::Timeout(self.name.to_string())),
+        }
+    }
+
+    fn unreachable(&self, why: impl ToString) -> LinkError {
+        LinkError::Unreachable(self.name.to_string(), why.to_string())
+    }
+
+    async fn connected(&self) -> Result<Arc<Connection<Resp>>, LinkError> {
+        if let Some(connection) = self.open_connection() {
+            return Ok(connection);
+        }
+        let _dialing = self.dialing.lock().await;
+        if let Some(connection) = self.open_connection() {
+            return Ok(connection);
+        }
+        let links = self
+            .links
+            .upgrade()
+            .ok_or_else(|| self.unreachable("node stopping"))?;
+        let address = *self.address.lock().expect("address lock");
+        let dialed = tokio::time::timeout(CONNECT_TIMEOUT, links.dial(address))
+            .await
+            .map_err(|_| self.unreachable("connect timed out"))?
+            .map_err(|e| self.unreachable(e))?;
+        let (name, read, write) = dialed;
+        if name != self.name {
+            return Err(self.unreachable(format!("{address} is node {name}")));
+        }
+        let dialer = Arc::from(links.identity.node_id.as_str());
+        self.adopt(read, write, dialer);
+        self.open_connection()
+            .ok_or_else(|| self.unreachable("connection closed at once"))
+    }
+
+    fn open_connection(&self) -> Option<Arc<Connection<Resp>>> {
+        self.connection.load_full().filter(|c| c.is_open())
+    }
+
+    /// Starts a handshaken connection's reader and writer, and makes it
+    /// this peer's connection unless an open one dialed by a lower node id
+    /// is already.
+    fn adopt(&self, read: ReadHalf, write: OwnedWriteHalf, dialed_by: Arc<str>) {
+        let Some(links) = self.links.upgrade() else { return };
+        let (outgoing, queue) = mpsc::channel(QUEUE_FRAMES);
+        let connection = Arc::new(Connection {
+            outgoing,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            dialed_by,
+            close: tokio::sync::Notify::new(),
+        });
+        let keep_existing = self
+            .open_connection()
+            .is_some_and(|existing| existing.dialed_by < connection.dialed_by);
+        tokio::spawn(write_frames(write, queue, connection.clone()));
+        tokio::spawn(read_frames(read, connection.clone(), links, self.name.clone()));
+        if keep_existing {
+            connection.shut();
+        } else if let Some(replaced) = self.connection.swap(Some(connection)) {
+            replaced.shut();
+        }
+    }
+}
+
+/// Writes queued frames, several per system call when they pile up, until
+/// the connection closes.
+async fn write_frames<Resp>(
+    mut write: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Bytes>,
+    connection: Arc<Connection<Resp>>,
+) {
+    let mut batch = BytesMut::new();
+    let closing = connection.close.notified();
+    tokio::pin!(closing);
+    closing.as_mut().enable();
+    while connection.is_open() {
+        let first = tokio::select! {
+            frame = queue.recv() => frame,
+            _ = &mut closing => None,
+        };
+        let Some(first) = first else { break };
+        batch.extend_from_slice(&first);
+        while batch.len() < 256 * 1024 {
+            match queue.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&batch).await.is_err() || !connection.is_open() {
+            break;
+        }
+        batch.clear();
+    }
+    connection.shut();
+    let _ = write.shutdown().await;
+}
+
+/// Reads frames until the connection closes: replies complete their
+/// requests, requests are served each in its own task.
+async fn read_frames<Req, Resp>(
+    mut read: ReadHalf,
+    connection: Arc<Connection<Resp>>,
+    links: Arc<Links<Req, Resp>>,
+    peer: Arc<str>,
+) where
+    Req: Serialize + DeserializeOwned + Send + 'static,
+    Resp: Serialize + DeserializeOwned + Send + 'static,
+{
+    let service = links.service.clone();
+    drop(links);
+    let closing = connection.close.notified();
+    tokio::pin!(closing);
+    closing.as_mut().enable();
+    while connection.is_open() {
+        let frame = tokio::select! {
+            frame = read.next::<Frame<Req, Resp>>() => frame,
+            _ = &mut closing => break,
+        };
+        match frame {
+            Ok(Frame::Reply { id, body }) => {
+                let waiting = connection.pending.lock().expect("pending lock").remove(&id);
+                if let Some(waiting) = waiting {
+                    let _ = waiting.send(body);
+                }
+            }
+            Ok(Frame::Request { id, body }) => {
+                let reply = service.serve(peer.clone(), body);
+                let outgoing = connection.outgoing.clone();
+                tokio::spawn(async move {
+                    let body = reply.await;
+                    let mut frame = BytesMut::new();
+                    wire::encode(&Frame::<(), Resp>::Reply { id, body }, &mut frame);
+                    let _ = outgoing.send(frame.freeze()).await;
+                });
+            }
+            Err(reason) => {
+                if connection.is_open() {
+                    log::info!("link with {peer} closed: {reason}");
+                }
+                break;
+            }
+        }
+    }
+    connection.shut();
+}
+
+/// A connection's read half with the bytes read but not yet decoded.
+struct ReadHalf {
+    stream: OwnedReadHalf,
+    buffer: BytesMut,
+}
+
+impl ReadHalf {
+    fn new(stream: OwnedReadHalf) -> Self {
+        ReadHalf {
+            stream,
+            buffer: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+
+    async fn next<T: DeserializeOwned>(&mut self) -> Result<T, String> {
+        loop {
+            if let Some(message) = wire::decode(&mut self.buffer).map_err(|e| e.to_string())? {
+                return Ok(message);
+            }
+            match self.stream.read_buf(&mut self.buffer).await {
+                Ok(0) => return Err("closed by the peer".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+async fn write_frame<T: Serialize>(write: &mut OwnedWriteHalf, message: &T) -> Result<(), String> {
+    let mut frame = BytesMut::new();
+    wire::encode(message, &mut frame);
+    write.write_all(&frame).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers a number with its double, after waiting that many ms.
+    struct Doubler;
+
+    impl Service<u64, u64> for Doubler {
+        fn serve(&self, _: Arc<str>, n: u64) -> Reply<'static, u64> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(n)).await;
+                n * 2
+            })
+        }
+    }
+
+    async fn node(name: &str, secret: Option<&[u8]>) -> (Arc<Links<u64, u64>>, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let links = Links::new(
+            Identity {
+                cluster_id: "c".into(),
+                node_id: name.into(),
+                generation: 1,
+                secret: secret.map(Arc::from),
+            },
+            "127.0.0.1".parse().unwrap(),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(Doubler),
+        );
+        links.accept(listener);
+        (links, address)
+    }
+
+    #[tokio::test]
+    async fn requests_both_ways_share_one_connection_and_replies_find_their_request() {
+        let (a, a_address) = node("a", None).await;
+        let (b, b_address) = node("b", None).await;
+        let to_b = a.peer("b", b_address);
+        // The slow request is answered last, the others are not held up by it.
+        let (slow, fast, back) = tokio::join!(
+            to_b.request(&200, Duration::from_secs(5)),
+            to_b.request(&1, Duration::from_secs(5)),
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                b.peer("a", a_address).request(&3, Duration::from_secs(5)).await
+            }
+        );
+        assert_eq!((slow, fast, back), (Ok(400), Ok(2), Ok(6)));
+        let from_b = b.peer("a", a_address).connection.load_full().unwrap();
+        let from_a = to_b.connection.load_full().unwrap();
+        assert_eq!(&*from_a.dialed_by, "a");
+        assert_eq!(&*from_b.dialed_by, "a", "b answered on the connection a dialed");
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_secret_is_refused_and_a_dead_one_is_unreachable() {
+        let (a, _) = node("a", Some(b"s3cret")).await;
+        let (b, b_address) = node("b", Some(b"other")).await;
+        let refused = a.peer("b", b_address).request(&1, Duration::from_secs(2)).await;
+        assert!(matches!(refused, Err(LinkError::Unreachable(..))), "{refused:?}");
+        drop(b);
+        let (c, c_address) = node("c", Some(b"s3cret")).await;
+        assert_eq!(
+            a.peer("c", c_address).request(&2, Duration::from_secs(2)).await,
+            Ok(4)
+        );
+        drop(c);
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let nobody = closed.local_addr().unwrap();
+        drop(closed);
+        let dead = a.peer("d", nobody).request(&1, Duration::from_secs(2)).await;
+        assert!(matches!(dead, Err(LinkError::Unreachable(..))), "{dead:?}");
+        let slow = a
+            .peer("c", c_address)
+            .request(&500, Duration::from_millis(50))
+            .await;
+        assert_eq!(slow, Err(LinkError::Timeout("c".into())));
+    }
+}
