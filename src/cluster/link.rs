@@ -84,6 +84,7 @@ pub struct Links<Req, Resp> {
     epoch: Arc<AtomicU64>,
     service: Arc<dyn Service<Req, Resp>>,
     peers: Mutex<PeersByName<Req, Resp>>,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// One other member, as this node reaches it.
@@ -138,6 +139,7 @@ where
             epoch,
             service,
             peers: Mutex::new(HashMap::new()),
+            stopping: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -148,9 +150,14 @@ where
     /// Accepts peers' connections on `listener` until the runtime stops.
     pub fn accept(self: &Arc<Self>, listener: TcpListener) {
         let links = Arc::downgrade(self);
+        let mut stopping = self.stopping.subscribe();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, from)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                };
+                let Ok((stream, from)) = accepted else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
@@ -190,6 +197,30 @@ where
                 })
             })
             .clone()
+    }
+
+    /// Dials `address` and links with whichever member answers there: how
+    /// a node that knows only its seeds' addresses meets them.
+    pub async fn introduce(self: &Arc<Self>, address: SocketAddr) -> Result<Arc<Peer<Req, Resp>>, LinkError> {
+        let unreachable = |why: String| LinkError::Unreachable(address.to_string(), why);
+        let (name, read, write) = tokio::time::timeout(CONNECT_TIMEOUT, self.dial(address))
+            .await
+            .map_err(|_| unreachable("connect timed out".into()))?
+            .map_err(unreachable)?;
+        let peer = self.peer(&name, address);
+        peer.adopt(read, write, Arc::from(self.identity.node_id.as_str()));
+        Ok(peer)
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+        let peers: Vec<_> = self.peers.lock().expect("peers lock").drain().collect();
+        for (_, peer) in peers {
+            if let Some(connection) = peer.connection.swap(None) {
+                connection.shut();
+            }
+        }
     }
 
     /// Forgets a member that left: its connection closes.

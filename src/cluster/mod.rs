@@ -2,13 +2,22 @@
 //! which of them own each segment of each cache. The grid below knows only
 //! the owner tables it is handed (`grid::owners`); this module decides them.
 //!
-//! Today a node is its own one-member cluster: [`membership::Membership`]
-//! knows only the local member, and [`assignment`] spreads segments over the
-//! members it is given, balanced and moving as little as it can when they
-//! change. [`wire`] is the inter-node link's frame format and handshake,
-//! ready for the link between members.
+//! The layers, from the bottom: [`wire`] (frames and handshake), [`link`]
+//! (one connection per pair of members, requests and replies both ways),
+//! [`topology`] (members, epochs and owner tables as a value, changed only
+//! by agreed [`topology::Change`]s), [`assignment`] (balanced,
+//! minimal-movement owner tables), [`consensus`] (the topology log on
+//! openraft), [`messages`] (what members say over the link) and [`member`]
+//! (this node in a cluster: founding or joining it, proposing changes).
+//! [`membership::Membership`] is the actor the rest of the node asks about
+//! members and owners; a node started without a cluster address is its own
+//! one-member cluster there.
 
 pub mod assignment;
+pub mod consensus;
 pub mod link;
+pub mod member;
 pub mod membership;
+pub mod messages;
+pub mod topology;
 pub mod wire;

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Message, Recipient};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CacheName, SegmentId};
 
 /// A member's stable identity within the cluster.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct MemberId(pub Arc<str>);
 
@@ -27,7 +27,7 @@ pub struct OwnerRange {
 }
 
 /// Who owns each segment of one cache.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SegmentOwners {
     /// `owners[s]` are the owners of segment `s`, primary first.

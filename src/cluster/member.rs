@@ -1,0 +1,392 @@
+//! This node as a member of a cluster: it listens on the cluster address,
+//! starts its end of the topology log, founds a cluster or joins one
+//! through its seeds, and answers its peers' requests over the link.
+//!
+//! A change of the topology is proposed on any member: it is appended by
+//! the leader, wherever that is, so [`ClusterMember::propose`] follows the
+//! leader hints it gets until the change is agreed or its time runs out.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::consensus::{
+    self, BoxFuture, Consensus, ProposeError, RaftNode, RaftReply, RaftRequest, RaftTransport,
+};
+use super::link::{Identity, LinkError, Links, Peer, Service};
+use super::messages::{PeerReply, PeerRequest};
+use super::topology::{Applied, Change, MemberInfo, Topology};
+use crate::grid::owners::MemberId;
+
+/// How this node takes part in a cluster.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub cluster_id: String,
+    pub node_id: String,
+    /// Which run of the node this is: higher on every start.
+    pub generation: u64,
+    /// Where the inter-node link listens; outgoing links leave from its IP.
+    pub link: SocketAddr,
+    /// Where clients reach this node's API.
+    pub api: String,
+    /// Members to join through; none founds a new cluster.
+    pub seeds: Vec<SocketAddr>,
+    pub failure_timeout: Duration,
+    pub secret: Option<Arc<[u8]>>,
+}
+
+type PeerLinks = Links<PeerRequest, PeerReply>;
+
+/// What the link's service and raft's transport share: set once the
+/// member has started both.
+#[derive(Default)]
+struct Shared {
+    links: OnceLock<Weak<PeerLinks>>,
+    consensus: OnceLock<Consensus>,
+}
+
+impl Shared {
+    fn links(&self) -> Option<Arc<PeerLinks>> {
+        self.links.get().and_then(Weak::upgrade)
+    }
+}
+
+pub struct ClusterMember {
+    settings: Settings,
+    /// The address the link listens on (the port chosen, if it was 0).
+    link: SocketAddr,
+    links: Arc<PeerLinks>,
+    consensus: Consensus,
+}
+
+impl ClusterMember {
+    /// Listens on the cluster address, starts the topology log, and founds
+    /// or joins the cluster; returns once this member is in the topology.
+    pub async fn start(settings: Settings) -> Result<Self, String> {
+        let listener = TcpListener::bind(settings.link)
+            .await
+            .map_err(|e| format!("cluster address {}: {e}", settings.link))?;
+        let link = listener.local_addr().map_err(|e| e.to_string())?;
+        let shared = Arc::new(Shared::default());
+        let epoch = Arc::new(AtomicU64::new(0));
+        let identity = Identity {
+            cluster_id: settings.cluster_id.clone(),
+            node_id: settings.node_id.clone(),
+            generation: settings.generation,
+            secret: settings.secret.clone(),
+        };
+        let links = Links::new(identity, link.ip(), epoch.clone(), shared.clone());
+        let _ = shared.links.set(Arc::downgrade(&links));
+        links.accept(listener);
+
+        let raft_id = consensus::raft_id(&settings.node_id, settings.generation);
+        let config = consensus::raft_config(&settings.cluster_id, settings.failure_timeout);
+        let heartbeat = Duration::from_millis(config.heartbeat_interval);
+        let consensus = Consensus::start(raft_id, config, Arc::new(LinkTransport(shared.clone()))).await?;
+        let _ = shared.consensus.set(consensus.clone());
+        tokio::spawn(consensus.clone().steward(heartbeat * 2));
+        tokio::spawn(follow_epoch(consensus.topology(), epoch));
+
+        let member = ClusterMember {
+            settings,
+            link,
+            links,
+            consensus,
+        };
+        let join = Change::Join {
+            id: member.id(),
+            info: member.info(),
+        };
+        let deadline = tokio::time::Instant::now() + member.settings.failure_timeout * 10;
+        if member.settings.seeds.is_empty() {
+            member.consensus.found(member.raft_node()).await?;
+            member.propose_until(join, deadline).await
+        } else {
+            member.join_through_seeds(join, deadline).await
+        }
+        .map_err(|e| format!("joining the cluster: {e}"))?;
+        Ok(member)
+    }
+
+    pub fn id(&self) -> MemberId {
+        MemberId(Arc::from(self.settings.node_id.as_str()))
+    }
+
+    pub fn link_address(&self) -> SocketAddr {
+        self.link
+    }
+
+    fn info(&self) -> MemberInfo {
+        MemberInfo {
+            raft_id: self.consensus.id(),
+            generation: self.settings.generation,
+            api: self.settings.api.clone(),
+            link: self.link,
+        }
+    }
+
+    fn raft_node(&self) -> RaftNode {
+        RaftNode {
+            name: self.settings.node_id.clone(),
+            link: self.link.to_string(),
+        }
+    }
+
+    /// The latest agreed topology, and its changes.
+    pub fn topology(&self) -> tokio::sync::watch::Receiver<Arc<Topology>> {
+        self.consensus.topology()
+    }
+
+    pub fn consensus(&self) -> &Consensus {
+        &self.consensus
+    }
+
+    /// Has `change` agreed, wherever the leader is; gives up after a while
+    /// as long as the failure timeout allows several elections.
+    pub async fn propose(&self, change: Change) -> Result<Applied, ProposeError> {
+        let deadline = tokio::time::Instant::now() + self.settings.failure_timeout * 5;
+        self.propose_until(change, deadline).await
+    }
+
+    async fn propose_until(
+        &self,
+        change: Change,
+        deadline: tokio::time::Instant,
+    ) -> Result<Applied, ProposeError> {
+        let mut last = ProposeError::NotLeader(None);
+        while tokio::time::Instant::now() < deadline {
+            let attempt = match &last {
+                ProposeError::NotLeader(Some(leader)) if leader.name != self.settings.node_id => {
+                    match leader.link.parse() {
+                        Ok(address) => {
+                            let peer = self.links.peer(&leader.name, address);
+                            self.propose_at(&peer, &change).await
+                        }
+                        Err(_) => Err(ProposeError::Failed(format!("leader address {}", leader.link))),
+                    }
+                }
+                _ => self.consensus.propose(change.clone()).await,
+            };
+            match attempt {
+                Ok(applied) => return Ok(applied),
+                Err(ProposeError::NotLeader(Some(leader))) => last = ProposeError::NotLeader(Some(leader)),
+                Err(other) => {
+                    last = other;
+                    tokio::time::sleep(self.retry_pause()).await;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_through_seeds(
+        &self,
+        join: Change,
+        deadline: tokio::time::Instant,
+    ) -> Result<Applied, ProposeError> {
+        let mut last = ProposeError::Failed("no seed answered".into());
+        while tokio::time::Instant::now() < deadline {
+            for seed in &self.settings.seeds {
+                let peer = match self.links.introduce(*seed).await {
+                    Ok(peer) => peer,
+                    Err(e) => {
+                        last = ProposeError::Failed(e.to_string());
+                        continue;
+                    }
+                };
+                match self.propose_at(&peer, &join).await {
+                    Ok(applied) => return Ok(applied),
+                    Err(ProposeError::NotLeader(Some(leader))) => {
+                        let Ok(address) = leader.link.parse() else {
+                            continue;
+                        };
+                        let leader = self.links.peer(&leader.name, address);
+                        match self.propose_at(&leader, &join).await {
+                            Ok(applied) => return Ok(applied),
+                            Err(e) => last = e,
+                        }
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            tokio::time::sleep(self.retry_pause()).await;
+        }
+        Err(last)
+    }
+
+    async fn propose_at(
+        &self,
+        peer: &Peer<PeerRequest, PeerReply>,
+        change: &Change,
+    ) -> Result<Applied, ProposeError> {
+        let request = PeerRequest::Propose(change.clone());
+        match peer.request(&request, self.settings.failure_timeout * 2).await {
+            Ok(PeerReply::Proposed(result)) => result,
+            Ok(PeerReply::Refused(why)) => Err(ProposeError::Failed(why)),
+            Ok(other) => Err(ProposeError::Failed(format!("unexpected reply {other:?}"))),
+            Err(e) => Err(ProposeError::Failed(e.to_string())),
+        }
+    }
+
+    fn retry_pause(&self) -> Duration {
+        (self.settings.failure_timeout / 10).max(Duration::from_millis(20))
+    }
+
+    /// Leaves the cluster abruptly, as a crash would: the link closes and
+    /// raft stops. (A graceful leave proposes `Change::Leave` first.)
+    pub async fn stop(&self) {
+        self.links.stop();
+        let _ = self.consensus.raft().shutdown().await;
+    }
+}
+
+/// Keeps the epoch said in link handshakes at the latest agreed one.
+async fn follow_epoch(mut topology: tokio::sync::watch::Receiver<Arc<Topology>>, epoch: Arc<AtomicU64>) {
+    loop {
+        epoch.store(topology.borrow_and_update().epoch, Ordering::Release);
+        if topology.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Service<PeerRequest, PeerReply> for Shared {
+    fn serve(&self, _from: Arc<str>, request: PeerRequest) -> BoxFuture<PeerReply> {
+        let Some(consensus) = self.consensus.get().cloned() else {
+            return Box::pin(async { PeerReply::Refused("this member is still starting".into()) });
+        };
+        match request {
+            PeerRequest::Raft(request) => {
+                Box::pin(async move { PeerReply::Raft(consensus.serve(request).await) })
+            }
+            PeerRequest::Propose(change) => {
+                Box::pin(async move { PeerReply::Proposed(consensus.propose(change).await) })
+            }
+        }
+    }
+}
+
+/// Raft's messages over the link.
+struct LinkTransport(Arc<Shared>);
+
+impl RaftTransport for LinkTransport {
+    fn call(
+        &self,
+        target: &RaftNode,
+        request: RaftRequest,
+        timeout: Duration,
+    ) -> BoxFuture<Result<RaftReply, String>> {
+        let links = self.0.links();
+        let target = target.clone();
+        Box::pin(async move {
+            let links = links.ok_or("the node is stopping")?;
+            let address = target
+                .link
+                .parse()
+                .map_err(|e| format!("address {}: {e}", target.link))?;
+            let peer = links.peer(&target.name, address);
+            match peer.request(&PeerRequest::Raft(request), timeout).await {
+                Ok(PeerReply::Raft(reply)) => Ok(reply),
+                Ok(PeerReply::Refused(why)) => Err(why),
+                Ok(other) => Err(format!("unexpected reply {other:?}")),
+                Err(LinkError::Timeout(peer)) => Err(format!("{peer} did not answer in time")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::CacheConfig;
+
+    fn settings(name: &str, seeds: Vec<SocketAddr>) -> Settings {
+        Settings {
+            cluster_id: "test".into(),
+            node_id: name.into(),
+            generation: 1,
+            link: "127.0.0.1:0".parse().unwrap(),
+            api: format!("{name}:8080"),
+            seeds,
+            failure_timeout: Duration::from_millis(600),
+            secret: Some(Arc::from(&b"s"[..])),
+        }
+    }
+
+    async fn until(what: &str, mut holds: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !holds() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_join_through_seeds_and_agree_on_every_change() {
+        let n1 = ClusterMember::start(settings("n1", vec![])).await.unwrap();
+        let n2 = ClusterMember::start(settings("n2", vec![n1.link_address()]))
+            .await
+            .unwrap();
+        let n3 = ClusterMember::start(settings("n3", vec![n2.link_address()]))
+            .await
+            .unwrap();
+        let members = [&n1, &n2, &n3];
+        until("three members everywhere", || {
+            members.iter().all(|m| m.topology().borrow().members.len() == 3)
+        })
+        .await;
+        until("three voters", || {
+            let metrics = n1.consensus().raft().metrics().borrow().clone();
+            metrics.membership_config.membership().voter_ids().count() == 3
+        })
+        .await;
+
+        // Proposed on a member that may not lead: agreed everywhere all the same.
+        let create = Change::CreateCache {
+            name: "scores".into(),
+            config: CacheConfig {
+                segments: 16,
+                num_owners: 2,
+                ..CacheConfig::default()
+            },
+        };
+        assert_eq!(n3.propose(create.clone()).await, Ok(Applied::CacheCreated));
+        assert_eq!(n2.propose(create).await, Ok(Applied::Unchanged));
+        until("the cache everywhere", || {
+            members
+                .iter()
+                .all(|m| m.topology().borrow().caches.contains_key("scores"))
+        })
+        .await;
+        let tables: Vec<_> = members
+            .iter()
+            .map(|m| m.topology().borrow().caches["scores"].clone())
+            .collect();
+        assert!(tables.windows(2).all(|w| w[0] == w[1]), "one table everywhere");
+        let epoch = n1.topology().borrow().epoch;
+        assert_eq!(epoch, 3, "one epoch per member that joined");
+
+        // A member that leaves is agreed away, and the rest still agree.
+        n3.stop().await;
+        let leave = Change::Leave { id: n3.id() };
+        assert_eq!(n1.propose(leave).await, Ok(Applied::Epoch(4)));
+        until("two members", || {
+            [&n1, &n2]
+                .iter()
+                .all(|m| m.topology().borrow().members.len() == 2)
+        })
+        .await;
+        let table = n2.topology().borrow().caches["scores"].clone();
+        assert_eq!(table.owners.owned_by(&n3.id()).count(), 0);
+        for member in [n1, n2] {
+            member.stop().await;
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! What members say to each other over the inter-node link: the requests
+//! one member sends another and their replies. Each layer of the cluster
+//! adds its own variants; the link carries them without looking inside.
+
+use serde::{Deserialize, Serialize};
+
+use super::consensus::{ProposeError, RaftReply, RaftRequest};
+use super::topology::{Applied, Change};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// A message of the topology log's consensus.
+    Raft(RaftRequest),
+    /// A change for the topology log, to append if the receiver leads or
+    /// to pass on to the leader.
+    Propose(Change),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerReply {
+    Raft(RaftReply),
+    Proposed(Result<Applied, ProposeError>),
+    /// The receiver cannot take this request now (still starting, say).
+    Refused(String),
+}
