@@ -6,16 +6,19 @@
 //! the leader, wherever that is, so [`ClusterMember::propose`] follows the
 //! leader hints it gets until the change is agreed or its time runs out.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::consensus::{
     self, BoxFuture, Consensus, ProposeError, RaftNode, RaftReply, RaftRequest, RaftTransport,
 };
+use super::gossip::{Gossip, Run};
 use super::link::{Identity, LinkError, Links, Peer, Service};
 use super::messages::{PeerReply, PeerRequest};
 use super::topology::{Applied, Change, MemberInfo, Topology};
@@ -60,6 +63,7 @@ pub struct ClusterMember {
     link: SocketAddr,
     links: Arc<PeerLinks>,
     consensus: Consensus,
+    gossip: tokio::sync::Mutex<Option<Gossip>>,
 }
 
 impl ClusterMember {
@@ -89,12 +93,27 @@ impl ClusterMember {
         let _ = shared.consensus.set(consensus.clone());
         tokio::spawn(consensus.clone().steward(heartbeat * 2));
         tokio::spawn(follow_epoch(consensus.topology(), epoch));
+        let run = (settings.node_id.clone(), settings.generation);
+        let gossip = Gossip::start(
+            &settings.cluster_id,
+            run,
+            link,
+            &settings.seeds,
+            settings.failure_timeout,
+        )
+        .await?;
+        tokio::spawn(remove_the_dead(
+            consensus.clone(),
+            gossip.live(),
+            settings.failure_timeout,
+        ));
 
         let member = ClusterMember {
             settings,
             link,
             links,
             consensus,
+            gossip: tokio::sync::Mutex::new(Some(gossip)),
         };
         let join = Change::Join {
             id: member.id(),
@@ -238,8 +257,62 @@ impl ClusterMember {
     /// Leaves the cluster abruptly, as a crash would: the link closes and
     /// raft stops. (A graceful leave proposes `Change::Leave` first.)
     pub async fn stop(&self) {
+        if let Some(gossip) = self.gossip.lock().await.take() {
+            gossip.stop().await;
+        }
         self.links.stop();
         let _ = self.consensus.raft().shutdown().await;
+    }
+}
+
+/// While this member leads, proposes a `Leave` for every member gossip has
+/// not heard for a while: a third of the failure timeout past gossip's own
+/// verdict for a member it heard before, twice the timeout for one it never
+/// heard (it may still be starting), so that the whole cluster learns of a
+/// crash within about the failure timeout.
+async fn remove_the_dead(
+    consensus: Consensus,
+    mut live: watch::Receiver<BTreeSet<Run>>,
+    failure_timeout: Duration,
+) {
+    let mut heard: BTreeSet<Run> = BTreeSet::new();
+    let mut silent_since: BTreeMap<MemberId, tokio::time::Instant> = BTreeMap::new();
+    let mut tick = tokio::time::interval((failure_timeout / 10).max(Duration::from_millis(10)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = live.changed() => if changed.is_err() { return },
+        }
+        let live_now = live.borrow_and_update().clone();
+        heard.extend(live_now.iter().cloned());
+        let topology = consensus.topology().borrow().clone();
+        silent_since.retain(|id, _| topology.members.contains_key(id));
+        let leads = consensus.raft().current_leader().await == Some(consensus.id());
+        let now = tokio::time::Instant::now();
+        for (id, info) in &topology.members {
+            let run = (id.0.to_string(), info.generation);
+            if live_now.contains(&run) {
+                silent_since.remove(id);
+                continue;
+            }
+            let since = *silent_since.entry(id.clone()).or_insert(now);
+            let grace = if heard.contains(&run) {
+                failure_timeout / 3
+            } else {
+                failure_timeout * 2
+            };
+            if leads && now.duration_since(since) >= grace {
+                log::warn!(
+                    "member {} ({}) is silent: proposing that it left",
+                    id.0,
+                    info.link
+                );
+                match consensus.propose(Change::Leave { id: id.clone() }).await {
+                    Ok(applied) => log::info!("member {} left the topology: {applied:?}", id.0),
+                    Err(e) => log::warn!("member {} could not be removed yet: {e}", id.0),
+                }
+            }
+        }
     }
 }
 
@@ -373,16 +446,16 @@ mod tests {
         let epoch = n1.topology().borrow().epoch;
         assert_eq!(epoch, 3, "one epoch per member that joined");
 
-        // A member that leaves is agreed away, and the rest still agree.
+        // A member that stops answering is found out by gossip and agreed
+        // away by the rest, with no one asking.
         n3.stop().await;
-        let leave = Change::Leave { id: n3.id() };
-        assert_eq!(n1.propose(leave).await, Ok(Applied::Epoch(4)));
         until("two members", || {
             [&n1, &n2]
                 .iter()
                 .all(|m| m.topology().borrow().members.len() == 2)
         })
         .await;
+        assert_eq!(n1.topology().borrow().epoch, 4);
         let table = n2.topology().borrow().caches["scores"].clone();
         assert_eq!(table.owners.owned_by(&n3.id()).count(), 0);
         for member in [n1, n2] {

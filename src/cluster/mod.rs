@@ -8,13 +8,15 @@
 //! by agreed [`topology::Change`]s), [`assignment`] (balanced,
 //! minimal-movement owner tables), [`consensus`] (the topology log on
 //! openraft), [`messages`] (what members say over the link) and [`member`]
-//! (this node in a cluster: founding or joining it, proposing changes).
+//! (this node in a cluster: founding or joining it, proposing changes,
+//! removing members [`gossip`] (chitchat) has given up on).
 //! [`membership::Membership`] is the actor the rest of the node asks about
 //! members and owners; a node started without a cluster address is its own
 //! one-member cluster there.
 
 pub mod assignment;
 pub mod consensus;
+pub mod gossip;
 pub mod link;
 pub mod member;
 pub mod membership;
