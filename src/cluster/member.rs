@@ -19,6 +19,7 @@ use super::consensus::{
     self, BoxFuture, Consensus, ProposeError, RaftNode, RaftReply, RaftRequest, RaftTransport,
 };
 use super::gossip::{Gossip, Run};
+use super::lease::{Lease, LeaseGrant};
 use super::link::{Identity, LinkError, Links, Peer, Service};
 use super::messages::{PeerReply, PeerRequest};
 use super::topology::{Applied, Change, MemberInfo, Topology};
@@ -45,10 +46,10 @@ type PeerLinks = Links<PeerRequest, PeerReply>;
 
 /// What the link's service and raft's transport share: set once the
 /// member has started both.
-#[derive(Default)]
 struct Shared {
     links: OnceLock<Weak<PeerLinks>>,
     consensus: OnceLock<Consensus>,
+    lease: Lease,
 }
 
 impl Shared {
@@ -64,6 +65,7 @@ pub struct ClusterMember {
     links: Arc<PeerLinks>,
     consensus: Consensus,
     gossip: tokio::sync::Mutex<Option<Gossip>>,
+    shared: Arc<Shared>,
 }
 
 impl ClusterMember {
@@ -74,7 +76,12 @@ impl ClusterMember {
             .await
             .map_err(|e| format!("cluster address {}: {e}", settings.link))?;
         let link = listener.local_addr().map_err(|e| e.to_string())?;
-        let shared = Arc::new(Shared::default());
+        let lease = Lease::new(settings.failure_timeout);
+        let shared = Arc::new(Shared {
+            links: OnceLock::new(),
+            consensus: OnceLock::new(),
+            lease: lease.clone(),
+        });
         let epoch = Arc::new(AtomicU64::new(0));
         let identity = Identity {
             cluster_id: settings.cluster_id.clone(),
@@ -107,6 +114,7 @@ impl ClusterMember {
             gossip.live(),
             settings.failure_timeout,
         ));
+        tokio::spawn(keep_lease(shared.clone()));
 
         let member = ClusterMember {
             settings,
@@ -114,6 +122,7 @@ impl ClusterMember {
             links,
             consensus,
             gossip: tokio::sync::Mutex::new(Some(gossip)),
+            shared,
         };
         let join = Change::Join {
             id: member.id(),
@@ -161,6 +170,11 @@ impl ClusterMember {
 
     pub fn consensus(&self) -> &Consensus {
         &self.consensus
+    }
+
+    /// Whether the majority backs this member now.
+    pub fn lease(&self) -> &Lease {
+        &self.shared.lease
     }
 
     /// Has `change` agreed, wherever the leader is; gives up after a while
@@ -327,7 +341,7 @@ async fn follow_epoch(mut topology: tokio::sync::watch::Receiver<Arc<Topology>>,
 }
 
 impl Service<PeerRequest, PeerReply> for Shared {
-    fn serve(&self, _from: Arc<str>, request: PeerRequest) -> BoxFuture<PeerReply> {
+    fn serve(&self, from: Arc<str>, request: PeerRequest) -> BoxFuture<PeerReply> {
         let Some(consensus) = self.consensus.get().cloned() else {
             return Box::pin(async { PeerReply::Refused("this member is still starting".into()) });
         };
@@ -338,6 +352,64 @@ impl Service<PeerRequest, PeerReply> for Shared {
             PeerRequest::Propose(change) => {
                 Box::pin(async move { PeerReply::Proposed(consensus.propose(change).await) })
             }
+            PeerRequest::Lease => {
+                let grant = self.grant_lease(&consensus, &from);
+                Box::pin(async move { PeerReply::Lease(grant) })
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// The lease this member can grant `to`: only while it leads with a
+    /// majority's backing, and only to a member of the topology.
+    fn grant_lease(&self, consensus: &Consensus, to: &str) -> Option<LeaseGrant> {
+        let topology = consensus.topology().borrow().clone();
+        if !topology.members.contains_key(to) {
+            return None;
+        }
+        let metrics = consensus.raft().metrics().borrow().clone();
+        if metrics.current_leader != Some(consensus.id()) {
+            return None;
+        }
+        let since_ack = metrics.millis_since_quorum_ack.map(Duration::from_millis);
+        self.lease.grant(since_ack, topology.epoch)
+    }
+}
+
+/// Renews this member's lease four times a term: from its own backing
+/// when it leads, from the leader's grant when it does not.
+async fn keep_lease(shared: Arc<Shared>) {
+    let lease = shared.lease.clone();
+    let mut tick = tokio::time::interval(lease.term() / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (Some(consensus), Some(links)) = (shared.consensus.get(), shared.links()) else {
+            return;
+        };
+        // Taken before anything is read, so every lease runs from no later
+        // than the backing it rests on.
+        let asked_at = std::time::Instant::now();
+        let metrics = consensus.raft().metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else {
+            continue;
+        };
+        let grant = if leader == consensus.id() {
+            shared.grant_lease(consensus, &links.identity().node_id)
+        } else {
+            let Some(node) = metrics.membership_config.membership().get_node(&leader).cloned() else {
+                continue;
+            };
+            let Ok(address) = node.link.parse() else { continue };
+            let peer = links.peer(&node.name, address);
+            match peer.request(&PeerRequest::Lease, lease.term() / 2).await {
+                Ok(PeerReply::Lease(grant)) => grant,
+                _ => None,
+            }
+        };
+        if let Some(grant) = grant {
+            lease.extend(asked_at, Duration::from_millis(grant.remaining_ms));
         }
     }
 }
@@ -421,6 +493,11 @@ mod tests {
         })
         .await;
 
+        until("every member holds a lease", || {
+            members.iter().all(|m| m.lease().holds())
+        })
+        .await;
+
         // Proposed on a member that may not lead: agreed everywhere all the same.
         let create = Change::CreateCache {
             name: "scores".into(),
@@ -458,8 +535,29 @@ mod tests {
         assert_eq!(n1.topology().borrow().epoch, 4);
         let table = n2.topology().borrow().caches["scores"].clone();
         assert_eq!(table.owners.owned_by(&n3.id()).count(), 0);
-        for member in [n1, n2] {
-            member.stop().await;
+        until("the two hold leases", || {
+            [&n1, &n2].iter().all(|m| m.lease().holds())
+        })
+        .await;
+
+        // Alone, the leader has no majority: its lease runs out and stays
+        // out, though it still believes it leads.
+        let leader_id = n1.consensus().raft().current_leader().await;
+        let (leader, other) = if leader_id == Some(n1.consensus().id()) {
+            (n1, n2)
+        } else {
+            (n2, n1)
+        };
+        other.stop().await;
+        let term = leader.lease().term();
+        tokio::time::sleep(term + term / 2).await;
+        for _ in 0..20 {
+            assert!(
+                !leader.lease().holds(),
+                "a member cut off from the majority holds no lease"
+            );
+            tokio::time::sleep(term / 5).await;
         }
+        leader.stop().await;
     }
 }

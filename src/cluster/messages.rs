@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::consensus::{ProposeError, RaftReply, RaftRequest};
+use super::lease::LeaseGrant;
 use super::topology::{Applied, Change};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -14,12 +15,17 @@ pub enum PeerRequest {
     /// A change for the topology log, to append if the receiver leads or
     /// to pass on to the leader.
     Propose(Change),
+    /// A member asks the leader for a lease.
+    Lease,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerReply {
     Raft(RaftReply),
     Proposed(Result<Applied, ProposeError>),
+    /// The lease granted, or none: the receiver does not lead, or a
+    /// majority no longer backs it, or the asker is not a member.
+    Lease(Option<LeaseGrant>),
     /// The receiver cannot take this request now (still starting, say).
     Refused(String),
 }

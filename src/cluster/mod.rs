@@ -9,7 +9,8 @@
 //! minimal-movement owner tables), [`consensus`] (the topology log on
 //! openraft), [`messages`] (what members say over the link) and [`member`]
 //! (this node in a cluster: founding or joining it, proposing changes,
-//! removing members [`gossip`] (chitchat) has given up on).
+//! removing members [`gossip`] (chitchat) has given up on, keeping the
+//! majority-backed [`lease`] it acts under).
 //! [`membership::Membership`] is the actor the rest of the node asks about
 //! members and owners; a node started without a cluster address is its own
 //! one-member cluster there.
@@ -17,6 +18,7 @@
 pub mod assignment;
 pub mod consensus;
 pub mod gossip;
+pub mod lease;
 pub mod link;
 pub mod member;
 pub mod membership;

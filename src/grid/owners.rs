@@ -18,6 +18,12 @@ use super::{CacheName, SegmentId};
 #[serde(transparent)]
 pub struct MemberId(pub Arc<str>);
 
+impl std::borrow::Borrow<str> for MemberId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Segments `first..=last` of a cache, all owned by `owners`, primary first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OwnerRange {
