@@ -68,7 +68,7 @@ impl Lease {
     /// ago can give: none once its own lease has run out.
     pub fn grant(&self, since_quorum_ack: Option<Duration>, epoch: u64) -> Option<LeaseGrant> {
         let remaining = self.term.checked_sub(since_quorum_ack?)?;
-        (!remaining.is_zero()).then(|| LeaseGrant {
+        (!remaining.is_zero()).then_some(LeaseGrant {
             remaining_ms: remaining.as_millis() as u64,
             epoch,
         })
