@@ -457,7 +457,7 @@ mod tests {
             link: "127.0.0.1:0".parse().unwrap(),
             api: format!("{name}:8080"),
             seeds,
-            failure_timeout: Duration::from_millis(600),
+            failure_timeout: Duration::from_millis(1000),
             secret: Some(Arc::from(&b"s"[..])),
         }
     }
