@@ -50,6 +50,8 @@ struct Shared {
     links: OnceLock<Weak<PeerLinks>>,
     consensus: OnceLock<Consensus>,
     lease: Lease,
+    /// This member's own `Join`, once it is in the cluster.
+    join: OnceLock<Change>,
 }
 
 impl Shared {
@@ -81,6 +83,7 @@ impl ClusterMember {
             links: OnceLock::new(),
             consensus: OnceLock::new(),
             lease: lease.clone(),
+            join: OnceLock::new(),
         });
         let epoch = Arc::new(AtomicU64::new(0));
         let identity = Identity {
@@ -136,6 +139,10 @@ impl ClusterMember {
             member.join_through_seeds(join, deadline).await
         }
         .map_err(|e| format!("joining the cluster: {e}"))?;
+        let _ = member.shared.join.set(Change::Join {
+            id: member.id(),
+            info: member.info(),
+        });
         Ok(member)
     }
 
@@ -222,28 +229,10 @@ impl ClusterMember {
     ) -> Result<Applied, ProposeError> {
         let mut last = ProposeError::Failed("no seed answered".into());
         while tokio::time::Instant::now() < deadline {
-            for seed in &self.settings.seeds {
-                let peer = match self.links.introduce(*seed).await {
-                    Ok(peer) => peer,
-                    Err(e) => {
-                        last = ProposeError::Failed(e.to_string());
-                        continue;
-                    }
-                };
-                match self.propose_at(&peer, &join).await {
-                    Ok(applied) => return Ok(applied),
-                    Err(ProposeError::NotLeader(Some(leader))) => {
-                        let Ok(address) = leader.link.parse() else {
-                            continue;
-                        };
-                        let leader = self.links.peer(&leader.name, address);
-                        match self.propose_at(&leader, &join).await {
-                            Ok(applied) => return Ok(applied),
-                            Err(e) => last = e,
-                        }
-                    }
-                    Err(e) => last = e,
-                }
+            let timeout = self.settings.failure_timeout * 2;
+            match propose_through(&self.links, &self.settings.seeds, &join, timeout).await {
+                Ok(applied) => return Ok(applied),
+                Err(e) => last = e,
             }
             tokio::time::sleep(self.retry_pause()).await;
         }
@@ -255,13 +244,7 @@ impl ClusterMember {
         peer: &Peer<PeerRequest, PeerReply>,
         change: &Change,
     ) -> Result<Applied, ProposeError> {
-        let request = PeerRequest::Propose(change.clone());
-        match peer.request(&request, self.settings.failure_timeout * 2).await {
-            Ok(PeerReply::Proposed(result)) => result,
-            Ok(PeerReply::Refused(why)) => Err(ProposeError::Failed(why)),
-            Ok(other) => Err(ProposeError::Failed(format!("unexpected reply {other:?}"))),
-            Err(e) => Err(ProposeError::Failed(e.to_string())),
-        }
+        propose_at(peer, change, self.settings.failure_timeout * 2).await
     }
 
     fn retry_pause(&self) -> Duration {
@@ -330,6 +313,54 @@ async fn remove_the_dead(
     }
 }
 
+/// Has `change` agreed through the first of the members at `addresses`
+/// that can: each appends it if it leads or names the leader to ask.
+async fn propose_through(
+    links: &Arc<PeerLinks>,
+    addresses: &[SocketAddr],
+    change: &Change,
+    timeout: Duration,
+) -> Result<Applied, ProposeError> {
+    let mut last = ProposeError::Failed("no member answered".into());
+    for address in addresses {
+        let peer = match links.introduce(*address).await {
+            Ok(peer) => peer,
+            Err(e) => {
+                last = ProposeError::Failed(e.to_string());
+                continue;
+            }
+        };
+        match propose_at(&peer, change, timeout).await {
+            Ok(applied) => return Ok(applied),
+            Err(ProposeError::NotLeader(Some(leader))) => {
+                let Ok(address) = leader.link.parse() else {
+                    continue;
+                };
+                match propose_at(&links.peer(&leader.name, address), change, timeout).await {
+                    Ok(applied) => return Ok(applied),
+                    Err(e) => last = e,
+                }
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn propose_at(
+    peer: &Peer<PeerRequest, PeerReply>,
+    change: &Change,
+    timeout: Duration,
+) -> Result<Applied, ProposeError> {
+    let request = PeerRequest::Propose(change.clone());
+    match peer.request(&request, timeout).await {
+        Ok(PeerReply::Proposed(result)) => result,
+        Ok(PeerReply::Refused(why)) => Err(ProposeError::Failed(why)),
+        Ok(other) => Err(ProposeError::Failed(format!("unexpected reply {other:?}"))),
+        Err(e) => Err(ProposeError::Failed(e.to_string())),
+    }
+}
+
 /// Keeps the epoch said in link handshakes at the latest agreed one.
 async fn follow_epoch(mut topology: tokio::sync::watch::Receiver<Arc<Topology>>, epoch: Arc<AtomicU64>) {
     loop {
@@ -383,11 +414,24 @@ async fn keep_lease(shared: Arc<Shared>) {
     let lease = shared.lease.clone();
     let mut tick = tokio::time::interval(lease.term() / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held_last = std::time::Instant::now();
     loop {
         tick.tick().await;
         let (Some(consensus), Some(links)) = (shared.consensus.get(), shared.links()) else {
             return;
         };
+        if lease.holds() {
+            held_last = std::time::Instant::now();
+        } else if let Some(join) = shared
+            .join
+            .get()
+            .filter(|_| held_last.elapsed() > lease.term() * 4)
+        {
+            // Long without a lease: the majority may have taken this member
+            // for dead (a long pause, a partition). Ask to be let back in.
+            held_last = std::time::Instant::now();
+            rejoin(consensus, &links, join, lease.term()).await;
+        }
         // Taken before anything is read, so every lease runs from no later
         // than the backing it rests on.
         let asked_at = std::time::Instant::now();
@@ -401,7 +445,9 @@ async fn keep_lease(shared: Arc<Shared>) {
             let Some(node) = metrics.membership_config.membership().get_node(&leader).cloned() else {
                 continue;
             };
-            let Ok(address) = node.link.parse() else { continue };
+            let Ok(address) = node.link.parse() else {
+                continue;
+            };
             let peer = links.peer(&node.name, address);
             match peer.request(&PeerRequest::Lease, lease.term() / 2).await {
                 Ok(PeerReply::Lease(grant)) => grant,
@@ -411,6 +457,24 @@ async fn keep_lease(shared: Arc<Shared>) {
         if let Some(grant) = grant {
             lease.extend(asked_at, Duration::from_millis(grant.remaining_ms));
         }
+    }
+}
+
+/// Proposes this member's `join` again through the members it last knew.
+async fn rejoin(consensus: &Consensus, links: &Arc<PeerLinks>, join: &Change, timeout: Duration) {
+    let me = &links.identity().node_id;
+    let addresses: Vec<SocketAddr> = consensus
+        .topology()
+        .borrow()
+        .members
+        .iter()
+        .filter(|(id, _)| *id.0 != **me)
+        .map(|(_, info)| info.link)
+        .collect();
+    match propose_through(links, &addresses, join, timeout).await {
+        Ok(Applied::Unchanged) => {}
+        Ok(applied) => log::warn!("this member was taken for dead and has rejoined: {applied:?}"),
+        Err(e) => log::info!("no lease, and no majority reached to rejoin: {e}"),
     }
 }
 
@@ -523,6 +587,19 @@ mod tests {
         let epoch = n1.topology().borrow().epoch;
         assert_eq!(epoch, 3, "one epoch per member that joined");
 
+        // A member taken for dead while it lives loses its lease, and then
+        // asks to be let back in.
+        assert_eq!(
+            n1.propose(Change::Leave { id: n2.id() }).await,
+            Ok(Applied::Epoch(4))
+        );
+        until("n2 back in the topology", || {
+            let topology = n1.topology().borrow().clone();
+            topology.epoch == 5 && topology.members.contains_key(&n2.id())
+        })
+        .await;
+        until("n2 holding a lease again", || n2.lease().holds()).await;
+
         // A member that stops answering is found out by gossip and agreed
         // away by the rest, with no one asking.
         n3.stop().await;
@@ -532,7 +609,7 @@ mod tests {
                 .all(|m| m.topology().borrow().members.len() == 2)
         })
         .await;
-        assert_eq!(n1.topology().borrow().epoch, 4);
+        assert_eq!(n1.topology().borrow().epoch, 6);
         let table = n2.topology().borrow().caches["scores"].clone();
         assert_eq!(table.owners.owned_by(&n3.id()).count(), 0);
         until("the two hold leases", || {
