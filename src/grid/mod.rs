@@ -18,6 +18,7 @@ mod metrics;
 mod names;
 pub mod owners;
 pub mod partition;
+pub mod replication;
 pub mod routing;
 pub mod segment;
 mod value;

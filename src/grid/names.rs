@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::GridError;
 
@@ -54,6 +54,14 @@ fn check_no_nul(text: &str, what: &str) -> Result<(), GridError> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct CacheName(Arc<str>);
+
+/// Read back only if valid, as from a peer.
+impl<'de> Deserialize<'de> for CacheName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        CacheName::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
 
 impl CacheName {
     pub fn parse(raw: &str) -> Result<Self, GridError> {

@@ -16,6 +16,9 @@ use uuid::Uuid;
 
 use super::{CacheName, Event, EventKind, GridError, JsonValue, Key, SegmentId, Version};
 
+mod replica;
+pub use replica::{SegmentImage, SegmentOp};
+
 /// What a write requires of the entry's current state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precondition {
@@ -102,6 +105,9 @@ pub struct Segment {
     unpublished: Vec<Arc<Event>>,
     /// Bytes of keys and values held: what `/metrics` reports per cache.
     bytes: usize,
+    /// Whether writes are recorded as [`SegmentOp`]s for other owners.
+    replicating: bool,
+    unreplicated: Vec<SegmentOp>,
 }
 
 impl Segment {
@@ -117,6 +123,8 @@ impl Segment {
             history_capacity,
             unpublished: Vec::new(),
             bytes: 0,
+            replicating: false,
+            unreplicated: Vec::new(),
         }
     }
 
@@ -175,7 +183,14 @@ impl Segment {
         } else {
             EventKind::Created
         };
-        self.emit(kind, request.key, Some(request.value), version, now_ms);
+        self.emit(
+            kind,
+            request.key,
+            Some(request.value),
+            version,
+            now_ms,
+            expires_at_ms,
+        );
         Ok(PutOutcome {
             version,
             created: current.is_none(),
@@ -195,7 +210,7 @@ impl Segment {
         let (key, old) = self.entries.remove_entry(key).ok_or(GridError::NotFound)?;
         self.unindex(&key, &old);
         let version = self.next_version();
-        self.emit(EventKind::Removed, key, None, version, now_ms);
+        self.emit(EventKind::Removed, key, None, version, now_ms, None);
         Ok(version)
     }
 
@@ -226,8 +241,11 @@ impl Segment {
         if let Some(old) = self.entries.remove(&key) {
             self.bytes -= footprint(&key, &old);
             if let Some(at) = old.expires_at_ms {
-                self.deadlines.remove(&(at, key));
+                self.deadlines.remove(&(at, key.clone()));
             }
+        }
+        if self.replicating {
+            self.unreplicated.push(SegmentOp::Evict { key });
         }
         true
     }
@@ -292,7 +310,7 @@ impl Segment {
         };
         self.unindex(&key, &old);
         let version = self.next_version();
-        self.emit(EventKind::Expired, key, None, version, now_ms);
+        self.emit(EventKind::Expired, key, None, version, now_ms, None);
     }
 
     /// Forgets an entry just taken out of `entries` (or replaced there).
@@ -309,7 +327,15 @@ impl Segment {
         self.sequence
     }
 
-    fn emit(&mut self, kind: EventKind, key: Key, value: Option<JsonValue>, version: Version, ts: u64) {
+    fn emit(
+        &mut self,
+        kind: EventKind,
+        key: Key,
+        value: Option<JsonValue>,
+        version: Version,
+        ts: u64,
+        expires_at_ms: Option<u64>,
+    ) {
         let event = Arc::new(Event {
             id: Uuid::now_v7(),
             kind,
@@ -320,6 +346,14 @@ impl Segment {
             segment: self.id,
             ts,
         });
+        if self.replicating {
+            self.unreplicated.push(SegmentOp::write(&event, expires_at_ms));
+        }
+        self.record(event);
+    }
+
+    /// Keeps a written event in the history and with the unpublished ones.
+    fn record(&mut self, event: Arc<Event>) {
         if self.history_capacity > 0 {
             if self.history.len() == self.history_capacity {
                 self.history.pop_front();

@@ -1,0 +1,316 @@
+//! A partition's part in keeping its segment's copies on other owners.
+//!
+//! A partition is the segment's only owner ([`Role::Solo`]), its primary,
+//! or one of its backups, at an epoch the cluster agreed on. The primary
+//! orders the segment's changes: after each write it sends the
+//! [`SegmentOp`]s the write made to every backup as one numbered batch and
+//! holds its mailbox until every backup applied it, so the write is
+//! acknowledged (and its events published) only once every owner has it,
+//! and nothing reads a write an owner lacks. A backup applies batches in
+//! order, refuses those of another epoch (fencing a primary the cluster
+//! has replaced) and says how far it got when a batch does not follow its
+//! last; the primary then sends it the whole segment ([`SegmentImage`]).
+//!
+//! How batches reach other members is the cluster's business: the grid is
+//! handed a [`ReplicaSink`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::owners::MemberId;
+use super::segment::{SegmentImage, SegmentOp};
+use super::{CacheName, SegmentId};
+
+/// What one member sends another about a segment it owns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ReplicaMessage {
+    /// The changes of one write, `batch` numbering it in the segment's
+    /// stream of batches.
+    Batch {
+        cache: CacheName,
+        segment: SegmentId,
+        epoch: u64,
+        batch: u64,
+        ops: Vec<SegmentOp>,
+    },
+    /// The whole segment, as of batch `batch`.
+    Image {
+        cache: CacheName,
+        segment: SegmentId,
+        epoch: u64,
+        batch: u64,
+        image: SegmentImage,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaReply {
+    Applied,
+    /// The batch does not follow the last one applied, `have`.
+    Behind {
+        have: u64,
+    },
+    /// The receiver owns the segment at another epoch.
+    OtherEpoch {
+        epoch: u64,
+    },
+    /// The receiver is not a backup of the segment.
+    NotOwner,
+}
+
+pub type ReplicaFuture = Pin<Box<dyn Future<Output = Result<ReplicaReply, String>> + Send>>;
+
+/// Carries a segment's changes to its other owners.
+pub trait ReplicaSink: Send + Sync + 'static {
+    fn send(&self, to: &MemberId, message: ReplicaMessage) -> ReplicaFuture;
+}
+
+/// What a partition is to its segment.
+#[derive(Clone)]
+pub enum Role {
+    /// The only owner: nothing to replicate.
+    Solo,
+    Primary {
+        epoch: u64,
+        backups: Vec<MemberId>,
+        sink: Arc<dyn ReplicaSink>,
+    },
+    Backup {
+        epoch: u64,
+    },
+}
+
+impl Role {
+    /// Whether this partition's writes are copied anywhere.
+    pub fn replicates(&self) -> bool {
+        matches!(self, Role::Primary { backups, .. } if !backups.is_empty())
+    }
+}
+
+/// The partition's role and where its stream of batches stands.
+pub struct Replication {
+    pub role: Role,
+    /// The last batch sent (primary) or applied (backup).
+    pub batch: u64,
+}
+
+impl Replication {
+    pub fn solo() -> Self {
+        Replication {
+            role: Role::Solo,
+            batch: 0,
+        }
+    }
+
+    /// Whether a backup takes `batch` at `epoch` now: `None` when it does,
+    /// else the reply that says why not.
+    pub fn refusal(&self, epoch: u64, batch: Option<u64>) -> Option<ReplicaReply> {
+        match self.role {
+            Role::Backup { epoch: ours } if ours != epoch => Some(ReplicaReply::OtherEpoch { epoch: ours }),
+            Role::Backup { .. } => match batch {
+                Some(batch) if batch != self.batch + 1 => Some(ReplicaReply::Behind { have: self.batch }),
+                _ => None,
+            },
+            _ => Some(ReplicaReply::NotOwner),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use actix::{Actor, Addr, Context, Handler};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::grid::cache::CacheShared;
+    use crate::grid::partition::{Partition, Put, Remove, Replicate, SetRole, TakeSnapshot};
+    use crate::grid::segment::{Precondition, PutRequest};
+    use crate::grid::{CacheConfig, Event, GridError, JsonValue, Published};
+    use crate::metrics::Metrics;
+
+    /// Delivers batches straight to the backups' partitions, or drops the
+    /// next one when told to.
+    #[derive(Default)]
+    struct Direct {
+        backups: Mutex<HashMap<MemberId, Addr<Partition>>>,
+        drop_next: AtomicBool,
+    }
+
+    impl ReplicaSink for Direct {
+        fn send(&self, to: &MemberId, message: ReplicaMessage) -> ReplicaFuture {
+            let backup = self.backups.lock().unwrap().get(to).cloned();
+            let dropped = self.drop_next.swap(false, Ordering::SeqCst);
+            Box::pin(async move {
+                if dropped {
+                    return Err("lost on the way".to_string());
+                }
+                let backup = backup.ok_or("no such member")?;
+                backup.send(Replicate(message)).await.map_err(|e| e.to_string())
+            })
+        }
+    }
+
+    struct Collector(mpsc::UnboundedSender<Arc<Event>>);
+
+    impl Actor for Collector {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Published> for Collector {
+        type Result = ();
+        fn handle(&mut self, Published(event): Published, _: &mut Context<Self>) {
+            let _ = self.0.send(event);
+        }
+    }
+
+    fn partition(config: &CacheConfig) -> (Addr<Partition>, mpsc::UnboundedReceiver<Arc<Event>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = CacheShared::new(
+            CacheName::parse("c").unwrap(),
+            config.clone(),
+            Metrics::new().grid.clone(),
+        );
+        let sink = Collector(tx).start().recipient();
+        (Partition::new(shared, SegmentId(0), sink).start(), rx)
+    }
+
+    fn member(name: &str) -> MemberId {
+        MemberId(Arc::from(name))
+    }
+
+    /// A primary and one backup, both at epoch 1.
+    async fn pair(
+        config: CacheConfig,
+    ) -> (
+        Addr<Partition>,
+        Addr<Partition>,
+        Arc<Direct>,
+        [mpsc::UnboundedReceiver<Arc<Event>>; 2],
+    ) {
+        let (primary, primary_events) = partition(&config);
+        let (backup, backup_events) = partition(&config);
+        let sink = Arc::new(Direct::default());
+        sink.backups.lock().unwrap().insert(member("b"), backup.clone());
+        backup.send(SetRole(Role::Backup { epoch: 1 })).await.unwrap();
+        let role = Role::Primary {
+            epoch: 1,
+            backups: vec![member("b")],
+            sink: sink.clone(),
+        };
+        primary.send(SetRole(role)).await.unwrap();
+        (primary, backup, sink, [primary_events, backup_events])
+    }
+
+    fn put(key: &str, value: &str, lifespan_ms: Option<u64>) -> Put {
+        Put(PutRequest {
+            key: Arc::from(key),
+            value: JsonValue::parse(value).unwrap(),
+            precondition: Precondition::None,
+            lifespan_ms,
+        })
+    }
+
+    async fn state(partition: &Addr<Partition>) -> (Vec<(String, String, u64)>, u64) {
+        let snapshot = partition
+            .send(TakeSnapshot {
+                filter: Arc::new(|_: &str| true),
+            })
+            .await
+            .unwrap();
+        let entries = snapshot
+            .entries
+            .into_iter()
+            .map(|e| (e.key.to_string(), e.value.get().to_string(), e.version.0))
+            .collect();
+        (entries, snapshot.position.0)
+    }
+
+    fn drain(events: &mut mpsc::UnboundedReceiver<Arc<Event>>) -> Vec<uuid::Uuid> {
+        std::iter::from_fn(|| events.try_recv().ok())
+            .map(|e| e.id)
+            .collect()
+    }
+
+    #[actix::test]
+    async fn a_write_is_acknowledged_once_every_backup_applied_it() {
+        let config = CacheConfig {
+            max_entries: Some(3),
+            ..CacheConfig::default()
+        };
+        let (primary, backup, _, [mut primary_events, mut backup_events]) = pair(config).await;
+        primary
+            .send(put("a", "0.22941408906430394", None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            state(&backup).await,
+            state(&primary).await,
+            "the backup had it before the ack"
+        );
+        primary.send(put("t", "1", Some(30))).await.unwrap().unwrap();
+        let removed = Remove {
+            key: Arc::from("a"),
+            precondition: Precondition::None,
+        };
+        primary.send(removed).await.unwrap().unwrap();
+        for n in 0..6 {
+            primary
+                .send(put(&format!("k{n}"), "[1, 2]", None))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                state(&backup).await,
+                state(&primary).await,
+                "after write {n} and its evictions"
+            );
+        }
+        // The primary's reaper expires `t`; the backup follows, by itself never.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (entries, position) = state(&primary).await;
+        assert_eq!(entries.len(), 3, "max_entries holds on the primary");
+        assert_eq!(state(&backup).await, (entries, position));
+        let primary_ids = drain(&mut primary_events);
+        assert_eq!(primary_ids.len() as u64, position, "one event per version");
+        assert_eq!(
+            drain(&mut backup_events),
+            primary_ids,
+            "the backup reports the same events"
+        );
+    }
+
+    #[actix::test]
+    async fn a_backup_that_missed_a_batch_is_brought_level_with_the_whole_segment() {
+        let (primary, backup, sink, _events) = pair(CacheConfig::default()).await;
+        primary.send(put("a", "1", None)).await.unwrap().unwrap();
+        sink.drop_next.store(true, Ordering::SeqCst);
+        let lost = primary.send(put("b", "2", None)).await.unwrap();
+        assert!(matches!(lost, Err(GridError::Unavailable(_))), "{lost:?}");
+        assert_ne!(state(&backup).await, state(&primary).await);
+        primary.send(put("c", "3", None)).await.unwrap().unwrap();
+        let level = state(&primary).await;
+        assert_eq!(level.0.len(), 3);
+        assert_eq!(state(&backup).await, level);
+    }
+
+    #[actix::test]
+    async fn a_backup_at_another_epoch_refuses_and_the_write_is_not_acknowledged() {
+        let (primary, backup, _, _events) = pair(CacheConfig::default()).await;
+        backup.send(SetRole(Role::Backup { epoch: 2 })).await.unwrap();
+        let fenced = primary.send(put("a", "1", None)).await.unwrap();
+        assert!(
+            matches!(fenced, Err(GridError::Unavailable(ref why)) if why.contains("OtherEpoch")),
+            "{fenced:?}"
+        );
+        assert_eq!(state(&backup).await, (vec![], 0), "the backup applied nothing");
+    }
+}

@@ -1,0 +1,302 @@
+//! A segment's copies on its other owners: the [`SegmentOp`]s a primary
+//! records for every change (a write with the version, event id and expiry
+//! deadline it took, or an eviction, which is no write and has no event),
+//! applied in order by a backup to reach the same state, history and
+//! events; and the [`SegmentImage`] a backup that fell behind is brought
+//! level with at once.
+//!
+//! Values travel as their JSON text, so a copy holds exactly what was
+//! written, as the primary does.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{footprint, Segment, StoredEntry};
+use crate::grid::{Event, EventKind, JsonValue, Key, ValueError, Version};
+
+/// One change of a segment, as its other owners apply it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SegmentOp {
+    Write {
+        version: Version,
+        kind: EventKind,
+        key: Key,
+        #[serde(with = "json_text")]
+        value: Option<JsonValue>,
+        expires_at_ms: Option<u64>,
+        id: Uuid,
+        ts: u64,
+    },
+    /// The least recently written entry made room: no event, no version.
+    Evict { key: Key },
+}
+
+impl SegmentOp {
+    pub(super) fn write(event: &Event, expires_at_ms: Option<u64>) -> Self {
+        SegmentOp::Write {
+            version: event.version,
+            kind: event.kind,
+            key: event.key.clone(),
+            value: event.value.clone(),
+            expires_at_ms,
+            id: event.id,
+            ts: event.ts,
+        }
+    }
+}
+
+/// A whole segment at one sequence number: its live entries and history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SegmentImage {
+    pub sequence: Version,
+    pub entries: Vec<ImageEntry>,
+    /// The history, oldest first, as writes.
+    pub history: Vec<SegmentOp>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageEntry {
+    pub key: Key,
+    #[serde(with = "json_text")]
+    pub value: Option<JsonValue>,
+    pub version: Version,
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Segment {
+    /// Starts or stops recording changes for other owners.
+    pub fn set_replicating(&mut self, replicating: bool) {
+        self.replicating = replicating;
+        self.unreplicated.clear();
+    }
+
+    /// The changes made since the last call, in order.
+    pub fn take_ops(&mut self) -> Vec<SegmentOp> {
+        std::mem::take(&mut self.unreplicated)
+    }
+
+    /// Applies a change the primary made, with the version, event id and
+    /// time it made it with, so this copy's state, history and events are
+    /// the primary's.
+    pub fn apply(&mut self, op: SegmentOp) {
+        match op {
+            SegmentOp::Evict { key } => {
+                if let Some((key, old)) = self.entries.remove_entry(&key) {
+                    self.unindex(&key, &old);
+                }
+            }
+            SegmentOp::Write {
+                version,
+                kind,
+                key,
+                value,
+                expires_at_ms,
+                id,
+                ts,
+            } => {
+                if let Some((old_key, old)) = self.entries.remove_entry(&key) {
+                    self.unindex(&old_key, &old);
+                }
+                if let Some(value) = &value {
+                    self.insert(key.clone(), value.clone(), version, expires_at_ms);
+                }
+                self.sequence = self.sequence.max(version);
+                self.record(Arc::new(Event {
+                    id,
+                    kind,
+                    cache: self.cache.clone(),
+                    key,
+                    value,
+                    version,
+                    segment: self.id,
+                    ts,
+                }));
+            }
+        }
+    }
+
+    fn insert(&mut self, key: Key, value: JsonValue, version: Version, expires_at_ms: Option<u64>) {
+        let stored = StoredEntry {
+            value,
+            version,
+            expires_at_ms,
+        };
+        self.bytes += footprint(&key, &stored);
+        self.write_order.insert(version, key.clone());
+        if let Some(at) = expires_at_ms {
+            self.deadlines.insert((at, key.clone()));
+        }
+        if let Some(old) = self.entries.insert(key.clone(), stored) {
+            self.unindex(&key, &old);
+        }
+    }
+
+    /// The whole segment, to bring another owner level with it.
+    pub fn export(&self) -> SegmentImage {
+        let entries = self
+            .entries
+            .iter()
+            .map(|(key, entry)| ImageEntry {
+                key: key.clone(),
+                value: Some(entry.value.clone()),
+                version: entry.version,
+                expires_at_ms: entry.expires_at_ms,
+            })
+            .collect();
+        let history = self
+            .history
+            .iter()
+            .map(|event| SegmentOp::write(event, None))
+            .collect();
+        SegmentImage {
+            sequence: self.sequence,
+            entries,
+            history,
+        }
+    }
+
+    /// Replaces everything held with `image`. Publishes nothing: the
+    /// events it stands for were reported where they were written.
+    pub fn import(&mut self, image: SegmentImage) {
+        self.entries.clear();
+        self.write_order.clear();
+        self.deadlines.clear();
+        self.history.clear();
+        self.unpublished.clear();
+        self.unreplicated.clear();
+        self.bytes = 0;
+        for entry in image.entries {
+            if let Some(value) = entry.value {
+                self.insert(entry.key, value, entry.version, entry.expires_at_ms);
+            }
+        }
+        for op in image.history {
+            if let SegmentOp::Write {
+                version,
+                kind,
+                key,
+                value,
+                id,
+                ts,
+                ..
+            } = op
+            {
+                if self.history_capacity > 0 {
+                    if self.history.len() == self.history_capacity {
+                        self.history.pop_front();
+                    }
+                    self.history.push_back(Arc::new(Event {
+                        id,
+                        kind,
+                        cache: self.cache.clone(),
+                        key,
+                        value,
+                        version,
+                        segment: self.id,
+                        ts,
+                    }));
+                }
+            }
+        }
+        self.sequence = image.sequence;
+    }
+}
+
+/// A value as its JSON text on the wire, so it is kept exactly as written
+/// (MessagePack's own numbers would round what JSON text does not).
+mod json_text {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<JsonValue>, serializer: S) -> Result<S::Ok, S::Error> {
+        value.as_ref().map(JsonValue::get).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<JsonValue>, D::Error> {
+        let text: Option<String> = Option::deserialize(deserializer)?;
+        text.map(|t| JsonValue::parse_compact(&t))
+            .transpose()
+            .map_err(|e: ValueError| serde::de::Error::custom(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::segment::{Precondition, PutRequest};
+    use crate::grid::{CacheName, SegmentId};
+
+    fn segment() -> Segment {
+        Segment::new(CacheName::parse("c").unwrap(), SegmentId(1), 8)
+    }
+
+    fn put(segment: &mut Segment, key: &str, value: &str, lifespan_ms: Option<u64>) {
+        let request = PutRequest {
+            key: Arc::from(key),
+            value: JsonValue::parse(value).unwrap(),
+            precondition: Precondition::None,
+            lifespan_ms,
+        };
+        segment.put(request, 1_000).unwrap();
+    }
+
+    /// Entries (key, value, version), position, and history (id, version).
+    type State = (Vec<(String, String, u64)>, Version, Vec<(Uuid, u64)>);
+
+    fn state(segment: &Segment) -> State {
+        let (entries, position) = segment.snapshot(|_| true, 1_000);
+        let entries = entries
+            .into_iter()
+            .map(|e| (e.key.to_string(), e.value.get().to_string(), e.version.0))
+            .collect();
+        let history = segment.history.iter().map(|e| (e.id, e.version.0)).collect();
+        (entries, position, history)
+    }
+
+    #[test]
+    fn a_copy_applying_the_ops_in_order_is_the_primary() {
+        let (mut primary, mut copy) = (segment(), segment());
+        primary.set_replicating(true);
+        put(&mut primary, "a", "0.22941408906430394", None);
+        put(&mut primary, "b", "12345678901234567890123", Some(60_000));
+        put(&mut primary, "a", "[1, 2]", None);
+        primary.remove("b", Precondition::None, 1_000).unwrap();
+        put(&mut primary, "t", "true", Some(5));
+        primary.reap(2_000);
+        put(&mut primary, "c", "{}", None);
+        assert!(primary.evict_least_recently_written());
+        let ops = primary.take_ops();
+        assert_eq!(ops.len(), 8, "six writes, an expiry, an eviction");
+        // Over the wire and back.
+        let wire = rmp_serde::to_vec_named(&ops).unwrap();
+        let ops: Vec<SegmentOp> = rmp_serde::from_slice(&wire).unwrap();
+        for op in ops {
+            copy.apply(op);
+        }
+        assert_eq!(state(&copy), state(&primary));
+        assert_eq!(copy.bytes(), primary.bytes());
+        let primary_events: Vec<_> = primary.take_events().iter().map(|e| e.id).collect();
+        let copy_events: Vec<_> = copy.take_events().iter().map(|e| e.id).collect();
+        assert_eq!(copy_events, primary_events, "the same events, by id");
+        // A copy that continues as primary goes on from the same sequence.
+        put(&mut copy, "d", "1", None);
+        assert_eq!(copy.position(), Version(primary.position().0 + 1));
+    }
+
+    #[test]
+    fn an_image_brings_a_copy_level_at_once() {
+        let (mut primary, mut copy) = (segment(), segment());
+        for n in 0..20 {
+            put(&mut primary, &format!("k{}", n % 5), &n.to_string(), Some(60_000));
+        }
+        put(&mut copy, "stale", "1", None);
+        let wire = rmp_serde::to_vec_named(&primary.export()).unwrap();
+        copy.import(rmp_serde::from_slice(&wire).unwrap());
+        assert_eq!(state(&copy), state(&primary));
+        assert_eq!(copy.bytes(), primary.bytes());
+        assert_eq!(copy.next_deadline(), primary.next_deadline());
+        assert!(copy.take_events().is_empty(), "an image publishes nothing");
+    }
+}
