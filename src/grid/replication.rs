@@ -11,6 +11,12 @@
 //! has replaced) and says how far it got when a batch does not follow its
 //! last; the primary then sends it the whole segment ([`SegmentImage`]).
 //!
+//! A partition that becomes primary takes over before it serves anything:
+//! it asks the other owners how far their copies got, takes the whole copy
+//! of one that got further than its own (a backup may hold a write its old
+//! primary never acknowledged), and sends its copy to every backup, so new
+//! owners receive the segment and all owners start the epoch level.
+//!
 //! How batches reach other members is the cluster's business: the grid is
 //! handed a [`ReplicaSink`].
 
@@ -44,11 +50,20 @@ pub enum ReplicaMessage {
         batch: u64,
         image: SegmentImage,
     },
+    /// How far the receiver's copy got: asked by a new primary.
+    Position { cache: CacheName, segment: SegmentId },
+    /// The receiver's whole copy: fetched by a new primary behind it.
+    Fetch { cache: CacheName, segment: SegmentId },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ReplicaReply {
     Applied,
+    /// The sequence number of the receiver's copy.
+    Position {
+        sequence: u64,
+    },
+    Image(SegmentImage),
     /// The batch does not follow the last one applied, `have`.
     Behind {
         have: u64,
@@ -312,5 +327,90 @@ mod tests {
             "{fenced:?}"
         );
         assert_eq!(state(&backup).await, (vec![], 0), "the backup applied nothing");
+    }
+
+    #[actix::test]
+    async fn a_new_primary_takes_the_furthest_copy_and_brings_every_owner_level() {
+        let config = CacheConfig::default();
+        let sink = Arc::new(Direct::default());
+        let [a, b, c, d] = [0; 4].map(|_| partition(&config).0);
+        for (name, backup) in [("b", &b), ("c", &c), ("d", &d)] {
+            sink.backups.lock().unwrap().insert(member(name), backup.clone());
+        }
+        for backup in [&b, &c] {
+            backup.send(SetRole(Role::Backup { epoch: 1 })).await.unwrap();
+        }
+        let first = Role::Primary {
+            epoch: 1,
+            backups: vec![member("b"), member("c")],
+            sink: sink.clone(),
+        };
+        a.send(SetRole(first)).await.unwrap();
+        for key in ["w1", "w2"] {
+            a.send(put(key, "1", None)).await.unwrap().unwrap();
+        }
+        // w3 reaches c but not b, and is never acknowledged; then a dies.
+        sink.drop_next.store(true, Ordering::SeqCst);
+        assert!(a.send(put("w3", "1", None)).await.unwrap().is_err());
+        assert_eq!(state(&c).await.1, 3);
+        assert_eq!(state(&b).await.1, 2);
+
+        // Epoch 2: b leads, c stays, d is new and empty.
+        for backup in [&c, &d] {
+            backup.send(SetRole(Role::Backup { epoch: 2 })).await.unwrap();
+        }
+        let second = Role::Primary {
+            epoch: 2,
+            backups: vec![member("c"), member("d")],
+            sink: sink.clone(),
+        };
+        b.send(SetRole(second)).await.unwrap();
+        let written = b.send(put("w4", "1", None)).await.unwrap().unwrap();
+        assert_eq!(
+            written.version.0, 4,
+            "the sequence goes on from the furthest copy"
+        );
+        let level = state(&b).await;
+        assert_eq!(level.0.len(), 4, "w3 was taken from c");
+        assert_eq!(state(&c).await, level);
+        assert_eq!(state(&d).await, level, "the new owner received the segment");
+    }
+
+    #[actix::test]
+    async fn a_new_owner_is_brought_level_once_it_knows_the_epoch_without_any_write() {
+        let config = CacheConfig::default();
+        let (primary, backup, sink, _events) = pair(config.clone()).await;
+        for n in 0..10 {
+            primary
+                .send(put(&format!("k{n}"), "1", None))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let (late, _late_events) = partition(&config);
+        sink.backups.lock().unwrap().insert(member("late"), late.clone());
+        backup.send(SetRole(Role::Backup { epoch: 2 })).await.unwrap();
+        let role = Role::Primary {
+            epoch: 2,
+            backups: vec![member("b"), member("late")],
+            sink: sink.clone(),
+        };
+        primary.send(SetRole(role)).await.unwrap();
+        assert_eq!(
+            state(&late).await,
+            (vec![], 0),
+            "not a backup yet: refused the image"
+        );
+        late.send(SetRole(Role::Backup { epoch: 2 })).await.unwrap();
+        let level = state(&primary).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while state(&late).await != level {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new owner was never brought level"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(state(&backup).await, level);
     }
 }

@@ -10,18 +10,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::dev::{MessageResponse, OneshotSender};
-use actix::fut::{wrap_future, ActorFutureExt};
 use actix::{
-    Actor, ActorContext, AsyncContext, AtomicResponse, Context, Handler, Message, MessageResult, Recipient,
-    ResponseActFuture, SpawnHandle,
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult, Recipient, SpawnHandle,
 };
-use futures_util::future::join_all;
 
 use super::cache::CacheShared;
-use super::replication::{ReplicaMessage, ReplicaReply, Replication, Role};
+use super::replication::Replication;
+
+mod replica;
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
 use super::{now_ms, Event, EventSink, GridError, Key, Published, SegmentId, Version};
+pub use replica::{Replicate, SetRole, WriteReply};
 
 pub struct Partition {
     segment: Segment,
@@ -151,125 +150,6 @@ impl Partition {
     }
 }
 
-/// What a write's handler answers: its result at once, or once every
-/// owner of the segment has the write.
-pub enum WriteReply<T> {
-    Now(T),
-    AfterAcks(AtomicResponse<Partition, T>),
-}
-
-impl<M, T> MessageResponse<Partition, M> for WriteReply<T>
-where
-    M: Message<Result = T>,
-    T: 'static,
-{
-    fn handle(self, ctx: &mut Context<Partition>, tx: Option<OneshotSender<T>>) {
-        match self {
-            WriteReply::Now(result) => {
-                if let Some(tx) = tx {
-                    let _ = tx.send(result);
-                }
-            }
-            WriteReply::AfterAcks(response) => {
-                <AtomicResponse<Partition, T> as MessageResponse<Partition, M>>::handle(response, ctx, tx)
-            }
-        }
-    }
-}
-
-impl Partition {
-    /// A write's reply: at once when nothing is replicated, else once every
-    /// backup acknowledged its changes (an owner that did not makes the
-    /// write's outcome unknown to the client: `unavailable`).
-    fn acknowledged<T: 'static>(&mut self, result: Result<T, GridError>) -> WriteReply<Result<T, GridError>> {
-        match self.replicate() {
-            None => WriteReply::Now(result),
-            Some(acks) => {
-                let reply = acks.map(move |acked, _, _| acked.and(result));
-                WriteReply::AfterAcks(AtomicResponse::new(Box::pin(reply)))
-            }
-        }
-    }
-
-    /// Replicates what a write with no client to answer (an expiry, an
-    /// eviction) changed, holding the mailbox until the backups have it.
-    fn replicate_before_anything_else(&mut self, ctx: &mut Context<Self>) {
-        if let Some(acks) = self.replicate() {
-            ctx.wait(acks.map(|_, _, _| ()));
-        }
-    }
-
-    /// Sends the changes made since the last batch to every backup, and a
-    /// whole image to a backup that says it is behind; resolves once every
-    /// backup applied them, and publishes the events then.
-    fn replicate(&mut self) -> Option<ResponseActFuture<Self, Result<(), GridError>>> {
-        let Role::Primary { epoch, backups, sink } = self.replication.role.clone() else {
-            return None;
-        };
-        let ops = self.segment.take_ops();
-        if backups.is_empty() || ops.is_empty() {
-            self.publish();
-            return None;
-        }
-        self.replication.batch += 1;
-        let batch = self.replication.batch;
-        let (cache, segment) = (self.cache.name.clone(), self.segment.id());
-        let sends = backups.iter().map(|to| {
-            let message = ReplicaMessage::Batch {
-                cache: cache.clone(),
-                segment,
-                epoch,
-                batch,
-                ops: ops.clone(),
-            };
-            sink.send(to, message)
-        });
-        let sent = wrap_future::<_, Self>(join_all(sends)).then(move |replies, partition, _| {
-            let mut failure = None;
-            let mut behind = Vec::new();
-            for (to, reply) in backups.iter().zip(replies) {
-                match reply {
-                    Ok(ReplicaReply::Applied) => {}
-                    Ok(ReplicaReply::Behind { .. }) => behind.push(to.clone()),
-                    Ok(refused) => failure = Some(format!("owner {} refused: {refused:?}", to.0)),
-                    Err(e) => failure = Some(format!("owner {} did not acknowledge: {e}", to.0)),
-                }
-            }
-            let images: Vec<_> = if failure.is_none() && !behind.is_empty() {
-                let image = partition.segment.export();
-                behind
-                    .iter()
-                    .map(|to| {
-                        let message = ReplicaMessage::Image {
-                            cache: cache.clone(),
-                            segment,
-                            epoch,
-                            batch,
-                            image: image.clone(),
-                        };
-                        sink.send(to, message)
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            wrap_future::<_, Self>(join_all(images)).map(move |replies, partition, _| {
-                partition.publish();
-                for (to, reply) in behind.iter().zip(replies) {
-                    if reply != Ok(ReplicaReply::Applied) {
-                        failure = Some(format!("owner {} did not take the segment: {reply:?}", to.0));
-                    }
-                }
-                match failure {
-                    None => Ok(()),
-                    Some(why) => Err(GridError::Unavailable(why)),
-                }
-            })
-        });
-        Some(Box::pin(sent))
-    }
-}
-
 impl Actor for Partition {
     type Context = Context<Self>;
 
@@ -375,66 +255,6 @@ impl Handler<Remove> for Partition {
             segment.remove(&msg.key, msg.precondition, now_ms())
         });
         self.acknowledged(result)
-    }
-}
-
-/// Makes the partition the segment's only owner, its primary or a backup.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetRole(pub Role);
-
-impl Handler<SetRole> for Partition {
-    type Result = ();
-
-    fn handle(&mut self, SetRole(role): SetRole, ctx: &mut Context<Self>) {
-        self.segment.set_replicating(role.replicates());
-        let backup = matches!(role, Role::Backup { .. });
-        self.replication.role = role;
-        if backup {
-            // A backup's entries expire when its primary says so.
-            if let Some((_, handle)) = self.reaper.take() {
-                ctx.cancel_future(handle);
-            }
-        } else {
-            self.aim_reaper(ctx);
-        }
-    }
-}
-
-/// A change of the segment from its primary, for this backup to apply.
-#[derive(Message)]
-#[rtype(result = "ReplicaReply")]
-pub struct Replicate(pub ReplicaMessage);
-
-impl Handler<Replicate> for Partition {
-    type Result = MessageResult<Replicate>;
-
-    fn handle(&mut self, Replicate(message): Replicate, _: &mut Context<Self>) -> Self::Result {
-        let (epoch, batch) = match &message {
-            ReplicaMessage::Batch { epoch, batch, .. } => (*epoch, Some(*batch)),
-            ReplicaMessage::Image { epoch, .. } => (*epoch, None),
-        };
-        if let Some(refusal) = self.replication.refusal(epoch, batch) {
-            return MessageResult(refusal);
-        }
-        let before = self.segment.len();
-        match message {
-            ReplicaMessage::Batch { batch, ops, .. } => {
-                for op in ops {
-                    self.segment.apply(op);
-                }
-                self.replication.batch = batch;
-                self.publish();
-            }
-            ReplicaMessage::Image { batch, image, .. } => {
-                self.segment.import(image);
-                self.replication.batch = batch;
-            }
-        }
-        // Counted, but never evicted from here: the primary evicts.
-        self.cache.adjust_entries(before, self.segment.len());
-        self.report_bytes();
-        MessageResult(ReplicaReply::Applied)
     }
 }
 

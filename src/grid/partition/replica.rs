@@ -1,0 +1,302 @@
+//! The partition's side of replication (`grid::replication`): answering
+//! a write once every owner has it ([`WriteReply`]), sending each write's
+//! batch to the backups, taking a role ([`SetRole`]) and, as a backup,
+//! applying what the primary sends ([`Replicate`]).
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::fut::{wrap_future, ActorFutureExt};
+use actix::{AsyncContext, AtomicResponse, Context, Handler, Message, MessageResult, ResponseActFuture};
+use futures_util::future::join_all;
+
+use super::Partition;
+use crate::grid::replication::{ReplicaMessage, ReplicaReply, Role};
+use crate::grid::GridError;
+
+/// What a write's handler answers: its result at once, or once every
+/// owner of the segment has the write.
+pub enum WriteReply<T> {
+    Now(T),
+    AfterAcks(AtomicResponse<Partition, T>),
+}
+
+impl<M, T> MessageResponse<Partition, M> for WriteReply<T>
+where
+    M: Message<Result = T>,
+    T: 'static,
+{
+    fn handle(self, ctx: &mut Context<Partition>, tx: Option<OneshotSender<T>>) {
+        match self {
+            WriteReply::Now(result) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(result);
+                }
+            }
+            WriteReply::AfterAcks(response) => {
+                <AtomicResponse<Partition, T> as MessageResponse<Partition, M>>::handle(response, ctx, tx)
+            }
+        }
+    }
+}
+
+impl Partition {
+    /// A write's reply: at once when nothing is replicated, else once every
+    /// backup acknowledged its changes (an owner that did not makes the
+    /// write's outcome unknown to the client: `unavailable`).
+    pub(super) fn acknowledged<T: 'static>(
+        &mut self,
+        result: Result<T, GridError>,
+    ) -> WriteReply<Result<T, GridError>> {
+        match self.replicate() {
+            None => WriteReply::Now(result),
+            Some(acks) => {
+                let reply = acks.map(move |acked, _, _| acked.and(result));
+                WriteReply::AfterAcks(AtomicResponse::new(Box::pin(reply)))
+            }
+        }
+    }
+
+    /// Replicates what a write with no client to answer (an expiry, an
+    /// eviction) changed, holding the mailbox until the backups have it.
+    pub(super) fn replicate_before_anything_else(&mut self, ctx: &mut Context<Self>) {
+        if let Some(acks) = self.replicate() {
+            ctx.wait(acks.map(|_, _, _| ()));
+        }
+    }
+
+    /// Sends the changes made since the last batch to every backup, and a
+    /// whole image to a backup that says it is behind; resolves once every
+    /// backup applied them, and publishes the events then.
+    fn replicate(&mut self) -> Option<ResponseActFuture<Self, Result<(), GridError>>> {
+        let Role::Primary { epoch, backups, sink } = self.replication.role.clone() else {
+            return None;
+        };
+        let ops = self.segment.take_ops();
+        if backups.is_empty() || ops.is_empty() {
+            self.publish();
+            return None;
+        }
+        self.replication.batch += 1;
+        let batch = self.replication.batch;
+        let (cache, segment) = (self.cache.name.clone(), self.segment.id());
+        let sends = backups.iter().map(|to| {
+            let message = ReplicaMessage::Batch {
+                cache: cache.clone(),
+                segment,
+                epoch,
+                batch,
+                ops: ops.clone(),
+            };
+            sink.send(to, message)
+        });
+        let sent = wrap_future::<_, Self>(join_all(sends)).then(move |replies, partition, _| {
+            let mut failure = None;
+            let mut behind = Vec::new();
+            for (to, reply) in backups.iter().zip(replies) {
+                match reply {
+                    Ok(ReplicaReply::Applied) => {}
+                    Ok(ReplicaReply::Behind { .. }) => behind.push(to.clone()),
+                    Ok(refused) => failure = Some(format!("owner {} refused: {refused:?}", to.0)),
+                    Err(e) => failure = Some(format!("owner {} did not acknowledge: {e}", to.0)),
+                }
+            }
+            let images: Vec<_> = if failure.is_none() && !behind.is_empty() {
+                let image = partition.segment.export();
+                behind
+                    .iter()
+                    .map(|to| {
+                        let message = ReplicaMessage::Image {
+                            cache: cache.clone(),
+                            segment,
+                            epoch,
+                            batch,
+                            image: image.clone(),
+                        };
+                        sink.send(to, message)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            wrap_future::<_, Self>(join_all(images)).map(move |replies, partition, _| {
+                partition.publish();
+                for (to, reply) in behind.iter().zip(replies) {
+                    if !matches!(reply, Ok(ReplicaReply::Applied)) {
+                        failure = Some(format!("owner {} did not take the segment: {reply:?}", to.0));
+                    }
+                }
+                match failure {
+                    None => Ok(()),
+                    Some(why) => Err(GridError::Unavailable(why)),
+                }
+            })
+        });
+        Some(Box::pin(sent))
+    }
+}
+
+/// Makes the partition the segment's only owner, its primary or a backup.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRole(pub Role);
+
+/// How often, and how far apart, a new primary tries to bring its backups
+/// level before leaving it to the next write: 10 s in all.
+const TAKE_OVER_ATTEMPTS: u32 = 50;
+const TAKE_OVER_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Handler<SetRole> for Partition {
+    type Result = ();
+
+    fn handle(&mut self, SetRole(role): SetRole, ctx: &mut Context<Self>) {
+        self.segment.set_replicating(role.replicates());
+        let (backup, primary) = (matches!(role, Role::Backup { .. }), role.replicates());
+        if backup {
+            // Batches are numbered by each primary: a new epoch's primary
+            // starts its own count.
+            self.replication.batch = 0;
+        }
+        self.replication.role = role;
+        if backup {
+            // A backup's entries expire when its primary says so.
+            if let Some((_, handle)) = self.reaper.take() {
+                ctx.cancel_future(handle);
+            }
+        } else {
+            self.aim_reaper(ctx);
+        }
+        if primary {
+            ctx.wait(self.take_over(TAKE_OVER_ATTEMPTS));
+        }
+    }
+}
+
+impl Partition {
+    /// What a new primary does before it serves anything (its mailbox is
+    /// held meanwhile): takes the copy of an owner that got further than
+    /// its own, then brings every backup level with its copy. A backup not
+    /// reached now is tried again shortly (its node may not have the new
+    /// topology yet), and is brought level anyway by the first write's
+    /// batch, which it will find does not follow its last.
+    fn take_over(&mut self, attempts_left: u32) -> ResponseActFuture<Self, ()> {
+        let Role::Primary { epoch, backups, sink } = self.replication.role.clone() else {
+            return Box::pin(actix::fut::ready(()));
+        };
+        let (cache, segment) = (self.cache.name.clone(), self.segment.id());
+        let asked = backups.iter().map(|to| {
+            let message = ReplicaMessage::Position {
+                cache: cache.clone(),
+                segment,
+            };
+            sink.send(to, message)
+        });
+        let furthest = wrap_future::<_, Self>(join_all(asked)).then({
+            let (backups, sink, cache) = (backups.clone(), sink.clone(), cache.clone());
+            move |positions, partition, _| {
+                let ours = partition.segment.position().0;
+                let ahead = backups
+                    .iter()
+                    .zip(positions)
+                    .filter_map(|(to, reply)| match reply {
+                        Ok(ReplicaReply::Position { sequence }) if sequence > ours => Some((sequence, to)),
+                        _ => None,
+                    })
+                    .max_by_key(|(sequence, _)| *sequence);
+                let fetched = ahead.map(|(_, to)| sink.send(to, ReplicaMessage::Fetch { cache, segment }));
+                wrap_future::<_, Self>(async move {
+                    match fetched {
+                        Some(fetched) => fetched.await.ok(),
+                        None => None,
+                    }
+                })
+            }
+        });
+        let level = furthest.then(move |fetched, partition, _| {
+            if let Some(ReplicaReply::Image(image)) = fetched {
+                let before = partition.segment.len();
+                partition.segment.import(image);
+                partition.cache.adjust_entries(before, partition.segment.len());
+                partition.report_bytes();
+            }
+            partition.replication.batch += 1;
+            let (batch, image) = (partition.replication.batch, partition.segment.export());
+            let pushed = backups.iter().map(|to| {
+                let message = ReplicaMessage::Image {
+                    cache: cache.clone(),
+                    segment,
+                    epoch,
+                    batch,
+                    image: image.clone(),
+                };
+                sink.send(to, message)
+            });
+            wrap_future::<_, Self>(join_all(pushed)).map(move |replies, partition, ctx| {
+                let mut all_level = true;
+                for (to, reply) in backups.iter().zip(replies) {
+                    if !matches!(reply, Ok(ReplicaReply::Applied)) {
+                        all_level = false;
+                        log::info!(
+                            "{} segment {}: owner {} not yet level ({reply:?})",
+                            partition.cache.name,
+                            segment.0,
+                            to.0
+                        );
+                    }
+                }
+                partition.aim_reaper(ctx);
+                let same_epoch =
+                    matches!(partition.replication.role, Role::Primary { epoch: now, .. } if now == epoch);
+                if !all_level && same_epoch && attempts_left > 1 {
+                    ctx.run_later(TAKE_OVER_RETRY, move |partition, ctx| {
+                        ctx.wait(partition.take_over(attempts_left - 1));
+                    });
+                }
+            })
+        });
+        Box::pin(level)
+    }
+}
+
+/// A change of the segment from its primary, for this backup to apply.
+#[derive(Message)]
+#[rtype(result = "ReplicaReply")]
+pub struct Replicate(pub ReplicaMessage);
+
+impl Handler<Replicate> for Partition {
+    type Result = MessageResult<Replicate>;
+
+    fn handle(&mut self, Replicate(message): Replicate, _: &mut Context<Self>) -> Self::Result {
+        let (epoch, batch) = match &message {
+            ReplicaMessage::Batch { epoch, batch, .. } => (*epoch, Some(*batch)),
+            ReplicaMessage::Image { epoch, .. } => (*epoch, None),
+            ReplicaMessage::Position { .. } => {
+                let sequence = self.segment.position().0;
+                return MessageResult(ReplicaReply::Position { sequence });
+            }
+            ReplicaMessage::Fetch { .. } => return MessageResult(ReplicaReply::Image(self.segment.export())),
+        };
+        if let Some(refusal) = self.replication.refusal(epoch, batch) {
+            return MessageResult(refusal);
+        }
+        let before = self.segment.len();
+        match message {
+            ReplicaMessage::Batch { batch, ops, .. } => {
+                for op in ops {
+                    self.segment.apply(op);
+                }
+                self.replication.batch = batch;
+                self.publish();
+            }
+            // An image older than the last batch applied is stale news.
+            ReplicaMessage::Image { batch, image, .. } if batch >= self.replication.batch => {
+                self.segment.import(image);
+                self.replication.batch = batch;
+            }
+            ReplicaMessage::Image { .. } => {}
+            ReplicaMessage::Position { .. } | ReplicaMessage::Fetch { .. } => unreachable!("answered above"),
+        }
+        // Counted, but never evicted from here: the primary evicts.
+        self.cache.adjust_entries(before, self.segment.len());
+        self.report_bytes();
+        MessageResult(ReplicaReply::Applied)
+    }
+}
