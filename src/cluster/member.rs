@@ -551,11 +551,13 @@ mod tests {
             members.iter().all(|m| m.topology().borrow().members.len() == 3)
         })
         .await;
-        until("three voters", || {
+        let three_voters = || {
             let metrics = n1.consensus().raft().metrics().borrow().clone();
-            metrics.membership_config.membership().voter_ids().count() == 3
-        })
-        .await;
+            let membership = metrics.membership_config.membership().clone();
+            // Uniform, not a joint config still needing the old majority.
+            membership.get_joint_config().len() == 1 && membership.voter_ids().count() == 3
+        };
+        until("three voters", three_voters).await;
 
         until("every member holds a lease", || {
             members.iter().all(|m| m.lease().holds())
@@ -599,6 +601,7 @@ mod tests {
         })
         .await;
         until("n2 holding a lease again", || n2.lease().holds()).await;
+        until("three voters again", three_voters).await;
 
         // A member that stops answering is found out by gossip and agreed
         // away by the rest, with no one asking.
