@@ -214,6 +214,7 @@ pub async fn start_grid(config: &Config, metrics: &Metrics, address: &str) -> Re
             max_caches: config.limits.max_caches,
             max_segments: config.limits.max_segments,
         },
+        replicas: None,
     });
     for (name, cache) in &config.caches {
         let name = CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;

@@ -13,14 +13,15 @@ use std::sync::Arc;
 use std::future::Future;
 
 use actix::dev::Request;
-use actix::{Actor, ArbiterHandle, MailboxError, Recipient};
+use actix::{Actor, Addr, ArbiterHandle, MailboxError, Recipient};
 use arc_swap::ArcSwap;
 use futures_util::future::join_all;
 
 use super::cache::{CacheConfig, CacheShared};
 use super::hash::segment_of;
-use super::owners::{AssignSegments, ForgetCache, MemberId, OwnerTables};
-use super::partition::{self, EvictionRing, Partition, Snapshot};
+use super::owners::{AssignSegments, ForgetCache, MemberId, OwnerTables, SegmentOwners};
+use super::partition::{self, EvictionRing, Partition, Replicate, SetRole, Snapshot};
+use super::replication::{ReplicaMessage, ReplicaReply, ReplicaSink, Role};
 use super::routing::{Route, RoutingTable};
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
 use super::{
@@ -104,6 +105,9 @@ pub struct GridSetup {
     pub deletions: Recipient<CacheDeleted>,
     pub metrics: GridMetrics,
     pub limits: GridLimits,
+    /// How a primary reaches its backups on other members; none on a node
+    /// that is its own cluster.
+    pub replicas: Option<Arc<dyn ReplicaSink>>,
 }
 
 #[derive(Clone)]
@@ -175,34 +179,7 @@ impl Grid {
             .await
             .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))?;
         let shared = CacheShared::new(name.clone(), config, setup.metrics.clone());
-        let routes = RoutingTable::new(
-            (0..owners.segments())
-                .map(SegmentId)
-                .map(|segment| {
-                    if !owners.is_owned_by(segment, &setup.local_member) {
-                        let primary = owners.owners(segment)[0].clone();
-                        return Route::Remote(primary);
-                    }
-                    let arbiter = &setup.arbiters[segment.0 as usize % setup.arbiters.len()];
-                    let (shared, events) = (shared.clone(), setup.events.clone());
-                    let partition = Partition::start_in_arbiter(arbiter, move |_| {
-                        Partition::new(shared, segment, events)
-                    });
-                    Route::Local(partition)
-                })
-                .collect(),
-        );
-        // Published only once every partition runs with its mailbox set up.
-        let ring: EvictionRing = routes.local().map(|(_, p)| p.clone().recipient()).collect();
-        let ready = routes.local().enumerate().map(|(place, (_, partition))| {
-            partition.send(partition::Ready {
-                ring: ring.clone(),
-                place,
-            })
-        });
-        for ready in join_all(ready).await {
-            ready.map_err(unavailable)?;
-        }
+        let (routes, _) = self.place(&shared, &owners, 0, None).await?;
         let cache = Arc::new(Cache {
             shared,
             routes,
@@ -236,11 +213,127 @@ impl Grid {
             .await;
         // Each partition answers after everything queued before; its
         // events are then in the listener's mailbox ahead of the deletion.
-        let retired = cache.routes.local().map(|(_, p)| p.send(partition::Retire));
+        let retired = cache.routes.copies().map(|p| p.send(partition::Retire));
         join_all(retired).await;
         setup.metrics.forget_cache(cache.name());
         setup.deletions.do_send(CacheDeleted(cache.name().clone()));
         Ok(())
+    }
+
+    /// Places a cache's segments on this node as `owners` says at `epoch`:
+    /// a partition for every segment it owns (kept from `previous` where
+    /// there is one), each told its role (backups first, so a local primary
+    /// finds them at the epoch), routes to the primaries, and the eviction
+    /// ring of the local primaries. Returns the routes and the partitions
+    /// of `previous` this node no longer owns, to retire once the new
+    /// routes are published.
+    async fn place(
+        &self,
+        shared: &Arc<CacheShared>,
+        owners: &SegmentOwners,
+        epoch: u64,
+        previous: Option<&RoutingTable>,
+    ) -> Result<(RoutingTable, Vec<Addr<Partition>>), GridError> {
+        let setup = &self.inner.setup;
+        let me = &setup.local_member;
+        let (mut routes, mut copies, mut roles, mut retired) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for segment in (0..owners.segments()).map(SegmentId) {
+            let row = owners.owners(segment);
+            let kept = previous.and_then(|p| p.copy(segment)).cloned();
+            let Some(primary) = row.first() else {
+                return Err(GridError::Unavailable(format!(
+                    "segment {} has no owner",
+                    segment.0
+                )));
+            };
+            if !row.contains(me) {
+                retired.extend(kept);
+                routes.push(Route::Remote(primary.clone()));
+                copies.push(None);
+                continue;
+            }
+            let partition = kept.unwrap_or_else(|| {
+                let arbiter = &setup.arbiters[segment.0 as usize % setup.arbiters.len()];
+                let (shared, events) = (shared.clone(), setup.events.clone());
+                Partition::start_in_arbiter(arbiter, move |_| Partition::new(shared, segment, events))
+            });
+            let role = match (&setup.replicas, primary == me) {
+                (_, false) => Role::Backup { epoch },
+                (Some(sink), true) if row.len() > 1 => Role::Primary {
+                    epoch,
+                    backups: row[1..].to_vec(),
+                    sink: sink.clone(),
+                },
+                (_, true) => Role::Solo,
+            };
+            roles.push((partition.clone(), role));
+            routes.push(if primary == me {
+                Route::Local(partition.clone())
+            } else {
+                Route::Remote(primary.clone())
+            });
+            copies.push(Some(partition));
+        }
+        roles.sort_by_key(|(_, role)| !matches!(role, Role::Backup { .. }));
+        for (partition, role) in roles {
+            partition.send(SetRole(role)).await.map_err(unavailable)?;
+        }
+        let routes = RoutingTable::new(routes, copies, epoch);
+        let ring: EvictionRing = routes.local().map(|(_, p)| p.clone().recipient()).collect();
+        let ready = routes.local().enumerate().map(|(place, (_, partition))| {
+            partition.send(partition::Ready {
+                ring: ring.clone(),
+                place,
+            })
+        });
+        for ready in join_all(ready).await {
+            ready.map_err(unavailable)?;
+        }
+        Ok((routes, retired))
+    }
+
+    /// Places an existing cache's segments as the cluster's owner table at
+    /// `epoch` says (see [`Grid::place`]); a table of an epoch already
+    /// placed is ignored.
+    pub async fn set_owners(&self, name: &str, owners: &SegmentOwners, epoch: u64) -> Result<(), GridError> {
+        let _creating = self.inner.creating.lock().await;
+        let cache = self.cache(name)?;
+        if epoch <= cache.routes.epoch() {
+            return Ok(());
+        }
+        let (routes, retired) = self
+            .place(&cache.shared, owners, epoch, Some(&cache.routes))
+            .await?;
+        let placed = Arc::new(Cache {
+            shared: cache.shared.clone(),
+            routes,
+            incarnation: cache.incarnation,
+        });
+        self.inner.caches.rcu(|caches| {
+            let mut caches = BTreeMap::clone(caches);
+            caches.insert(placed.name().clone(), placed.clone());
+            caches
+        });
+        join_all(retired.iter().map(|p| p.send(partition::Retire))).await;
+        Ok(())
+    }
+
+    /// Hands a message from a segment's primary (or a new primary) to this
+    /// node's copy of the segment.
+    pub async fn replicate(&self, message: ReplicaMessage) -> ReplicaReply {
+        let (cache, segment) = message.segment();
+        let copy = self
+            .cache(cache.as_str())
+            .ok()
+            .and_then(|c| c.routes.copy(segment).cloned());
+        match copy {
+            Some(partition) => partition
+                .send(Replicate(message))
+                .await
+                .unwrap_or(ReplicaReply::NotOwner),
+            None => ReplicaReply::NotOwner,
+        }
     }
 
     pub fn cache(&self, name: &str) -> Result<Arc<Cache>, GridError> {

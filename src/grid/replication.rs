@@ -56,6 +56,18 @@ pub enum ReplicaMessage {
     Fetch { cache: CacheName, segment: SegmentId },
 }
 
+impl ReplicaMessage {
+    /// The cache and segment the message is about.
+    pub fn segment(&self) -> (&CacheName, SegmentId) {
+        match self {
+            ReplicaMessage::Batch { cache, segment, .. }
+            | ReplicaMessage::Image { cache, segment, .. }
+            | ReplicaMessage::Position { cache, segment }
+            | ReplicaMessage::Fetch { cache, segment } => (cache, *segment),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ReplicaReply {
     Applied,

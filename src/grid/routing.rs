@@ -20,15 +20,38 @@ pub enum Route {
     Remote(MemberId),
 }
 
-/// Every segment's [`Route`], by segment number.
+/// Every segment's [`Route`], by segment number, and the node's own copy
+/// of each segment it owns (as primary or backup), at one epoch.
 #[derive(Clone, Debug)]
 pub struct RoutingTable {
     routes: Vec<Route>,
+    copies: Vec<Option<Addr<Partition>>>,
+    epoch: u64,
 }
 
 impl RoutingTable {
-    pub fn new(routes: Vec<Route>) -> Self {
-        RoutingTable { routes }
+    pub fn new(routes: Vec<Route>, copies: Vec<Option<Addr<Partition>>>, epoch: u64) -> Self {
+        debug_assert_eq!(routes.len(), copies.len());
+        RoutingTable {
+            routes,
+            copies,
+            epoch,
+        }
+    }
+
+    /// The epoch of the owner table the routes follow.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// This node's copy of `segment`, primary or backup.
+    pub fn copy(&self, segment: SegmentId) -> Option<&Addr<Partition>> {
+        self.copies.get(segment.0 as usize)?.as_ref()
+    }
+
+    /// Every copy this node holds.
+    pub fn copies(&self) -> impl Iterator<Item = &Addr<Partition>> {
+        self.copies.iter().flatten()
     }
 
     pub fn segments(&self) -> u32 {

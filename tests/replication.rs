@@ -1,0 +1,163 @@
+//! Two grids in one process, as two members of a cluster would run them,
+//! their segments placed by one owner table and their primaries reaching
+//! the other's backups through a sink that calls the other grid directly
+//! (the cluster's link does the same over TCP). A write is acknowledged
+//! once the other owner has it, and survives the loss of its primary.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix::{Actor, Arbiter, Context, Handler};
+use pushgrid::cluster::membership::{Member, Membership};
+use pushgrid::grid::owners::{MemberId, OwnerTables, SegmentOwners};
+use pushgrid::grid::replication::{ReplicaFuture, ReplicaMessage, ReplicaReply, ReplicaSink};
+use pushgrid::grid::{
+    CacheConfig, CacheDeleted, CacheName, Grid, GridLimits, GridSetup, JsonValue, Precondition, Published,
+    SegmentId,
+};
+use pushgrid::metrics::Metrics;
+
+/// Hands each message to the grid of the member it is for.
+#[derive(Default)]
+struct Direct(Mutex<HashMap<MemberId, Grid>>);
+
+impl ReplicaSink for Direct {
+    fn send(&self, to: &MemberId, message: ReplicaMessage) -> ReplicaFuture {
+        let grid = self.0.lock().unwrap().get(to).cloned();
+        Box::pin(async move {
+            match grid {
+                Some(grid) => Ok(grid.replicate(message).await),
+                None => Err("member gone".to_string()),
+            }
+        })
+    }
+}
+
+struct Discard;
+
+impl Actor for Discard {
+    type Context = Context<Self>;
+}
+
+impl Handler<Published> for Discard {
+    type Result = ();
+    fn handle(&mut self, _: Published, _: &mut Context<Self>) {}
+}
+
+impl Handler<CacheDeleted> for Discard {
+    type Result = ();
+    fn handle(&mut self, _: CacheDeleted, _: &mut Context<Self>) {}
+}
+
+fn member(name: &str) -> MemberId {
+    MemberId(Arc::from(name))
+}
+
+fn grid(name: &str, sink: Arc<Direct>) -> Grid {
+    let membership = Membership::new(Member {
+        id: member(name),
+        address: format!("{name}:8080"),
+    })
+    .start();
+    let discard = Discard.start();
+    let grid = Grid::new(GridSetup {
+        arbiters: vec![Arbiter::new().handle()],
+        owner_tables: OwnerTables::kept_by(&membership),
+        local_member: member(name),
+        events: discard.clone().recipient(),
+        deletions: discard.recipient(),
+        metrics: Metrics::new().grid.clone(),
+        limits: GridLimits {
+            max_caches: 10,
+            max_segments: 1000,
+        },
+        replicas: Some(sink.clone()),
+    });
+    sink.0.lock().unwrap().insert(member(name), grid.clone());
+    grid
+}
+
+/// Segment 0 led by a with b as backup, segment 1 the other way round.
+fn table(rows: &[&[&str]]) -> SegmentOwners {
+    SegmentOwners::from_rows(
+        rows.iter()
+            .map(|row| row.iter().map(|n| member(n)).collect())
+            .collect(),
+    )
+}
+
+async fn position(grid: &Grid, segment: u32) -> Option<u64> {
+    let message = ReplicaMessage::Position {
+        cache: CacheName::parse("c").unwrap(),
+        segment: SegmentId(segment),
+    };
+    match grid.replicate(message).await {
+        ReplicaReply::Position { sequence } => Some(sequence),
+        _ => None,
+    }
+}
+
+/// A key of cache `c` (2 segments) that hashes to `segment`.
+fn key_in(grid: &Grid, segment: u32, n: usize) -> Arc<str> {
+    let cache = grid.cache("c").unwrap();
+    (0..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| cache.segment_of(k) == SegmentId(segment))
+        .nth(n)
+        .map(Arc::from)
+        .unwrap()
+}
+
+#[actix::test]
+async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() {
+    let sink = Arc::new(Direct::default());
+    let (a, b) = (grid("a", sink.clone()), grid("b", sink.clone()));
+    let config = CacheConfig {
+        segments: 2,
+        num_owners: 2,
+        ..CacheConfig::default()
+    };
+    for grid in [&a, &b] {
+        grid.create_cache(CacheName::parse("c").unwrap(), config.clone())
+            .await
+            .unwrap();
+    }
+    let owners = table(&[&["a", "b"], &["b", "a"]]);
+    // Each member learns of the epoch on its own; b first here.
+    b.set_owners("c", &owners, 1).await.unwrap();
+    a.set_owners("c", &owners, 1).await.unwrap();
+
+    let value = JsonValue::parse("0.22941408906430394").unwrap();
+    for n in 0..5 {
+        let key = key_in(&a, 0, n);
+        a.put("c", key, value.clone(), Precondition::None, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            position(&b, 0).await,
+            Some(n as u64 + 1),
+            "b had write {n} when a acknowledged it"
+        );
+    }
+    let key = key_in(&b, 1, 0);
+    b.put("c", key.clone(), value.clone(), Precondition::None, None)
+        .await
+        .unwrap();
+    assert_eq!(position(&a, 1).await, Some(1));
+    let refused = a.put("c", key, value.clone(), Precondition::None, None).await;
+    assert!(refused.is_err(), "a is not segment 1's primary: {refused:?}");
+
+    // a is gone: b owns everything alone at epoch 2 and serves a's writes.
+    sink.0.lock().unwrap().remove(&member("a"));
+    b.set_owners("c", &table(&[&["b"], &["b"]]), 2).await.unwrap();
+    for n in 0..5 {
+        let entry = b.get("c", key_in(&b, 0, n)).await.unwrap();
+        assert_eq!(entry.value.get(), "0.22941408906430394");
+        assert_eq!(entry.version.0, n as u64 + 1);
+    }
+    let next = b
+        .put("c", key_in(&b, 0, 9), value, Precondition::None, None)
+        .await
+        .unwrap();
+    assert_eq!(next.version.0, 6, "versions go on where a left them");
+}
