@@ -215,6 +215,7 @@ pub async fn start_grid(config: &Config, metrics: &Metrics, address: &str) -> Re
             max_segments: config.limits.max_segments,
         },
         replicas: None,
+        forwarder: None,
     });
     for (name, cache) in &config.caches {
         let name = CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;

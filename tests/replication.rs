@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use actix::{Actor, Arbiter, Context, Handler};
 use pushgrid::cluster::membership::{Member, Membership};
+use pushgrid::grid::forward::{ForwardFuture, Forwarded, ForwardedReply, Forwarder};
 use pushgrid::grid::owners::{MemberId, OwnerTables, SegmentOwners};
 use pushgrid::grid::replication::{ReplicaFuture, ReplicaMessage, ReplicaReply, ReplicaSink};
 use pushgrid::grid::{
-    CacheConfig, CacheDeleted, CacheName, Grid, GridLimits, GridSetup, JsonValue, Precondition, Published,
-    SegmentId,
+    CacheConfig, CacheDeleted, CacheName, Grid, GridError, GridLimits, GridSetup, JsonValue, Precondition,
+    Published, SegmentId,
 };
 use pushgrid::metrics::Metrics;
 
@@ -28,6 +29,18 @@ impl ReplicaSink for Direct {
             match grid {
                 Some(grid) => Ok(grid.replicate(message).await),
                 None => Err("member gone".to_string()),
+            }
+        })
+    }
+}
+
+impl Forwarder for Direct {
+    fn forward(&self, to: &MemberId, request: Forwarded) -> ForwardFuture {
+        let grid = self.0.lock().unwrap().get(to).cloned();
+        Box::pin(async move {
+            match grid {
+                Some(grid) => Ok(grid.serve_forwarded(request).await),
+                None => Err(GridError::Unavailable("member gone".into())),
             }
         })
     }
@@ -72,6 +85,7 @@ fn grid(name: &str, sink: Arc<Direct>) -> Grid {
             max_segments: 1000,
         },
         replicas: Some(sink.clone()),
+        forwarder: Some(sink.clone()),
     });
     sink.0.lock().unwrap().insert(member(name), grid.clone());
     grid
@@ -144,8 +158,31 @@ async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() 
         .await
         .unwrap();
     assert_eq!(position(&a, 1).await, Some(1));
-    let refused = a.put("c", key, value.clone(), Precondition::None, None).await;
-    assert!(refused.is_err(), "a is not segment 1's primary: {refused:?}");
+    // a forwards what b leads, and b serves it.
+    let forwarded = a
+        .put("c", key.clone(), value.clone(), Precondition::None, None)
+        .await
+        .unwrap();
+    assert_eq!(forwarded.version.0, 2);
+    assert_eq!(
+        position(&a, 1).await,
+        Some(2),
+        "a's backup copy has its own forwarded write"
+    );
+    assert_eq!(a.get("c", key.clone()).await.unwrap().version.0, 2);
+    let page = a.list("c", "", None, 100).await.unwrap();
+    assert_eq!(page.entries.len(), 6, "a listing gathers both members' segments");
+    // Never twice: b refuses what a forwarded for a segment b does not lead.
+    let twice = b
+        .serve_forwarded(Forwarded::Get {
+            cache: CacheName::parse("c").unwrap(),
+            key: key_in(&b, 0, 0),
+        })
+        .await;
+    assert!(
+        matches!(twice, ForwardedReply::Entry(Err(GridError::Unavailable(_)))),
+        "{twice:?}"
+    );
 
     // a is gone: b owns everything alone at epoch 2 and serves a's writes.
     sink.0.lock().unwrap().remove(&member("a"));
@@ -160,4 +197,5 @@ async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() 
         .await
         .unwrap();
     assert_eq!(next.version.0, 6, "versions go on where a left them");
+    assert_eq!(b.list("c", "", None, 100).await.unwrap().entries.len(), 7);
 }

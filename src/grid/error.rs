@@ -2,11 +2,12 @@
 //! variant here; the web layer maps each to the contract's code and status in
 //! one place (`protocol::ErrorCode`).
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::Version;
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum GridError {
     #[error("unknown cache {0:?}")]
     UnknownCache(String),

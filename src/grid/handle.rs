@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use futures_util::future::join_all;
 
 use super::cache::{CacheConfig, CacheShared};
+use super::forward::{self, Entry, ForwardFuture, Forwarded, ForwardedReply, Forwarder};
 use super::hash::segment_of;
 use super::owners::{AssignSegments, ForgetCache, MemberId, OwnerTables, SegmentOwners};
 use super::partition::{self, EvictionRing, Partition, Replicate, SetRole, Snapshot};
@@ -108,6 +109,9 @@ pub struct GridSetup {
     /// How a primary reaches its backups on other members; none on a node
     /// that is its own cluster.
     pub replicas: Option<Arc<dyn ReplicaSink>>,
+    /// How a request reaches the member leading its segment; none on a
+    /// node that is its own cluster.
+    pub forwarder: Option<Arc<dyn Forwarder>>,
 }
 
 #[derive(Clone)]
@@ -119,6 +123,31 @@ struct Inner {
     caches: ArcSwap<BTreeMap<CacheName, Arc<Cache>>>,
     creating: tokio::sync::Mutex<()>,
     setup: GridSetup,
+}
+
+/// Whether a request may be forwarded to the member leading its segment:
+/// not once it was forwarded here.
+#[derive(Clone, Copy)]
+enum Forwarding {
+    Allowed,
+    Refused,
+}
+
+/// Where a request for one segment goes.
+enum Target<'a> {
+    Local(&'a Addr<Partition>),
+    Remote(&'a dyn Forwarder, &'a MemberId),
+}
+
+/// A request on its way: queued at a local partition, or forwarded.
+enum Sent<M>
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    Partition: actix::Handler<M>,
+{
+    Local(Request<Partition, M>),
+    Forwarded(ForwardFuture),
 }
 
 fn unavailable(err: MailboxError) -> GridError {
@@ -354,12 +383,36 @@ impl Grid {
     /// is routed and queued at the partition when this is called, not when
     /// the future is first polled: one caller's operations reach a
     /// partition in the order it made them, however its futures are polled.
+    /// A key whose segment another member leads is forwarded to it.
     pub fn get(&self, cache: &str, key: Key) -> impl Future<Output = Result<EntryView, GridError>> + 'static {
+        self.get_routed(cache, key, Forwarding::Allowed)
+    }
+
+    fn get_routed(
+        &self,
+        cache: &str,
+        key: Key,
+        forwarding: Forwarding,
+    ) -> impl Future<Output = Result<EntryView, GridError>> + 'static {
         let sent = self.cache(cache).and_then(|cache| {
             let segment = cache.segment_of(&key);
-            cache.routes.send(segment, partition::Get { key })
+            Ok(match self.target(&cache, segment, forwarding)? {
+                Target::Local(partition) => Sent::Local(partition.send(partition::Get { key })),
+                Target::Remote(forwarder, member) => {
+                    let cache = cache.name().clone();
+                    Sent::Forwarded(forwarder.forward(member, Forwarded::Get { cache, key }))
+                }
+            })
         });
-        self.reply("get", sent, |found| found.ok_or(GridError::NotFound))
+        self.reply(
+            "get",
+            sent,
+            |found| found.ok_or(GridError::NotFound),
+            |reply| match reply {
+                ForwardedReply::Entry(entry) => entry.map(EntryView::from),
+                other => Err(forward::mismatched(other)),
+            },
+        )
     }
 
     /// Writes `value` under `key`. `lifespan_ms: None` takes the cache's
@@ -372,28 +425,63 @@ impl Grid {
         precondition: Precondition,
         lifespan_ms: Option<u64>,
     ) -> impl Future<Output = Result<PutOutcome, GridError>> + 'static {
+        let request = PutRequest {
+            key,
+            value,
+            precondition,
+            lifespan_ms,
+        };
+        self.put_routed(cache, request, Forwarding::Allowed)
+    }
+
+    fn put_routed(
+        &self,
+        cache: &str,
+        request: PutRequest,
+        forwarding: Forwarding,
+    ) -> impl Future<Output = Result<PutOutcome, GridError>> + 'static {
         let sent = self.cache(cache).and_then(|cache| {
             let config = cache.config();
-            let size = value.get().len();
+            let size = request.value.get().len();
             if size > config.max_value_bytes {
                 return Err(GridError::TooLarge {
                     size,
                     limit: config.max_value_bytes,
                 });
             }
-            if lifespan_ms == Some(0) {
+            if request.lifespan_ms == Some(0) {
                 return Err(GridError::BadRequest("lifespan_ms must be at least 1".into()));
             }
-            let request = PutRequest {
-                lifespan_ms: lifespan_ms.or(config.lifespan_ms),
-                key,
-                value,
-                precondition,
-            };
             let segment = cache.segment_of(&request.key);
-            cache.routes.send(segment, partition::Put(request))
+            Ok(match self.target(&cache, segment, forwarding)? {
+                Target::Local(partition) => {
+                    let request = PutRequest {
+                        lifespan_ms: request.lifespan_ms.or(config.lifespan_ms),
+                        ..request
+                    };
+                    Sent::Local(partition.send(partition::Put(request)))
+                }
+                Target::Remote(forwarder, member) => {
+                    let forwarded = Forwarded::Put {
+                        cache: cache.name().clone(),
+                        key: request.key,
+                        value: request.value,
+                        precondition: request.precondition,
+                        lifespan_ms: request.lifespan_ms,
+                    };
+                    Sent::Forwarded(forwarder.forward(member, forwarded))
+                }
+            })
         });
-        self.reply("put", sent, |outcome| outcome)
+        self.reply(
+            "put",
+            sent,
+            |outcome| outcome,
+            |reply| match reply {
+                ForwardedReply::Put(outcome) => outcome,
+                other => Err(forward::mismatched(other)),
+            },
+        )
     }
 
     pub fn remove(
@@ -402,22 +490,125 @@ impl Grid {
         key: Key,
         precondition: Precondition,
     ) -> impl Future<Output = Result<Version, GridError>> + 'static {
-        let sent = self.cache(cache).and_then(|cache| {
-            let segment = cache.segment_of(&key);
-            cache
-                .routes
-                .send(segment, partition::Remove { key, precondition })
-        });
-        self.reply("remove", sent, |outcome| outcome)
+        self.remove_routed(cache, key, precondition, Forwarding::Allowed)
     }
 
-    /// Awaits a partition's reply to a request already queued, and counts
-    /// the operation's outcome.
+    fn remove_routed(
+        &self,
+        cache: &str,
+        key: Key,
+        precondition: Precondition,
+        forwarding: Forwarding,
+    ) -> impl Future<Output = Result<Version, GridError>> + 'static {
+        let sent = self.cache(cache).and_then(|cache| {
+            let segment = cache.segment_of(&key);
+            Ok(match self.target(&cache, segment, forwarding)? {
+                Target::Local(partition) => {
+                    Sent::Local(partition.send(partition::Remove { key, precondition }))
+                }
+                Target::Remote(forwarder, member) => {
+                    let cache = cache.name().clone();
+                    let forwarded = Forwarded::Remove {
+                        cache,
+                        key,
+                        precondition,
+                    };
+                    Sent::Forwarded(forwarder.forward(member, forwarded))
+                }
+            })
+        });
+        self.reply(
+            "remove",
+            sent,
+            |outcome| outcome,
+            |reply| match reply {
+                ForwardedReply::Removed(outcome) => outcome,
+                other => Err(forward::mismatched(other)),
+            },
+        )
+    }
+
+    /// Serves a request another member forwarded here, from this node's
+    /// primaries only: a request is never forwarded twice.
+    pub async fn serve_forwarded(&self, request: Forwarded) -> ForwardedReply {
+        let local = Forwarding::Refused;
+        match request {
+            Forwarded::Get { cache, key } => {
+                ForwardedReply::Entry(self.get_routed(cache.as_str(), key, local).await.map(Entry::from))
+            }
+            Forwarded::Put {
+                cache,
+                key,
+                value,
+                precondition,
+                lifespan_ms,
+            } => {
+                let request = PutRequest {
+                    key,
+                    value,
+                    precondition,
+                    lifespan_ms,
+                };
+                ForwardedReply::Put(self.put_routed(cache.as_str(), request, local).await)
+            }
+            Forwarded::Remove {
+                cache,
+                key,
+                precondition,
+            } => ForwardedReply::Removed(self.remove_routed(cache.as_str(), key, precondition, local).await),
+            Forwarded::List {
+                cache,
+                segment,
+                prefix,
+                after,
+                limit,
+            } => {
+                let listed = async {
+                    let cache = self.cache(cache.as_str())?;
+                    let Target::Local(partition) = self.target(&cache, segment, local)? else {
+                        unreachable!("a refused forwarding never targets another member")
+                    };
+                    let entries = partition
+                        .send(partition::List { prefix, after, limit })
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(entries.into_iter().map(Entry::from).collect())
+                };
+                ForwardedReply::Listed(listed.await)
+            }
+        }
+    }
+
+    /// Where a request for `segment` of `cache` goes from this node.
+    fn target<'a>(
+        &'a self,
+        cache: &'a Cache,
+        segment: SegmentId,
+        forwarding: Forwarding,
+    ) -> Result<Target<'a>, GridError> {
+        match cache.routes.route(segment) {
+            Some(Route::Local(partition)) => Ok(Target::Local(partition)),
+            Some(Route::Remote(member)) => match (&self.inner.setup.forwarder, forwarding) {
+                (Some(forwarder), Forwarding::Allowed) => Ok(Target::Remote(forwarder.as_ref(), member)),
+                _ => Err(GridError::Unavailable(format!(
+                    "segment {} of {} is led by member {}, not this one",
+                    segment.0,
+                    cache.name(),
+                    member.0
+                ))),
+            },
+            None => Err(GridError::BadRequest(format!("no segment {}", segment.0))),
+        }
+    }
+
+    /// Awaits the reply to a request already sent (to a local partition or
+    /// another member), and counts the operation's outcome.
     fn reply<M, T>(
         &self,
         op: &'static str,
-        sent: Result<Request<Partition, M>, GridError>,
+        sent: Result<Sent<M>, GridError>,
         finish: impl FnOnce(M::Result) -> Result<T, GridError> + 'static,
+        finish_forwarded: impl FnOnce(ForwardedReply) -> Result<T, GridError> + 'static,
     ) -> impl Future<Output = Result<T, GridError>> + 'static
     where
         M: actix::Message + Send + 'static,
@@ -427,7 +618,8 @@ impl Grid {
         let metrics = self.inner.setup.metrics.clone();
         async move {
             let result = match sent {
-                Ok(request) => request.await.map_err(unavailable).and_then(finish),
+                Ok(Sent::Local(request)) => request.await.map_err(unavailable).and_then(finish),
+                Ok(Sent::Forwarded(reply)) => reply.await.and_then(finish_forwarded),
                 Err(err) => Err(err),
             };
             metrics.count_operation(op, &result);
@@ -464,14 +656,39 @@ impl Grid {
         let cache = self.cache(cache)?;
         let (prefix, after): (Arc<str>, Option<Arc<str>>) = (Arc::from(prefix), after.map(Arc::from));
         // One more than the page, to know whether another page follows.
-        let requests = cache.routes.send_all(|_| partition::List {
-            prefix: prefix.clone(),
-            after: after.clone(),
-            limit: limit + 1,
-        })?;
+        let mut requests = Vec::new();
+        for segment in (0..cache.routes.segments()).map(SegmentId) {
+            let (prefix, after, limit) = (prefix.clone(), after.clone(), limit + 1);
+            requests.push(match self.target(&cache, segment, Forwarding::Allowed)? {
+                Target::Local(partition) => {
+                    Sent::Local(partition.send(partition::List { prefix, after, limit }))
+                }
+                Target::Remote(forwarder, member) => {
+                    let forwarded = Forwarded::List {
+                        cache: cache.name().clone(),
+                        segment,
+                        prefix,
+                        after,
+                        limit,
+                    };
+                    Sent::Forwarded(forwarder.forward(member, forwarded))
+                }
+            });
+        }
+        let replies = requests.into_iter().map(|sent| async move {
+            match sent {
+                Sent::Local(request) => request.await.map_err(unavailable),
+                Sent::Forwarded(reply) => match reply.await? {
+                    ForwardedReply::Listed(listed) => {
+                        listed.map(|e| e.into_iter().map(EntryView::from).collect())
+                    }
+                    other => Err(forward::mismatched(other)),
+                },
+            }
+        });
         let mut entries = Vec::new();
-        for reply in join_all(requests).await {
-            entries.extend(reply.map_err(unavailable)?);
+        for reply in join_all(replies).await {
+            entries.extend(reply?);
         }
         entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let more = entries.len() > limit;

@@ -11,6 +11,7 @@
 pub mod cache;
 mod error;
 mod event;
+pub mod forward;
 mod handle;
 pub mod hash;
 mod ids;
@@ -21,7 +22,7 @@ pub mod partition;
 pub mod replication;
 pub mod routing;
 pub mod segment;
-mod value;
+pub mod value;
 
 pub use cache::CacheConfig;
 pub use error::GridError;

@@ -103,6 +103,38 @@ impl<'de> Deserialize<'de> for JsonValue {
     }
 }
 
+/// A value as its JSON text, for links between members: kept exactly as
+/// written (MessagePack's own numbers would round what JSON text does
+/// not). Use with `#[serde(with = "...::text")]`.
+pub mod text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &JsonValue, serializer: S) -> Result<S::Ok, S::Error> {
+        value.get().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<JsonValue, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        JsonValue::parse_compact(&text).map_err(de::Error::custom)
+    }
+}
+
+/// [`text`] for an optional value.
+pub mod optional_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Option<JsonValue>, serializer: S) -> Result<S::Ok, S::Error> {
+        value.as_ref().map(JsonValue::get).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<JsonValue>, D::Error> {
+        let text: Option<String> = Option::deserialize(deserializer)?;
+        text.map(|t| JsonValue::parse_compact(&t))
+            .transpose()
+            .map_err(de::Error::custom)
+    }
+}
+
 /// Whether valid JSON text has whitespace between its tokens.
 enum Spacing {
     Compact,

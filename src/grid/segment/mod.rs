@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{CacheName, Event, EventKind, GridError, JsonValue, Key, SegmentId, Version};
@@ -20,7 +20,7 @@ mod replica;
 pub use replica::{SegmentImage, SegmentOp};
 
 /// What a write requires of the entry's current state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Precondition {
     #[default]
     None,
@@ -57,7 +57,7 @@ pub struct PutRequest {
     pub lifespan_ms: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutOutcome {
     pub version: Version,
     pub created: bool,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{footprint, Segment, StoredEntry};
-use crate::grid::{Event, EventKind, JsonValue, Key, ValueError, Version};
+use crate::grid::{Event, EventKind, JsonValue, Key, Version};
 
 /// One change of a segment, as its other owners apply it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -23,7 +23,7 @@ pub enum SegmentOp {
         version: Version,
         kind: EventKind,
         key: Key,
-        #[serde(with = "json_text")]
+        #[serde(with = "crate::grid::value::optional_text")]
         value: Option<JsonValue>,
         expires_at_ms: Option<u64>,
         id: Uuid,
@@ -59,7 +59,7 @@ pub struct SegmentImage {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ImageEntry {
     pub key: Key,
-    #[serde(with = "json_text")]
+    #[serde(with = "crate::grid::value::optional_text")]
     pub value: Option<JsonValue>,
     pub version: Version,
     pub expires_at_ms: Option<u64>,
@@ -201,24 +201,6 @@ impl Segment {
             }
         }
         self.sequence = image.sequence;
-    }
-}
-
-/// A value as its JSON text on the wire, so it is kept exactly as written
-/// (MessagePack's own numbers would round what JSON text does not).
-mod json_text {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Option<JsonValue>, serializer: S) -> Result<S::Ok, S::Error> {
-        value.as_ref().map(JsonValue::get).serialize(serializer)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<JsonValue>, D::Error> {
-        let text: Option<String> = Option::deserialize(deserializer)?;
-        text.map(|t| JsonValue::parse_compact(&t))
-            .transpose()
-            .map_err(|e: ValueError| serde::de::Error::custom(e))
     }
 }
 

@@ -1,0 +1,95 @@
+//! Requests for a segment another member leads: the grid hands them to a
+//! [`Forwarder`] (the cluster's link) for that member, which serves them
+//! from its own primary ([`Grid::serve_forwarded`](super::Grid::serve_forwarded))
+//! and never forwards them again, so a request crosses at most one link.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::owners::MemberId;
+use super::segment::{EntryView, Precondition, PutOutcome};
+use super::{CacheName, GridError, JsonValue, Key, SegmentId, Version};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    Get {
+        cache: CacheName,
+        key: Key,
+    },
+    Put {
+        cache: CacheName,
+        key: Key,
+        #[serde(with = "super::value::text")]
+        value: JsonValue,
+        precondition: Precondition,
+        lifespan_ms: Option<u64>,
+    },
+    Remove {
+        cache: CacheName,
+        key: Key,
+        precondition: Precondition,
+    },
+    /// One segment's part of a listing.
+    List {
+        cache: CacheName,
+        segment: SegmentId,
+        prefix: Arc<str>,
+        after: Option<Arc<str>>,
+        limit: usize,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardedReply {
+    Entry(Result<Entry, GridError>),
+    Put(Result<PutOutcome, GridError>),
+    Removed(Result<Version, GridError>),
+    Listed(Result<Vec<Entry>, GridError>),
+}
+
+/// An entry on the link: its value as JSON text.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: Key,
+    #[serde(with = "super::value::text")]
+    pub value: JsonValue,
+    pub version: Version,
+    pub segment: SegmentId,
+}
+
+impl From<EntryView> for Entry {
+    fn from(view: EntryView) -> Self {
+        Entry {
+            key: view.key,
+            value: view.value,
+            version: view.version,
+            segment: view.segment,
+        }
+    }
+}
+
+impl From<Entry> for EntryView {
+    fn from(entry: Entry) -> Self {
+        EntryView {
+            key: entry.key,
+            value: entry.value,
+            version: entry.version,
+            segment: entry.segment,
+        }
+    }
+}
+
+pub type ForwardFuture = Pin<Box<dyn Future<Output = Result<ForwardedReply, GridError>> + Send>>;
+
+/// Carries a request to the member that leads its segment.
+pub trait Forwarder: Send + Sync + 'static {
+    fn forward(&self, to: &MemberId, request: Forwarded) -> ForwardFuture;
+}
+
+/// The reply a forwarded request got, when it is of another kind than asked.
+pub fn mismatched(reply: ForwardedReply) -> GridError {
+    GridError::Unavailable(format!("a forwarded request got the wrong reply: {reply:?}"))
+}
