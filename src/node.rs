@@ -13,10 +13,14 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::capacity::ConnectionBudget;
+use crate::cluster::member::ClusterMember;
 use crate::cluster::membership::{Member, Membership};
+use crate::cluster::placement::{follow_topology, MemberLinks};
 use crate::config::Config;
 use crate::demo::{DemoFeed, DEMO_CACHE};
+use crate::grid::forward::Forwarder;
 use crate::grid::owners::{MemberId, OwnerTables};
+use crate::grid::replication::ReplicaSink;
 use crate::grid::{CacheName, Grid, GridLimits, GridSetup};
 use crate::metrics::Metrics;
 use crate::push::listener::Listener;
@@ -181,21 +185,40 @@ pub struct Core {
 /// partitions run on, the listener and membership actors, and the grid with
 /// the configured caches. `address` is where clients reach this member.
 pub async fn start_grid(config: &Config, metrics: &Metrics, address: &str) -> Result<Core, String> {
+    start_member_grid(config, metrics, address, None).await
+}
+
+/// [`start_grid`] for a node that is `cluster`'s member, when it is one:
+/// its caches are the cluster's, placed by the agreed owner tables, and its
+/// grid replicates to and forwards to the other members.
+pub async fn start_member_grid(
+    config: &Config,
+    metrics: &Metrics,
+    address: &str,
+    cluster: Option<Arc<ClusterMember>>,
+) -> Result<Core, String> {
     let arbiters: Vec<_> = (0..Config::threads(config.arbiters))
         .map(|_| Arbiter::new().handle())
         .collect();
     let listener = Listener::new(&config.listener, metrics.push.clone()).start();
-    let local_member = MemberId(
-        config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
-            .into(),
-    );
-    let membership = Membership::new(Member {
+    let local_member = match &cluster {
+        Some(cluster) => cluster.id(),
+        None => MemberId(
+            config
+                .node_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+                .into(),
+        ),
+    };
+    let local = Member {
         id: local_member.clone(),
         address: address.to_string(),
-    })
+    };
+    let membership = match &cluster {
+        Some(cluster) => Membership::clustered(local, cluster.clone()),
+        None => Membership::new(local),
+    }
     .start();
     log::info!(
         "node {} starting: {} arbiters for partitions, {} HTTP workers",
@@ -203,6 +226,11 @@ pub async fn start_grid(config: &Config, metrics: &Metrics, address: &str) -> Re
         arbiters.len(),
         Config::threads(config.http_workers)
     );
+    let links = cluster.clone().map(MemberLinks::new);
+    let leased = cluster.as_ref().map(|cluster| {
+        let lease = cluster.lease().clone();
+        Arc::new(move || lease.holds()) as Arc<dyn Fn() -> bool + Send + Sync>
+    });
     let grid = Grid::new(GridSetup {
         arbiters,
         owner_tables: OwnerTables::kept_by(&membership),
@@ -214,9 +242,14 @@ pub async fn start_grid(config: &Config, metrics: &Metrics, address: &str) -> Re
             max_caches: config.limits.max_caches,
             max_segments: config.limits.max_segments,
         },
-        replicas: None,
-        forwarder: None,
+        replicas: links.clone().map(|l| l as Arc<dyn ReplicaSink>),
+        forwarder: links.map(|l| l as Arc<dyn Forwarder>),
+        leased,
     });
+    if let Some(cluster) = &cluster {
+        cluster.attach(grid.clone());
+        actix::spawn(follow_topology(grid.clone(), cluster.topology()));
+    }
     for (name, cache) in &config.caches {
         let name = CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;
         grid.create_cache(name.clone(), cache.clone())

@@ -86,6 +86,7 @@ fn grid(name: &str, sink: Arc<Direct>) -> Grid {
         },
         replicas: Some(sink.clone()),
         forwarder: Some(sink.clone()),
+        leased: None,
     });
     sink.0.lock().unwrap().insert(member(name), grid.clone());
     grid

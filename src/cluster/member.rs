@@ -24,6 +24,7 @@ use super::link::{Identity, LinkError, Links, Peer, Service};
 use super::messages::{PeerReply, PeerRequest};
 use super::topology::{Applied, Change, MemberInfo, Topology};
 use crate::grid::owners::MemberId;
+use crate::grid::Grid;
 
 /// How this node takes part in a cluster.
 #[derive(Clone, Debug)]
@@ -52,6 +53,9 @@ struct Shared {
     lease: Lease,
     /// This member's own `Join`, once it is in the cluster.
     join: OnceLock<Change>,
+    /// The node's grid, once it runs: what replication and forwarded
+    /// requests are served from.
+    grid: OnceLock<Grid>,
 }
 
 impl Shared {
@@ -84,6 +88,7 @@ impl ClusterMember {
             consensus: OnceLock::new(),
             lease: lease.clone(),
             join: OnceLock::new(),
+            grid: OnceLock::new(),
         });
         let epoch = Arc::new(AtomicU64::new(0));
         let identity = Identity {
@@ -182,6 +187,28 @@ impl ClusterMember {
     /// Whether the majority backs this member now.
     pub fn lease(&self) -> &Lease {
         &self.shared.lease
+    }
+
+    /// Serves replication and forwarded requests from `grid` from now on.
+    pub fn attach(&self, grid: Grid) {
+        let _ = self.shared.grid.set(grid);
+    }
+
+    /// Sends `request` to the member `to` of the current topology.
+    pub async fn request(
+        &self,
+        to: &MemberId,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerReply, String> {
+        let link = self.topology().borrow().members.get(to).map(|info| info.link);
+        let link = link.ok_or_else(|| format!("{} is not a member", to.0))?;
+        let peer = self.links.peer(&to.0, link);
+        peer.request(request, timeout).await.map_err(|e| e.to_string())
+    }
+
+    pub fn failure_timeout(&self) -> Duration {
+        self.settings.failure_timeout
     }
 
     /// Has `change` agreed, wherever the leader is; gives up after a while
@@ -387,6 +414,16 @@ impl Service<PeerRequest, PeerReply> for Shared {
                 let grant = self.grant_lease(&consensus, &from);
                 Box::pin(async move { PeerReply::Lease(grant) })
             }
+            PeerRequest::Replica(message) => match self.grid.get().cloned() {
+                Some(grid) => Box::pin(async move { PeerReply::Replica(grid.replicate(message).await) }),
+                None => Box::pin(async { PeerReply::Refused("this member's grid is still starting".into()) }),
+            },
+            PeerRequest::Forward(request) => match self.grid.get().cloned() {
+                Some(grid) => {
+                    Box::pin(async move { PeerReply::Forwarded(grid.serve_forwarded(request).await) })
+                }
+                None => Box::pin(async { PeerReply::Refused("this member's grid is still starting".into()) }),
+            },
         }
     }
 }

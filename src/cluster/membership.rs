@@ -13,9 +13,13 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use serde::Serialize;
 
+use actix::ResponseFuture;
+
 use super::assignment;
-use crate::grid::owners::{AssignSegments, ForgetCache, MemberId, OwnerRange, SegmentOwners};
-use crate::grid::CacheName;
+use super::member::ClusterMember;
+use super::topology::{Change, Topology};
+use crate::grid::owners::{AssignSegments, ForgetCache, MemberId, OwnerRange, OwnerTable, SegmentOwners};
+use crate::grid::{CacheName, GridError};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Member {
@@ -37,6 +41,8 @@ pub struct Membership {
     tables: BTreeMap<CacheName, Arc<SegmentOwners>>,
     /// Bumped on every change of the members or the tables.
     topology_version: u64,
+    /// This node's place in a cluster; none when it is its own cluster.
+    cluster: Option<Arc<ClusterMember>>,
 }
 
 impl Membership {
@@ -47,6 +53,16 @@ impl Membership {
             members,
             tables: BTreeMap::new(),
             topology_version: 1,
+            cluster: None,
+        }
+    }
+
+    /// The membership of a member of a cluster: members and tables are
+    /// the agreed topology's, and caches are created by agreement.
+    pub fn clustered(local: Member, cluster: Arc<ClusterMember>) -> Self {
+        Membership {
+            cluster: Some(cluster),
+            ..Membership::new(local)
         }
     }
 
@@ -87,27 +103,74 @@ pub struct CacheOwnership {
 }
 
 impl Handler<AssignSegments> for Membership {
-    type Result = MessageResult<AssignSegments>;
+    type Result = ResponseFuture<Result<OwnerTable, GridError>>;
 
     fn handle(&mut self, msg: AssignSegments, _: &mut Context<Self>) -> Self::Result {
-        let table = Arc::new(assignment::assign(
-            &self.member_ids(),
-            msg.segments,
-            msg.num_owners,
-        ));
-        self.tables.insert(msg.cache, table.clone());
-        self.topology_version += 1;
-        MessageResult(table)
+        let Some(cluster) = self.cluster.clone() else {
+            let config = &msg.config;
+            let owners = Arc::new(assignment::assign(
+                &self.member_ids(),
+                config.segments,
+                config.num_owners,
+            ));
+            self.tables.insert(msg.cache, owners.clone());
+            self.topology_version += 1;
+            return Box::pin(async move { Ok(OwnerTable { owners, epoch: 0 }) });
+        };
+        Box::pin(async move {
+            let agreed = |topology: &Topology| -> Option<Result<OwnerTable, GridError>> {
+                let cache = topology.caches.get(msg.cache.as_str())?;
+                Some(if cache.config == msg.config {
+                    Ok(OwnerTable {
+                        owners: Arc::new(cache.owners.clone()),
+                        epoch: cache.epoch,
+                    })
+                } else {
+                    Err(GridError::Conflict(format!(
+                        "cache {} exists in the cluster with another config",
+                        msg.cache
+                    )))
+                })
+            };
+            if let Some(known) = agreed(&cluster.topology().borrow()) {
+                return known;
+            }
+            let change = Change::CreateCache {
+                name: msg.cache.to_string(),
+                config: msg.config.clone(),
+            };
+            cluster.propose(change).await.map_err(|e| {
+                GridError::Unavailable(format!("the cluster did not agree on the cache: {e}"))
+            })?;
+            let topology = cluster.topology().borrow().clone();
+            agreed(&topology).unwrap_or_else(|| {
+                Err(GridError::Unavailable(format!(
+                    "cache {} was deleted meanwhile",
+                    msg.cache
+                )))
+            })
+        })
     }
 }
 
 impl Handler<ForgetCache> for Membership {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, ForgetCache(cache): ForgetCache, _: &mut Context<Self>) {
+    fn handle(&mut self, ForgetCache(cache): ForgetCache, _: &mut Context<Self>) -> Self::Result {
         if self.tables.remove(&cache).is_some() {
             self.topology_version += 1;
         }
+        let cluster = self.cluster.clone();
+        Box::pin(async move {
+            if let Some(cluster) = cluster {
+                let change = Change::DeleteCache {
+                    name: cache.to_string(),
+                };
+                if let Err(e) = cluster.propose(change).await {
+                    log::warn!("the cluster did not agree to delete cache {cache}: {e}");
+                }
+            }
+        })
     }
 }
 
@@ -115,6 +178,28 @@ impl Handler<DescribeCluster> for Membership {
     type Result = MessageResult<DescribeCluster>;
 
     fn handle(&mut self, msg: DescribeCluster, _: &mut Context<Self>) -> Self::Result {
+        if let Some(cluster) = &self.cluster {
+            let topology = cluster.topology().borrow().clone();
+            self.members = topology
+                .members
+                .iter()
+                .map(|(id, info)| {
+                    let member = Member {
+                        id: id.clone(),
+                        address: info.api.clone(),
+                    };
+                    (id.clone(), member)
+                })
+                .collect();
+            self.tables = topology
+                .caches
+                .iter()
+                .filter_map(|(name, cache)| {
+                    Some((CacheName::parse(name).ok()?, Arc::new(cache.owners.clone())))
+                })
+                .collect();
+            self.topology_version = topology.epoch;
+        }
         use std::ops::Bound;
         let from = match &msg.after {
             Some(after) => Bound::Excluded(after.as_str()),

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::consensus::{ProposeError, RaftReply, RaftRequest};
 use super::lease::LeaseGrant;
 use super::topology::{Applied, Change};
+use crate::grid::forward::{Forwarded, ForwardedReply};
+use crate::grid::replication::{ReplicaMessage, ReplicaReply};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -17,6 +19,10 @@ pub enum PeerRequest {
     Propose(Change),
     /// A member asks the leader for a lease.
     Lease,
+    /// A segment's primary (or new primary) to another owner.
+    Replica(ReplicaMessage),
+    /// A request for a segment the receiver leads.
+    Forward(Forwarded),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,6 +32,8 @@ pub enum PeerReply {
     /// The lease granted, or none: the receiver does not lead, or a
     /// majority no longer backs it, or the asker is not a member.
     Lease(Option<LeaseGrant>),
+    Replica(ReplicaReply),
+    Forwarded(ForwardedReply),
     /// The receiver cannot take this request now (still starting, say).
     Refused(String),
 }

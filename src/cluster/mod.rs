@@ -23,5 +23,6 @@ pub mod link;
 pub mod member;
 pub mod membership;
 pub mod messages;
+pub mod placement;
 pub mod topology;
 pub mod wire;

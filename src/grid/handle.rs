@@ -59,6 +59,11 @@ impl Cache {
         self.shared.bytes()
     }
 
+    /// The epoch of the owner table the cache is placed by.
+    pub fn owner_epoch(&self) -> u64 {
+        self.routes.epoch()
+    }
+
     /// Which life of the cache's histories positions in it belong to.
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation
@@ -112,6 +117,9 @@ pub struct GridSetup {
     /// How a request reaches the member leading its segment; none on a
     /// node that is its own cluster.
     pub forwarder: Option<Arc<dyn Forwarder>>,
+    /// Whether this member may act on its segments now: in a cluster, only
+    /// while it holds the majority's lease. None: always.
+    pub leased: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 #[derive(Clone)]
@@ -197,18 +205,17 @@ impl Grid {
             )));
         }
         drop(caches);
-        let owners = setup
+        let table = setup
             .owner_tables
             .assign
             .send(AssignSegments {
                 cache: name.clone(),
-                segments: config.segments,
-                num_owners: config.num_owners,
+                config: config.clone(),
             })
             .await
-            .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))?;
+            .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))??;
         let shared = CacheShared::new(name.clone(), config, setup.metrics.clone());
-        let (routes, _) = self.place(&shared, &owners, 0, None).await?;
+        let (routes, _) = self.place(&shared, &table.owners, table.epoch, None).await?;
         let cache = Arc::new(Cache {
             shared,
             routes,
@@ -587,6 +594,9 @@ impl Grid {
         forwarding: Forwarding,
     ) -> Result<Target<'a>, GridError> {
         match cache.routes.route(segment) {
+            Some(Route::Local(_)) if self.inner.setup.leased.as_ref().is_some_and(|leased| !leased()) => Err(
+                GridError::Unavailable("this member is cut off from the cluster's majority".into()),
+            ),
             Some(Route::Local(partition)) => Ok(Target::Local(partition)),
             Some(Route::Remote(member)) => match (&self.inner.setup.forwarder, forwarding) {
                 (Some(forwarder), Forwarding::Allowed) => Ok(Target::Remote(forwarder.as_ref(), member)),

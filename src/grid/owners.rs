@@ -11,7 +11,7 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Message, Recipient};
 use serde::{Deserialize, Serialize};
 
-use super::{CacheName, SegmentId};
+use super::{CacheConfig, CacheName, GridError, SegmentId};
 
 /// A member's stable identity within the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -95,13 +95,21 @@ impl SegmentOwners {
     }
 }
 
-/// Asks for the owner table of a new cache.
+/// Asks for the owner table of a new cache; in a cluster, the cluster
+/// agrees on the cache first (another member may have made it with
+/// another config: a `Conflict`).
 #[derive(Message)]
-#[rtype(result = "Arc<SegmentOwners>")]
+#[rtype(result = "Result<OwnerTable, GridError>")]
 pub struct AssignSegments {
     pub cache: CacheName,
-    pub segments: u32,
-    pub num_owners: u32,
+    pub config: CacheConfig,
+}
+
+/// A cache's owner table and the epoch it was computed at.
+#[derive(Clone, Debug)]
+pub struct OwnerTable {
+    pub owners: Arc<SegmentOwners>,
+    pub epoch: u64,
 }
 
 /// Drops the owner table of a deleted cache.

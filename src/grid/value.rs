@@ -103,9 +103,9 @@ impl<'de> Deserialize<'de> for JsonValue {
     }
 }
 
-/// A value as its JSON text, for links between members: kept exactly as
-/// written (MessagePack's own numbers would round what JSON text does
-/// not). Use with `#[serde(with = "...::text")]`.
+/// A value as its JSON text, for links between members: every copy keeps
+/// exactly the primary's text (MessagePack's own numbers would round what
+/// JSON text does not). Use with `#[serde(with = "...::text")]`.
 pub mod text {
     use super::*;
 
@@ -115,7 +115,7 @@ pub mod text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<JsonValue, D::Error> {
         let text = String::deserialize(deserializer)?;
-        JsonValue::parse_compact(&text).map_err(de::Error::custom)
+        JsonValue::parse(&text).map_err(de::Error::custom)
     }
 }
 
@@ -129,7 +129,7 @@ pub mod optional_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<JsonValue>, D::Error> {
         let text: Option<String> = Option::deserialize(deserializer)?;
-        text.map(|t| JsonValue::parse_compact(&t))
+        text.map(|t| JsonValue::parse(&t))
             .transpose()
             .map_err(de::Error::custom)
     }

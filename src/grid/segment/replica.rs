@@ -273,6 +273,7 @@ mod tests {
         for n in 0..20 {
             put(&mut primary, &format!("k{}", n % 5), &n.to_string(), Some(60_000));
         }
+        put(&mut primary, "spaced", "[0, 0.1]", None);
         put(&mut copy, "stale", "1", None);
         let wire = rmp_serde::to_vec_named(&primary.export()).unwrap();
         copy.import(rmp_serde::from_slice(&wire).unwrap());

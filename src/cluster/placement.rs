@@ -1,0 +1,100 @@
+//! The grid in a cluster: how a node's grid reaches other members (its
+//! [`MemberLinks`]: replication batches and forwarded requests over the
+//! link, to the member's address in the agreed topology), and how its
+//! caches follow the topology ([`follow_topology`]: every cache the cluster
+//! agreed on exists here, placed by its owner table at its epoch; a cache
+//! the cluster deleted is deleted here).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::member::ClusterMember;
+use super::messages::{PeerReply, PeerRequest};
+use super::topology::Topology;
+use crate::grid::forward::{ForwardFuture, Forwarded, Forwarder};
+use crate::grid::owners::MemberId;
+use crate::grid::replication::{ReplicaFuture, ReplicaMessage, ReplicaSink};
+use crate::grid::{CacheName, Grid, GridError};
+
+/// Carries the grid's requests to other members.
+pub struct MemberLinks {
+    member: Arc<ClusterMember>,
+    /// How long a member may take to answer one request.
+    timeout: Duration,
+}
+
+impl MemberLinks {
+    pub fn new(member: Arc<ClusterMember>) -> Arc<Self> {
+        let timeout = member.failure_timeout();
+        Arc::new(MemberLinks { member, timeout })
+    }
+}
+
+impl ReplicaSink for MemberLinks {
+    fn send(&self, to: &MemberId, message: ReplicaMessage) -> ReplicaFuture {
+        let (member, to, timeout) = (self.member.clone(), to.clone(), self.timeout);
+        Box::pin(async move {
+            match member
+                .request(&to, &PeerRequest::Replica(message), timeout)
+                .await?
+            {
+                PeerReply::Replica(reply) => Ok(reply),
+                PeerReply::Refused(why) => Err(why),
+                other => Err(format!("unexpected reply {other:?}")),
+            }
+        })
+    }
+}
+
+impl Forwarder for MemberLinks {
+    fn forward(&self, to: &MemberId, request: Forwarded) -> ForwardFuture {
+        let (member, to, timeout) = (self.member.clone(), to.clone(), self.timeout);
+        Box::pin(async move {
+            let unavailable = |why: String| GridError::Unavailable(format!("member {}: {why}", to.0));
+            match member.request(&to, &PeerRequest::Forward(request), timeout).await {
+                Ok(PeerReply::Forwarded(reply)) => Ok(reply),
+                Ok(PeerReply::Refused(why)) => Err(unavailable(why)),
+                Ok(other) => Err(unavailable(format!("unexpected reply {other:?}"))),
+                Err(why) => Err(unavailable(why)),
+            }
+        })
+    }
+}
+
+/// Keeps `grid`'s caches as the agreed topology says, until the topology
+/// log stops.
+pub async fn follow_topology(grid: Grid, mut topology: watch::Receiver<Arc<Topology>>) {
+    loop {
+        let agreed = topology.borrow_and_update().clone();
+        place_caches(&grid, &agreed).await;
+        if topology.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn place_caches(grid: &Grid, topology: &Topology) {
+    for (name, cache) in &topology.caches {
+        let Ok(name) = CacheName::parse(name) else {
+            continue;
+        };
+        if grid.cache(name.as_str()).is_err() {
+            if let Err(e) = grid.create_cache(name.clone(), cache.config.clone()).await {
+                log::warn!("cache {name} of the cluster could not be created here: {e}");
+                continue;
+            }
+        }
+        if let Err(e) = grid.set_owners(name.as_str(), &cache.owners, cache.epoch).await {
+            log::warn!("cache {name}: owners of epoch {} not placed: {e}", cache.epoch);
+        }
+    }
+    for cache in grid.caches() {
+        if !topology.caches.contains_key(cache.name().as_str()) {
+            if let Err(e) = grid.delete_cache(cache.name().as_str()).await {
+                log::warn!("cache {} deleted by the cluster: {e}", cache.name());
+            }
+        }
+    }
+}
