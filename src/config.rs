@@ -60,6 +60,24 @@ pub struct Cli {
     /// (`jwt_secret`, `[[tokens]]` with `token`, `read`, `write`); replaces it
     #[arg(long, value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
+    /// Turns clustering on: the inter-node link (TCP) and gossip (UDP)
+    /// listen here, and this member's traffic to others leaves from it
+    #[arg(long, value_name = "ADDR")]
+    pub cluster_bind: Option<String>,
+    /// Members to join through (any live one will do); none: found a new cluster
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// How long a member may be silent before it is declared dead
+    #[arg(long, value_name = "MS")]
+    pub failure_timeout_ms: Option<u64>,
+    /// A secret every member must prove it holds when linking
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "PUSHGRID_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -89,8 +107,36 @@ pub struct Config {
     pub push: PushConfig,
     pub limits: LimitsConfig,
     pub auth: crate::auth::AuthConfig,
+    /// The `[cluster]` table; clustering is on when `bind` is set.
+    pub cluster: ClusterConfig,
     /// Caches created at start-up, by name.
     pub caches: BTreeMap<String, CacheConfig>,
+}
+
+/// How this node takes part in a cluster.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where the inter-node link and gossip listen; none: a single node.
+    pub bind: Option<String>,
+    /// Seed members' cluster addresses.
+    pub join: Vec<String>,
+    pub failure_timeout_ms: u64,
+    /// Members of another cluster id are refused.
+    pub cluster_id: String,
+    pub secret: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            bind: None,
+            join: Vec::new(),
+            failure_timeout_ms: 3000,
+            cluster_id: "pushgrid".into(),
+            secret: None,
+        }
+    }
 }
 
 /// The listener's duplicate-event window.
@@ -215,6 +261,7 @@ impl Default for Config {
             push: PushConfig::default(),
             limits: LimitsConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            cluster: ClusterConfig::default(),
             caches: BTreeMap::new(),
         }
     }
@@ -283,6 +330,18 @@ impl Config {
         if let Some(max) = cli.max_caches {
             config.limits.max_caches = max;
         }
+        if let Some(bind) = &cli.cluster_bind {
+            config.cluster.bind = Some(bind.clone());
+        }
+        if !cli.join.is_empty() {
+            config.cluster.join = cli.join.clone();
+        }
+        if let Some(ms) = cli.failure_timeout_ms {
+            config.cluster.failure_timeout_ms = ms;
+        }
+        if let Some(secret) = &cli.cluster_secret {
+            config.cluster.secret = Some(secret.clone());
+        }
         if let Some(path) = &cli.auth_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read auth file {}: {e}", path.display()))?;
@@ -316,6 +375,16 @@ impl Config {
         for (name, cache) in &self.caches {
             CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;
             cache.validate().map_err(|e| format!("caches.{name}.{e}"))?;
+        }
+        let cluster = &self.cluster;
+        if !(100..=600_000).contains(&cluster.failure_timeout_ms) {
+            return Err(format!(
+                "cluster.failure_timeout_ms: must be 100 to 600000, not {}",
+                cluster.failure_timeout_ms
+            ));
+        }
+        if cluster.bind.is_none() && !cluster.join.is_empty() {
+            return Err("cluster.join: needs cluster.bind (--cluster-bind), the address to join from".into());
         }
         if self.arbiters > 1024 {
             return Err(format!("arbiters: must be at most 1024, not {}", self.arbiters));

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::capacity::ConnectionBudget;
-use crate::cluster::member::ClusterMember;
+use crate::cluster::member::{ClusterMember, Settings};
 use crate::cluster::membership::{Member, Membership};
 use crate::cluster::placement::{follow_topology, MemberLinks};
 use crate::config::Config;
@@ -70,11 +70,13 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
 
     let metrics = Arc::new(Metrics::new());
+    let cluster = join_cluster(&config, &address).await?;
+    let clustered = cluster.is_some();
     let Core {
         grid,
         listener,
         membership,
-    } = start_grid(&config, &metrics, &address.to_string()).await?;
+    } = start_member_grid(&config, &metrics, &address.to_string(), cluster).await?;
     let settings = &config.push;
     let push = Arc::new(PushSettings {
         heartbeat_interval: Duration::from_millis(settings.heartbeat_interval_ms),
@@ -88,7 +90,12 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         max_message_bytes: settings.message_limit(&config.caches),
         allowed_origins: settings.allowed_origins.clone(),
     });
-    if config.demo {
+    if config.demo && clustered {
+        log::info!(
+            "demo feed off: in a cluster it would run once per member, and pages subscribe to every segment, \
+             which a member serves only for the segments it leads until push from any node"
+        );
+    } else if config.demo {
         DemoFeed::start(grid.clone(), config.demo_rate)
             .await
             .map_err(|e| format!("cannot start the demo feed: {e}"))?;
@@ -179,6 +186,54 @@ pub struct Core {
     pub grid: Grid,
     pub listener: Addr<Listener>,
     pub membership: Addr<Membership>,
+}
+
+/// Joins (or founds) the cluster `config.cluster` names, if it names one:
+/// returns once this member is in the agreed topology.
+async fn join_cluster(config: &Config, api: &SocketAddr) -> Result<Option<Arc<ClusterMember>>, String> {
+    let cluster = &config.cluster;
+    let Some(bind) = &cluster.bind else {
+        return Ok(None);
+    };
+    let resolve = |address: &str| -> Result<SocketAddr, String> {
+        use std::net::ToSocketAddrs;
+        address
+            .to_socket_addrs()
+            .map_err(|e| format!("cluster address {address}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("cluster address {address} resolves to nothing"))
+    };
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let settings = Settings {
+        cluster_id: cluster.cluster_id.clone(),
+        node_id: node_id.clone(),
+        // Higher on every start, so peers tell this run from the last.
+        generation: crate::grid::now_ms(),
+        link: resolve(bind)?,
+        api: api.to_string(),
+        seeds: cluster
+            .join
+            .iter()
+            .map(|seed| resolve(seed))
+            .collect::<Result<_, _>>()?,
+        failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),
+        secret: cluster.secret.as_ref().map(|s| Arc::from(s.as_bytes())),
+    };
+    let founding = settings.seeds.is_empty();
+    log::info!(
+        "member {node_id}: {} the cluster {} from {bind}",
+        if founding { "founding" } else { "joining" },
+        cluster.cluster_id
+    );
+    let member = ClusterMember::start(settings).await?;
+    log::info!(
+        "member {node_id} is in the cluster at epoch {}",
+        member.topology().borrow().epoch
+    );
+    Ok(Some(Arc::new(member)))
 }
 
 /// Starts the node's core inside the current actix system: the arbiters

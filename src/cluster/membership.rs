@@ -142,10 +142,19 @@ impl Handler<AssignSegments> for Membership {
             cluster.propose(change).await.map_err(|e| {
                 GridError::Unavailable(format!("the cluster did not agree on the cache: {e}"))
             })?;
-            let topology = cluster.topology().borrow().clone();
-            agreed(&topology).unwrap_or_else(|| {
+            // Agreed by the leader; this member applies the entry soon after.
+            let mut topology = cluster.topology();
+            let applied = tokio::time::timeout(cluster.failure_timeout() * 2, async {
+                loop {
+                    if let Some(known) = agreed(&topology.borrow_and_update()) {
+                        return Some(known);
+                    }
+                    topology.changed().await.ok()?;
+                }
+            });
+            applied.await.ok().flatten().unwrap_or_else(|| {
                 Err(GridError::Unavailable(format!(
-                    "cache {} was deleted meanwhile",
+                    "cache {} was agreed, but this member has not learnt of it yet",
                     msg.cache
                 )))
             })

@@ -414,7 +414,7 @@ impl Grid {
         self.reply(
             "get",
             sent,
-            |found| found.ok_or(GridError::NotFound),
+            |found| found?.ok_or(GridError::NotFound),
             |reply| match reply {
                 ForwardedReply::Entry(entry) => entry.map(EntryView::from),
                 other => Err(forward::mismatched(other)),
@@ -578,7 +578,7 @@ impl Grid {
                     let entries = partition
                         .send(partition::List { prefix, after, limit })
                         .await
-                        .map_err(unavailable)?;
+                        .map_err(unavailable)??;
                     Ok(entries.into_iter().map(Entry::from).collect())
                 };
                 ForwardedReply::Listed(listed.await)
@@ -687,7 +687,7 @@ impl Grid {
         }
         let replies = requests.into_iter().map(|sent| async move {
             match sent {
-                Sent::Local(request) => request.await.map_err(unavailable),
+                Sent::Local(request) => request.await.map_err(unavailable)?,
                 Sent::Forwarded(reply) => match reply.await? {
                     ForwardedReply::Listed(listed) => {
                         listed.map(|e| e.into_iter().map(EntryView::from).collect())

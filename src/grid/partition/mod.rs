@@ -15,7 +15,7 @@ use actix::{
 };
 
 use super::cache::CacheShared;
-use super::replication::Replication;
+use super::replication::{Replication, Role};
 
 mod replica;
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
@@ -77,6 +77,19 @@ impl Partition {
         self.report_bytes();
         self.aim_reaper(ctx);
         result
+    }
+
+    /// Whether this copy serves clients: a backup does not, though a node
+    /// whose routes are a moment behind its roles may still send it a
+    /// request; acting on it would acknowledge what the primary never saw.
+    fn serving(&self) -> Result<(), GridError> {
+        match self.replication.role {
+            Role::Backup { .. } => Err(GridError::Unavailable(format!(
+                "segment {} is moving to another primary; try again",
+                self.segment.id().0
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn report_bytes(&mut self) {
@@ -167,7 +180,7 @@ impl Actor for Partition {
 }
 
 #[derive(Message)]
-#[rtype(result = "Option<EntryView>")]
+#[rtype(result = "Result<Option<EntryView>, GridError>")]
 pub struct Get {
     pub key: Key,
 }
@@ -185,7 +198,7 @@ pub struct Remove {
 
 /// Up to `limit` entries with the prefix after `after`, in key order.
 #[derive(Message)]
-#[rtype(result = "Vec<EntryView>")]
+#[rtype(result = "Result<Vec<EntryView>, GridError>")]
 pub struct List {
     pub prefix: Arc<str>,
     pub after: Option<Arc<str>>,
@@ -234,7 +247,7 @@ impl Handler<Get> for Partition {
     type Result = MessageResult<Get>;
 
     fn handle(&mut self, msg: Get, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.segment.get(&msg.key, now_ms()))
+        MessageResult(self.serving().map(|()| self.segment.get(&msg.key, now_ms())))
     }
 }
 
@@ -242,6 +255,9 @@ impl Handler<Put> for Partition {
     type Result = WriteReply<Result<PutOutcome, GridError>>;
 
     fn handle(&mut self, Put(request): Put, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(refused) = self.serving() {
+            return WriteReply::Now(Err(refused));
+        }
         let result = self.write(ctx, |segment| segment.put(request, now_ms()));
         self.acknowledged(result)
     }
@@ -251,6 +267,9 @@ impl Handler<Remove> for Partition {
     type Result = WriteReply<Result<Version, GridError>>;
 
     fn handle(&mut self, msg: Remove, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(refused) = self.serving() {
+            return WriteReply::Now(Err(refused));
+        }
         let result = self.write(ctx, |segment| {
             segment.remove(&msg.key, msg.precondition, now_ms())
         });
@@ -262,10 +281,10 @@ impl Handler<List> for Partition {
     type Result = MessageResult<List>;
 
     fn handle(&mut self, msg: List, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
+        MessageResult(self.serving().map(|()| {
             self.segment
-                .list(&msg.prefix, msg.after.as_deref(), msg.limit, now_ms()),
-        )
+                .list(&msg.prefix, msg.after.as_deref(), msg.limit, now_ms())
+        }))
     }
 }
 
@@ -409,6 +428,7 @@ mod tests {
         assert!(partition
             .send(Get { key: Arc::from("a") })
             .await
+            .unwrap()
             .unwrap()
             .is_none());
     }
