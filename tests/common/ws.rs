@@ -98,6 +98,14 @@ impl WsClient {
         self.framed.send(message).await.expect("send frame");
     }
 
+    /// Sends `message` as JSON unless the server has closed the connection
+    /// already (a client that floods may find it closed mid-flood); returns
+    /// whether it went.
+    pub async fn try_send(&mut self, message: Value) -> bool {
+        let frame = ws::Message::Text(message.to_string().into());
+        self.framed.send(frame).await.is_ok()
+    }
+
     /// The next message from the server, or `None` once it closed. Pings
     /// are answered on the way but do not extend the wait: a message must
     /// come within the read timeout.

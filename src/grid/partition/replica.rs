@@ -9,7 +9,10 @@ use actix::{AsyncContext, AtomicResponse, Context, Handler, Message, MessageResu
 use futures_util::future::join_all;
 
 use super::Partition;
-use crate::grid::replication::{ReplicaMessage, ReplicaReply, Role};
+use std::sync::Arc;
+
+use crate::grid::owners::MemberId;
+use crate::grid::replication::{ReplicaFuture, ReplicaMessage, ReplicaReply, ReplicaSink, Role};
 use crate::grid::GridError;
 
 /// What a write's handler answers: its result at once, or once every
@@ -99,21 +102,8 @@ impl Partition {
                     Err(e) => failure = Some(format!("owner {} did not acknowledge: {e}", to.0)),
                 }
             }
-            let images: Vec<_> = if failure.is_none() && !behind.is_empty() {
-                let image = partition.segment.export();
-                behind
-                    .iter()
-                    .map(|to| {
-                        let message = ReplicaMessage::Image {
-                            cache: cache.clone(),
-                            segment,
-                            epoch,
-                            batch,
-                            image: image.clone(),
-                        };
-                        sink.send(to, message)
-                    })
-                    .collect()
+            let images = if failure.is_none() && !behind.is_empty() {
+                partition.send_image(&sink, &behind, epoch, batch)
             } else {
                 Vec::new()
             };
@@ -171,6 +161,30 @@ impl Handler<SetRole> for Partition {
 }
 
 impl Partition {
+    /// Sends the whole segment, as of `batch`, to each of `owners`.
+    fn send_image(
+        &self,
+        sink: &Arc<dyn ReplicaSink>,
+        owners: &[MemberId],
+        epoch: u64,
+        batch: u64,
+    ) -> Vec<ReplicaFuture> {
+        let image = self.segment.export();
+        owners
+            .iter()
+            .map(|to| {
+                let message = ReplicaMessage::Image {
+                    cache: self.cache.name.clone(),
+                    segment: self.segment.id(),
+                    epoch,
+                    batch,
+                    image: image.clone(),
+                };
+                sink.send(to, message)
+            })
+            .collect()
+    }
+
     /// What a new primary does before it serves anything (its mailbox is
     /// held meanwhile): takes the copy of an owner that got further than
     /// its own, then brings every backup level with its copy. A backup not
@@ -218,17 +232,7 @@ impl Partition {
                 partition.report_bytes();
             }
             partition.replication.batch += 1;
-            let (batch, image) = (partition.replication.batch, partition.segment.export());
-            let pushed = backups.iter().map(|to| {
-                let message = ReplicaMessage::Image {
-                    cache: cache.clone(),
-                    segment,
-                    epoch,
-                    batch,
-                    image: image.clone(),
-                };
-                sink.send(to, message)
-            });
+            let pushed = partition.send_image(&sink, &backups, epoch, partition.replication.batch);
             wrap_future::<_, Self>(join_all(pushed)).map(move |replies, partition, ctx| {
                 let mut all_level = true;
                 for (to, reply) in backups.iter().zip(replies) {

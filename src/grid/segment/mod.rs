@@ -336,8 +336,24 @@ impl Segment {
         ts: u64,
         expires_at_ms: Option<u64>,
     ) {
-        let event = Arc::new(Event {
-            id: Uuid::now_v7(),
+        let event = self.event(Uuid::now_v7(), kind, key, value, version, ts);
+        if self.replicating {
+            self.unreplicated.push(SegmentOp::write(&event, expires_at_ms));
+        }
+        self.record(event);
+    }
+
+    fn event(
+        &self,
+        id: Uuid,
+        kind: EventKind,
+        key: Key,
+        value: Option<JsonValue>,
+        version: Version,
+        ts: u64,
+    ) -> Arc<Event> {
+        Arc::new(Event {
+            id,
             kind,
             cache: self.cache.clone(),
             key,
@@ -345,11 +361,7 @@ impl Segment {
             version,
             segment: self.id,
             ts,
-        });
-        if self.replicating {
-            self.unreplicated.push(SegmentOp::write(&event, expires_at_ms));
-        }
-        self.record(event);
+        })
     }
 
     /// Keeps a written event in the history and with the unpublished ones.

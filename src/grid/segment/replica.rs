@@ -8,8 +8,6 @@
 //! Values travel as their JSON text, so a copy holds exactly what was
 //! written, as the primary does.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -103,16 +101,8 @@ impl Segment {
                     self.insert(key.clone(), value.clone(), version, expires_at_ms);
                 }
                 self.sequence = self.sequence.max(version);
-                self.record(Arc::new(Event {
-                    id,
-                    kind,
-                    cache: self.cache.clone(),
-                    key,
-                    value,
-                    version,
-                    segment: self.id,
-                    ts,
-                }));
+                let event = self.event(id, kind, key, value, version, ts);
+                self.record(event);
             }
         }
     }
@@ -187,16 +177,8 @@ impl Segment {
                     if self.history.len() == self.history_capacity {
                         self.history.pop_front();
                     }
-                    self.history.push_back(Arc::new(Event {
-                        id,
-                        kind,
-                        cache: self.cache.clone(),
-                        key,
-                        value,
-                        version,
-                        segment: self.id,
-                        ts,
-                    }));
+                    let event = self.event(id, kind, key, value, version, ts);
+                    self.history.push_back(event);
                 }
             }
         }
@@ -207,6 +189,8 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use crate::grid::segment::{Precondition, PutRequest};
     use crate::grid::{CacheName, SegmentId};
 
