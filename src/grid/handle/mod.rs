@@ -13,16 +13,18 @@ use std::sync::Arc;
 use std::future::Future;
 
 use actix::dev::Request;
-use actix::{Actor, Addr, ArbiterHandle, MailboxError, Recipient};
+use actix::{Addr, ArbiterHandle, MailboxError, Recipient};
 use arc_swap::ArcSwap;
 use futures_util::future::join_all;
 
 use super::cache::{CacheConfig, CacheShared};
+
+mod placement;
 use super::forward::{self, Entry, ForwardFuture, Forwarded, ForwardedReply, Forwarder};
 use super::hash::segment_of;
-use super::owners::{AssignSegments, ForgetCache, MemberId, OwnerTables, SegmentOwners};
-use super::partition::{self, EvictionRing, Partition, Replicate, SetRole, Snapshot};
-use super::replication::{ReplicaMessage, ReplicaReply, ReplicaSink, Role};
+use super::owners::{AssignSegments, ForgetCache, MemberId, OwnerTables};
+use super::partition::{self, Partition, Snapshot};
+use super::replication::ReplicaSink;
 use super::routing::{Route, RoutingTable};
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
 use super::{
@@ -254,122 +256,6 @@ impl Grid {
         setup.metrics.forget_cache(cache.name());
         setup.deletions.do_send(CacheDeleted(cache.name().clone()));
         Ok(())
-    }
-
-    /// Places a cache's segments on this node as `owners` says at `epoch`:
-    /// a partition for every segment it owns (kept from `previous` where
-    /// there is one), each told its role (backups first, so a local primary
-    /// finds them at the epoch), routes to the primaries, and the eviction
-    /// ring of the local primaries. Returns the routes and the partitions
-    /// of `previous` this node no longer owns, to retire once the new
-    /// routes are published.
-    async fn place(
-        &self,
-        shared: &Arc<CacheShared>,
-        owners: &SegmentOwners,
-        epoch: u64,
-        previous: Option<&RoutingTable>,
-    ) -> Result<(RoutingTable, Vec<Addr<Partition>>), GridError> {
-        let setup = &self.inner.setup;
-        let me = &setup.local_member;
-        let (mut routes, mut copies, mut roles, mut retired) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for segment in (0..owners.segments()).map(SegmentId) {
-            let row = owners.owners(segment);
-            let kept = previous.and_then(|p| p.copy(segment)).cloned();
-            let Some(primary) = row.first() else {
-                return Err(GridError::Unavailable(format!(
-                    "segment {} has no owner",
-                    segment.0
-                )));
-            };
-            if !row.contains(me) {
-                retired.extend(kept);
-                routes.push(Route::Remote(primary.clone()));
-                copies.push(None);
-                continue;
-            }
-            let partition = kept.unwrap_or_else(|| {
-                let arbiter = &setup.arbiters[segment.0 as usize % setup.arbiters.len()];
-                let (shared, events) = (shared.clone(), setup.events.clone());
-                Partition::start_in_arbiter(arbiter, move |_| Partition::new(shared, segment, events))
-            });
-            let role = match (&setup.replicas, primary == me) {
-                (_, false) => Role::Backup { epoch },
-                (Some(sink), true) if row.len() > 1 => Role::Primary {
-                    epoch,
-                    backups: row[1..].to_vec(),
-                    sink: sink.clone(),
-                },
-                (_, true) => Role::Solo,
-            };
-            roles.push((partition.clone(), role));
-            routes.push(if primary == me {
-                Route::Local(partition.clone())
-            } else {
-                Route::Remote(primary.clone())
-            });
-            copies.push(Some(partition));
-        }
-        roles.sort_by_key(|(_, role)| !matches!(role, Role::Backup { .. }));
-        for (partition, role) in roles {
-            partition.send(SetRole(role)).await.map_err(unavailable)?;
-        }
-        let routes = RoutingTable::new(routes, copies, epoch);
-        let ring: EvictionRing = routes.local().map(|(_, p)| p.clone().recipient()).collect();
-        let ready = routes.local().enumerate().map(|(place, (_, partition))| {
-            partition.send(partition::Ready {
-                ring: ring.clone(),
-                place,
-            })
-        });
-        for ready in join_all(ready).await {
-            ready.map_err(unavailable)?;
-        }
-        Ok((routes, retired))
-    }
-
-    /// Places an existing cache's segments as the cluster's owner table at
-    /// `epoch` says (see [`Grid::place`]); a table of an epoch already
-    /// placed is ignored.
-    pub async fn set_owners(&self, name: &str, owners: &SegmentOwners, epoch: u64) -> Result<(), GridError> {
-        let _creating = self.inner.creating.lock().await;
-        let cache = self.cache(name)?;
-        if epoch <= cache.routes.epoch() {
-            return Ok(());
-        }
-        let (routes, retired) = self
-            .place(&cache.shared, owners, epoch, Some(&cache.routes))
-            .await?;
-        let placed = Arc::new(Cache {
-            shared: cache.shared.clone(),
-            routes,
-            incarnation: cache.incarnation,
-        });
-        self.inner.caches.rcu(|caches| {
-            let mut caches = BTreeMap::clone(caches);
-            caches.insert(placed.name().clone(), placed.clone());
-            caches
-        });
-        join_all(retired.iter().map(|p| p.send(partition::Retire))).await;
-        Ok(())
-    }
-
-    /// Hands a message from a segment's primary (or a new primary) to this
-    /// node's copy of the segment.
-    pub async fn replicate(&self, message: ReplicaMessage) -> ReplicaReply {
-        let (cache, segment) = message.segment();
-        let copy = self
-            .cache(cache.as_str())
-            .ok()
-            .and_then(|c| c.routes.copy(segment).cloned());
-        match copy {
-            Some(partition) => partition
-                .send(Replicate(message))
-                .await
-                .unwrap_or(ReplicaReply::NotOwner),
-            None => ReplicaReply::NotOwner,
-        }
     }
 
     pub fn cache(&self, name: &str) -> Result<Arc<Cache>, GridError> {
