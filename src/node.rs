@@ -310,11 +310,8 @@ pub async fn start_member_grid(
         grid.create_cache(name.clone(), cache.clone())
             .await
             .map_err(|e| format!("cannot create cache {name}: {e}"))?;
-        log::info!(
-            "cache {name}: {} segments, num_owners {}",
-            cache.segments,
-            cache.num_owners
-        );
+        let owners = grid.cache(name.as_str()).map_or(1, |c| c.config().owners());
+        log::info!("cache {name}: {} segments, num_owners {owners}", cache.segments);
     }
     Ok(Core {
         grid,

@@ -69,7 +69,12 @@ async fn a_primary_killed_under_writes_loses_no_acknowledged_write() {
         members(&r1).await == 3
     })
     .await;
-    let created = r2.create_cache("c", r#"{"segments":16,"num_owners":2}"#).await;
+    let created = r2.create_cache("c", r#"{"segments":16}"#).await;
+    assert_eq!(
+        created.body["config"]["num_owners"], 2,
+        "two owners by default: {}",
+        created.text
+    );
     assert!(created.status.is_success(), "{}", created.text);
     until("the cache on both writers", Duration::from_secs(10), async || {
         r1.get("/api/v1/caches/c").await.status.is_success()

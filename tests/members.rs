@@ -74,7 +74,7 @@ async fn writes_through_any_member_survive_the_crash_of_one() {
 
     let config = CacheConfig {
         segments: 16,
-        num_owners: 2,
+        num_owners: Some(2),
         ..CacheConfig::default()
     };
     n2.1.create_cache(CacheName::parse("c").unwrap(), config)

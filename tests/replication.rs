@@ -129,7 +129,7 @@ async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() 
     let (a, b) = (grid("a", sink.clone()), grid("b", sink.clone()));
     let config = CacheConfig {
         segments: 2,
-        num_owners: 2,
+        num_owners: Some(2),
         ..CacheConfig::default()
     };
     for grid in [&a, &b] {

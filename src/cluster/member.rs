@@ -606,7 +606,7 @@ mod tests {
             name: "scores".into(),
             config: CacheConfig {
                 segments: 16,
-                num_owners: 2,
+                num_owners: Some(2),
                 ..CacheConfig::default()
             },
         };

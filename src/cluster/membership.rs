@@ -111,7 +111,7 @@ impl Handler<AssignSegments> for Membership {
             let owners = Arc::new(assignment::assign(
                 &self.member_ids(),
                 config.segments,
-                config.num_owners,
+                config.owners(),
             ));
             self.tables.insert(msg.cache, owners.clone());
             self.topology_version += 1;

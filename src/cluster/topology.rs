@@ -111,7 +111,7 @@ impl Topology {
                 Some(existing) if existing.config == *config => Applied::Unchanged,
                 Some(_) => Applied::CacheConflict,
                 None => {
-                    let owners = assignment::assign(&self.member_ids(), config.segments, config.num_owners);
+                    let owners = assignment::assign(&self.member_ids(), config.segments, config.owners());
                     let cache = CacheTopology {
                         config: config.clone(),
                         owners,
@@ -134,7 +134,7 @@ impl Topology {
         for cache in self.caches.values_mut() {
             let config = &cache.config;
             cache.owners =
-                assignment::reassign(Some(&cache.owners), &members, config.segments, config.num_owners);
+                assignment::reassign(Some(&cache.owners), &members, config.segments, config.owners());
             cache.epoch = self.epoch;
         }
         Applied::Epoch(self.epoch)
@@ -165,7 +165,7 @@ mod tests {
     fn config(num_owners: u32) -> CacheConfig {
         CacheConfig {
             segments: 64,
-            num_owners,
+            num_owners: Some(num_owners),
             ..CacheConfig::default()
         }
     }

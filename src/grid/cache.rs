@@ -21,7 +21,10 @@ pub struct CacheConfig {
     /// How many segments keys hash to; fixed at creation.
     pub segments: u32,
     /// Copies of each segment across the cluster (primary included).
-    pub num_owners: u32,
+    /// Left out, the grid's default: 1 on a single node, 2 in a cluster
+    /// (see [`CacheConfig::with_default_owners`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_owners: Option<u32>,
     /// The largest value accepted, in bytes of encoded JSON.
     pub max_value_bytes: usize,
     /// Lifespan of entries written without their own; `None`: forever.
@@ -36,7 +39,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             segments: DEFAULT_SEGMENTS,
-            num_owners: 1,
+            num_owners: None,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             lifespan_ms: None,
             max_entries: None,
@@ -46,6 +49,17 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
+    /// Copies of each segment, once the grid has settled the default.
+    pub fn owners(&self) -> u32 {
+        self.num_owners.unwrap_or(1)
+    }
+
+    /// This config with `num_owners` settled: as given, or `default`.
+    pub fn with_default_owners(mut self, default: u32) -> Self {
+        self.num_owners.get_or_insert(default);
+        self
+    }
+
     /// Checks every field; the error names the field and its allowed range.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_SEGMENTS).contains(&self.segments) {
@@ -54,8 +68,8 @@ impl CacheConfig {
                 self.segments
             ));
         }
-        if !(1..=16).contains(&self.num_owners) {
-            return Err(format!("num_owners: must be 1 to 16, not {}", self.num_owners));
+        if let Some(owners) = self.num_owners.filter(|n| !(1..=16).contains(n)) {
+            return Err(format!("num_owners: must be 1 to 16, not {owners}"));
         }
         if !(1..=64 * 1024 * 1024).contains(&self.max_value_bytes) {
             return Err(format!(

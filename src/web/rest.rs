@@ -160,13 +160,19 @@ async fn create_cache(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid cache config: {e}")))?
     };
-    let status = match state.grid.create_cache(name.clone(), config.clone()).await? {
-        Creation::Created => {
-            log::info!("cache {name} created ({} segments)", config.segments);
-            StatusCode::CREATED
-        }
+    let status = match state.grid.create_cache(name.clone(), config).await? {
+        Creation::Created => StatusCode::CREATED,
         Creation::AlreadyExists => StatusCode::OK,
     };
+    // The config as settled by the grid (defaults filled in).
+    let config = state.grid.cache(name.as_str())?.config().clone();
+    if status == StatusCode::CREATED {
+        log::info!(
+            "cache {name} created ({} segments, {} owners)",
+            config.segments,
+            config.owners()
+        );
+    }
     Ok(HttpResponse::build(status).json(serde_json::json!({"name": name, "config": config})))
 }
 

@@ -180,6 +180,9 @@ impl Grid {
     /// of that name with another config is a `Conflict`.
     pub async fn create_cache(&self, name: CacheName, config: CacheConfig) -> Result<Creation, GridError> {
         config.validate().map_err(GridError::BadRequest)?;
+        // Two copies by default once there are other members to hold one.
+        let clustered = self.inner.setup.forwarder.is_some();
+        let config = config.with_default_owners(if clustered { 2 } else { 1 });
         let _creating = self.inner.creating.lock().await;
         let caches = self.inner.caches.load();
         if let Some(existing) = caches.get(&name) {
