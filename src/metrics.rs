@@ -7,6 +7,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::cluster::link::LinkTraffic;
 use crate::grid::GridMetrics;
 
 /// The HTTP request-latency histogram, observed by the web layer.
@@ -87,8 +88,12 @@ pub struct Metrics {
     pub grid: GridMetrics,
     pub http: HttpMetrics,
     pub push: PushMetrics,
+    /// Bytes over the links to other members.
+    pub link: LinkTraffic,
+    cluster: ClusterGauges,
     cache_entries: IntGaugeVec,
     cache_bytes: IntGaugeVec,
+    cache_segments: IntGaugeVec,
     /// Renders one at a time: each resets the per-cache gauges (a deleted
     /// cache's series must go) and sets them again.
     rendering: std::sync::Mutex<()>,
@@ -99,6 +104,49 @@ pub struct CacheFigures<'a> {
     pub name: &'a str,
     pub entries: usize,
     pub bytes: usize,
+    /// Segments this node leads, and holds as a backup.
+    pub segments_primary: usize,
+    pub segments_backup: usize,
+}
+
+/// The cluster as this node sees it at the instant of a render.
+pub struct ClusterFigures {
+    pub members: usize,
+    pub epoch: u64,
+    /// Whether the node holds the majority's lease (always, alone).
+    pub leased: bool,
+}
+
+struct ClusterGauges {
+    members: IntGauge,
+    epoch: IntGauge,
+    leased: IntGauge,
+}
+
+impl ClusterGauges {
+    fn new(registry: &Registry) -> Self {
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("metric definition is valid");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("metric names are unique");
+            gauge
+        };
+        ClusterGauges {
+            members: gauge(
+                "pushgrid_cluster_members",
+                "Members of the cluster in the agreed topology",
+            ),
+            epoch: gauge(
+                "pushgrid_cluster_epoch",
+                "Epoch of the agreed topology this node follows",
+            ),
+            leased: gauge(
+                "pushgrid_cluster_leased",
+                "1 while this node holds the majority's lease and may act on its segments, else 0",
+            ),
+        }
+    }
 }
 
 impl Metrics {
@@ -123,14 +171,30 @@ impl Metrics {
             &["cache"],
         )
         .expect("metric definition is valid");
+        let cache_segments = IntGaugeVec::new(
+            Opts::new(
+                "pushgrid_cache_segments",
+                "Segments of each cache this node holds, by role (primary or backup)",
+            ),
+            &["cache", "role"],
+        )
+        .expect("metric definition is valid");
+        let link = LinkTraffic::default();
         for collector in [
             Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(cache_entries.clone()),
             Box::new(cache_bytes.clone()),
+            Box::new(cache_segments.clone()),
+            Box::new(link.sent.clone()),
+            Box::new(link.received.clone()),
+            Box::new(link.transfer_sent.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
         Metrics {
+            cluster: ClusterGauges::new(&registry),
+            link,
+            cache_segments,
             grid: GridMetrics::new(&registry),
             push: PushMetrics::new(&registry),
             http: HttpMetrics { latency },
@@ -141,12 +205,21 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric, with the per-cache
-    /// gauges set from `caches` at this instant.
-    pub fn render<'a>(&self, caches: impl IntoIterator<Item = CacheFigures<'a>>) -> String {
+    /// The Prometheus text exposition of every metric, with the cluster's
+    /// and the per-cache gauges set from `cluster` and `caches` at this
+    /// instant.
+    pub fn render<'a>(
+        &self,
+        cluster: ClusterFigures,
+        caches: impl IntoIterator<Item = CacheFigures<'a>>,
+    ) -> String {
         let _rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
+        self.cluster.members.set(cluster.members as i64);
+        self.cluster.epoch.set(cluster.epoch as i64);
+        self.cluster.leased.set(i64::from(cluster.leased));
         self.cache_entries.reset();
         self.cache_bytes.reset();
+        self.cache_segments.reset();
         for cache in caches {
             let labels = [cache.name];
             self.cache_entries
@@ -155,6 +228,14 @@ impl Metrics {
             self.cache_bytes
                 .with_label_values(&labels)
                 .set(cache.bytes as i64);
+            for (role, count) in [
+                ("primary", cache.segments_primary),
+                ("backup", cache.segments_backup),
+            ] {
+                self.cache_segments
+                    .with_label_values(&[cache.name, role])
+                    .set(count as i64);
+            }
         }
         let mut out = Vec::new();
         TextEncoder::new()

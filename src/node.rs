@@ -70,7 +70,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
 
     let metrics = Arc::new(Metrics::new());
-    let cluster = join_cluster(&config, &address).await?;
+    let cluster = join_cluster(&config, &address, &metrics).await?;
     let clustered = cluster.is_some();
     let Core {
         grid,
@@ -190,7 +190,11 @@ pub struct Core {
 
 /// Joins (or founds) the cluster `config.cluster` names, if it names one:
 /// returns once this member is in the agreed topology.
-async fn join_cluster(config: &Config, api: &SocketAddr) -> Result<Option<Arc<ClusterMember>>, String> {
+async fn join_cluster(
+    config: &Config,
+    api: &SocketAddr,
+    metrics: &Metrics,
+) -> Result<Option<Arc<ClusterMember>>, String> {
     let cluster = &config.cluster;
     let Some(bind) = &cluster.bind else {
         return Ok(None);
@@ -221,6 +225,7 @@ async fn join_cluster(config: &Config, api: &SocketAddr) -> Result<Option<Arc<Cl
             .collect::<Result<_, _>>()?,
         failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),
         secret: cluster.secret.as_ref().map(|s| Arc::from(s.as_bytes())),
+        traffic: metrics.link.clone(),
     };
     let founding = settings.seeds.is_empty();
     log::info!(

@@ -159,6 +159,30 @@ async fn a_primary_killed_under_writes_loses_no_acknowledged_write() {
         versions.windows(2).all(|w| w[0] < w[1]),
         "the counter's versions only grow: {versions:?}"
     );
+
+    // What an operator sees in /metrics on a survivor.
+    let metric = async |rest: &Rest<'_>, sample: &str| rest.metric(sample).await.unwrap_or(-1.0);
+    assert_eq!(metric(&r1, "pushgrid_cluster_members").await, 2.0);
+    assert!(metric(&r1, "pushgrid_cluster_epoch").await >= 3.0);
+    assert_eq!(metric(&r1, "pushgrid_cluster_leased").await, 1.0);
+    assert!(metric(&r1, "pushgrid_cluster_link_sent_bytes_total").await > 0.0);
+    assert!(metric(&r1, "pushgrid_cluster_link_received_bytes_total").await > 0.0);
+    assert!(metric(&r1, "pushgrid_forwarded_requests_total").await > 0.0);
+    assert!(metric(&r1, "pushgrid_replication_seconds_count").await > 0.0);
+    let mut held = 0.0;
+    let mut transferred = 0.0;
+    for rest in writers {
+        transferred += metric(rest, "pushgrid_cluster_transfer_sent_bytes_total").await;
+        for role in ["primary", "backup"] {
+            held += metric(
+                rest,
+                &format!("pushgrid_cache_segments{{cache=\"c\",role=\"{role}\"}}"),
+            )
+            .await;
+        }
+    }
+    assert_eq!(held, 32.0, "16 segments, two copies each, on the two survivors");
+    assert!(transferred > 0.0, "n3's copies were made again on the survivors");
 }
 
 /// One compare-and-set increment of `counter`, retried while another

@@ -17,6 +17,7 @@ use pushgrid::node::start_member_grid;
 const FAILURE_TIMEOUT: Duration = Duration::from_millis(1000);
 
 async fn member(name: &str, seeds: Vec<SocketAddr>) -> (Arc<ClusterMember>, Grid) {
+    let metrics = Metrics::new();
     let settings = Settings {
         cluster_id: "members-test".into(),
         node_id: name.into(),
@@ -26,13 +27,14 @@ async fn member(name: &str, seeds: Vec<SocketAddr>) -> (Arc<ClusterMember>, Grid
         seeds,
         failure_timeout: FAILURE_TIMEOUT,
         secret: None,
+        traffic: metrics.link.clone(),
     };
     let member = Arc::new(ClusterMember::start(settings).await.unwrap());
     let config = Config {
         arbiters: 1,
         ..Config::default()
     };
-    let core = start_member_grid(&config, &Metrics::new(), name, Some(member.clone()))
+    let core = start_member_grid(&config, &metrics, name, Some(member.clone()))
         .await
         .unwrap();
     (member, core.grid)

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
+use prometheus::IntCounter;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,6 +62,55 @@ pub enum LinkError {
 
 type Reply<'a, Resp> = Pin<Box<dyn Future<Output = Resp> + Send + 'a>>;
 
+/// What the link asks of the messages it carries: whether one is bulk state
+/// transfer (a whole segment), counted apart from the rest of the traffic.
+pub trait Carried {
+    fn is_transfer(&self) -> bool {
+        false
+    }
+}
+
+/// Bytes a node's links moved: every frame both ways, and the frames of
+/// state transfer among them. Counters of the node's `/metrics` once
+/// registered there ([`super::metrics::ClusterMetrics`]).
+#[derive(Clone)]
+pub struct LinkTraffic {
+    pub sent: IntCounter,
+    pub received: IntCounter,
+    pub transfer_sent: IntCounter,
+}
+
+impl std::fmt::Debug for LinkTraffic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkTraffic")
+            .field("sent", &self.sent.get())
+            .field("received", &self.received.get())
+            .field("transfer_sent", &self.transfer_sent.get())
+            .finish()
+    }
+}
+
+impl Default for LinkTraffic {
+    fn default() -> Self {
+        let counter =
+            |name: &str, help: &str| IntCounter::new(name, help).expect("metric definition is valid");
+        LinkTraffic {
+            sent: counter(
+                "pushgrid_cluster_link_sent_bytes_total",
+                "Bytes this node sent other members over its links",
+            ),
+            received: counter(
+                "pushgrid_cluster_link_received_bytes_total",
+                "Bytes this node received from other members over its links",
+            ),
+            transfer_sent: counter(
+                "pushgrid_cluster_transfer_sent_bytes_total",
+                "Bytes of whole segments (state transfer) this node sent, part of the link's sent bytes",
+            ),
+        }
+    }
+}
+
 /// What a node does with the requests its peers send it.
 pub trait Service<Req, Resp>: Send + Sync + 'static {
     /// Answers `request` from the peer named `from`.
@@ -85,6 +135,7 @@ pub struct Links<Req, Resp> {
     service: Arc<dyn Service<Req, Resp>>,
     peers: Mutex<PeersByName<Req, Resp>>,
     stopping: tokio::sync::watch::Sender<bool>,
+    traffic: LinkTraffic,
 }
 
 /// One other member, as this node reaches it.
@@ -107,6 +158,7 @@ struct Connection<Resp> {
     dialed_by: Arc<str>,
     /// Told when the connection is dropped in favour of another.
     close: tokio::sync::Notify,
+    traffic: LinkTraffic,
 }
 
 impl<Resp> Connection<Resp> {
@@ -124,14 +176,15 @@ impl<Resp> Connection<Resp> {
 
 impl<Req, Resp> Links<Req, Resp>
 where
-    Req: Serialize + DeserializeOwned + Send + 'static,
-    Resp: Serialize + DeserializeOwned + Send + 'static,
+    Req: Serialize + DeserializeOwned + Carried + Send + 'static,
+    Resp: Serialize + DeserializeOwned + Carried + Send + 'static,
 {
     pub fn new(
         identity: Identity,
         source: IpAddr,
         epoch: Arc<AtomicU64>,
         service: Arc<dyn Service<Req, Resp>>,
+        traffic: LinkTraffic,
     ) -> Arc<Self> {
         Arc::new(Links {
             identity,
@@ -140,6 +193,7 @@ where
             service,
             peers: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::channel(false).0,
+            traffic,
         })
     }
 
@@ -275,8 +329,8 @@ where
 
 impl<Req, Resp> Peer<Req, Resp>
 where
-    Req: Serialize + DeserializeOwned + Send + 'static,
-    Resp: Serialize + DeserializeOwned + Send + 'static,
+    Req: Serialize + DeserializeOwned + Carried + Send + 'static,
+    Resp: Serialize + DeserializeOwned + Carried + Send + 'static,
 {
     pub fn name(&self) -> &Arc<str> {
         &self.name
@@ -293,6 +347,9 @@ where
             connection.pending.lock().expect("pending lock").insert(id, reply);
             let mut frame = BytesMut::new();
             wire::encode(&Frame::<&Req, ()>::Request { id, body: request }, &mut frame);
+            if request.is_transfer() {
+                connection.traffic.transfer_sent.inc_by(frame.len() as u64);
+            }
             if connection.outgoing.send(frame.freeze()).await.is_err() || !connection.is_open() {
                 connection.pending.lock().expect("pending lock").remove(&id);
                 return Err(self.unreachable("connection closed"));
@@ -353,6 +410,7 @@ where
             closed: AtomicBool::new(false),
             dialed_by,
             close: tokio::sync::Notify::new(),
+            traffic: links.traffic.clone(),
         });
         let keep_existing = self
             .open_connection()
@@ -394,6 +452,7 @@ async fn write_frames<Resp>(
         if write.write_all(&batch).await.is_err() || !connection.is_open() {
             break;
         }
+        connection.traffic.sent.inc_by(batch.len() as u64);
         batch.clear();
     }
     connection.shut();
@@ -408,8 +467,8 @@ async fn read_frames<Req, Resp>(
     links: Arc<Links<Req, Resp>>,
     peer: Arc<str>,
 ) where
-    Req: Serialize + DeserializeOwned + Send + 'static,
-    Resp: Serialize + DeserializeOwned + Send + 'static,
+    Req: Serialize + DeserializeOwned + Carried + Send + 'static,
+    Resp: Serialize + DeserializeOwned + Carried + Send + 'static,
 {
     let service = links.service.clone();
     drop(links);
@@ -421,6 +480,7 @@ async fn read_frames<Req, Resp>(
             frame = read.next::<Frame<Req, Resp>>() => frame,
             _ = &mut closing => break,
         };
+        connection.traffic.received.inc_by(read.take_read() as u64);
         match frame {
             Ok(Frame::Reply { id, body }) => {
                 let waiting = connection.pending.lock().expect("pending lock").remove(&id);
@@ -431,10 +491,15 @@ async fn read_frames<Req, Resp>(
             Ok(Frame::Request { id, body }) => {
                 let reply = service.serve(peer.clone(), body);
                 let outgoing = connection.outgoing.clone();
+                let traffic = connection.traffic.clone();
                 tokio::spawn(async move {
                     let body = reply.await;
+                    let transfer = body.is_transfer();
                     let mut frame = BytesMut::new();
                     wire::encode(&Frame::<(), Resp>::Reply { id, body }, &mut frame);
+                    if transfer {
+                        traffic.transfer_sent.inc_by(frame.len() as u64);
+                    }
                     let _ = outgoing.send(frame.freeze()).await;
                 });
             }
@@ -453,6 +518,8 @@ async fn read_frames<Req, Resp>(
 struct ReadHalf {
     stream: OwnedReadHalf,
     buffer: BytesMut,
+    /// Bytes read since the last [`ReadHalf::take_read`].
+    read: usize,
 }
 
 impl ReadHalf {
@@ -460,7 +527,12 @@ impl ReadHalf {
         ReadHalf {
             stream,
             buffer: BytesMut::with_capacity(64 * 1024),
+            read: 0,
         }
+    }
+
+    fn take_read(&mut self) -> usize {
+        std::mem::take(&mut self.read)
     }
 
     async fn next<T: DeserializeOwned>(&mut self) -> Result<T, String> {
@@ -470,7 +542,7 @@ impl ReadHalf {
             }
             match self.stream.read_buf(&mut self.buffer).await {
                 Ok(0) => return Err("closed by the peer".into()),
-                Ok(_) => {}
+                Ok(n) => self.read += n,
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -489,6 +561,8 @@ mod tests {
 
     /// Answers a number with its double, after waiting that many ms.
     struct Doubler;
+
+    impl Carried for u64 {}
 
     impl Service<u64, u64> for Doubler {
         fn serve(&self, _: Arc<str>, n: u64) -> Reply<'static, u64> {
@@ -512,6 +586,7 @@ mod tests {
             "127.0.0.1".parse().unwrap(),
             Arc::new(AtomicU64::new(0)),
             Arc::new(Doubler),
+            LinkTraffic::default(),
         );
         links.accept(listener);
         (links, address)

@@ -20,7 +20,7 @@ use super::consensus::{
 };
 use super::gossip::{Gossip, Run};
 use super::lease::{Lease, LeaseGrant};
-use super::link::{Identity, LinkError, Links, Peer, Service};
+use super::link::{Identity, LinkError, LinkTraffic, Links, Peer, Service};
 use super::messages::{PeerReply, PeerRequest};
 use super::topology::{Applied, Change, MemberInfo, Topology};
 use crate::grid::owners::MemberId;
@@ -41,6 +41,8 @@ pub struct Settings {
     pub seeds: Vec<SocketAddr>,
     pub failure_timeout: Duration,
     pub secret: Option<Arc<[u8]>>,
+    /// Where the links count the bytes they move.
+    pub traffic: LinkTraffic,
 }
 
 type PeerLinks = Links<PeerRequest, PeerReply>;
@@ -97,7 +99,13 @@ impl ClusterMember {
             generation: settings.generation,
             secret: settings.secret.clone(),
         };
-        let links = Links::new(identity, link.ip(), epoch.clone(), shared.clone());
+        let links = Links::new(
+            identity,
+            link.ip(),
+            epoch.clone(),
+            shared.clone(),
+            settings.traffic.clone(),
+        );
         let _ = shared.links.set(Arc::downgrade(&links));
         links.accept(listener);
 
@@ -560,6 +568,7 @@ mod tests {
             seeds,
             failure_timeout: Duration::from_millis(1000),
             secret: Some(Arc::from(&b"s"[..])),
+            traffic: LinkTraffic::default(),
         }
     }
 

@@ -1,11 +1,12 @@
-//! The cluster-membership actor: it owns the member list and the
-//! segment-to-owner table of every cache (computed by [`assignment`]),
-//! hands the grid a table for each new cache ([`AssignSegments`]), and
-//! describes the cluster for `GET /api/v1/cluster`.
+//! The cluster-membership actor: the one place the rest of the node asks
+//! about members and owners. It hands the grid a segment-to-owner table for
+//! each new cache ([`AssignSegments`]), describes the cluster for
+//! `GET /api/v1/cluster` and its figures for `/metrics` ([`ClusterStatus`]).
 //!
-//! Today the only member is the local node. Joining, leaving and rebalancing
-//! add messages here; the grid already creates its partition actors from the
-//! tables this actor hands out, so they need no other change.
+//! A node started without a cluster address is its own one-member cluster
+//! here, with tables from [`assignment`]. A member of a cluster reads
+//! members and tables from the agreed topology of its [`ClusterMember`],
+//! and creates and deletes caches by proposing them to the topology log.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,6 +74,42 @@ impl Membership {
 
 impl Actor for Membership {
     type Context = Context<Self>;
+}
+
+/// The cluster at a glance, for `/metrics`.
+#[derive(Message)]
+#[rtype(result = "ClusterStatus")]
+pub struct DescribeStatus;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterStatus {
+    pub members: usize,
+    pub epoch: u64,
+    /// Whether this node may act on its segments: it holds the majority's
+    /// lease (always, on its own).
+    pub leased: bool,
+}
+
+impl Handler<DescribeStatus> for Membership {
+    type Result = MessageResult<DescribeStatus>;
+
+    fn handle(&mut self, _: DescribeStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(match &self.cluster {
+            Some(cluster) => {
+                let topology = cluster.topology().borrow().clone();
+                ClusterStatus {
+                    members: topology.members.len(),
+                    epoch: topology.epoch,
+                    leased: cluster.lease().holds(),
+                }
+            }
+            None => ClusterStatus {
+                members: self.members.len(),
+                epoch: 0,
+                leased: true,
+            },
+        })
+    }
 }
 
 /// The cluster as `GET /api/v1/cluster` shows it: the members, and the

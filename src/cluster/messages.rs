@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::consensus::{ProposeError, RaftReply, RaftRequest};
 use super::lease::LeaseGrant;
+use super::link::Carried;
 use super::topology::{Applied, Change};
 use crate::grid::forward::{Forwarded, ForwardedReply};
 use crate::grid::replication::{ReplicaMessage, ReplicaReply};
@@ -36,4 +37,16 @@ pub enum PeerReply {
     Forwarded(ForwardedReply),
     /// The receiver cannot take this request now (still starting, say).
     Refused(String),
+}
+
+impl Carried for PeerRequest {
+    fn is_transfer(&self) -> bool {
+        matches!(self, PeerRequest::Replica(ReplicaMessage::Image { .. }))
+    }
+}
+
+impl Carried for PeerReply {
+    fn is_transfer(&self) -> bool {
+        matches!(self, PeerReply::Replica(ReplicaReply::Image(_)))
+    }
 }

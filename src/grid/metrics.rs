@@ -2,7 +2,7 @@
 //! by kind, evictions by cache, partitions running. Registered in the node's registry
 //! (`crate::metrics::Metrics`), incremented by the router and partitions.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::{EventKind, GridError};
 
@@ -15,6 +15,10 @@ pub struct GridMetrics {
     evictions: IntCounterVec,
     /// Partition actors running: what a deleted cache gives back.
     pub partitions: IntGauge,
+    /// Requests sent on to the member leading their segment.
+    pub forwarded: IntCounter,
+    /// How long a primary's write waited for every backup to apply it.
+    pub replication_seconds: Histogram,
 }
 
 impl GridMetrics {
@@ -44,11 +48,32 @@ impl GridMetrics {
         );
         let partitions = IntGauge::new("pushgrid_partitions", "Partition actors running on this node")
             .expect("metric definition is valid");
-        registry
-            .register(Box::new(partitions.clone()))
-            .expect("metric names are unique");
+        let forwarded = IntCounter::new(
+            "pushgrid_forwarded_requests_total",
+            "Requests sent on to the member leading their segment",
+        )
+        .expect("metric definition is valid");
+        let replication_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "pushgrid_replication_seconds",
+                "Replication lag: how long a write waited for every backup of its segment to apply it",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )
+        .expect("metric definition is valid");
+        for collector in [
+            Box::new(partitions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(forwarded.clone()),
+            Box::new(replication_seconds.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
         GridMetrics {
             partitions,
+            forwarded,
+            replication_seconds,
             operations,
             events: ["created", "modified", "removed", "expired"]
                 .map(|kind| events.with_label_values(&[kind])),

@@ -14,11 +14,11 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::{check_query_utf8, resource};
 use super::{request_access, AppState};
-use crate::cluster::membership::DescribeCluster;
+use crate::cluster::membership::{DescribeCluster, DescribeStatus};
 use crate::grid::{
     check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version,
 };
-use crate::metrics::CacheFigures;
+use crate::metrics::{CacheFigures, ClusterFigures};
 use crate::protocol::depth::json_within_depth;
 use crate::protocol::{CacheList, CacheSummary, EntryPage, ErrorCode, ListedEntry, WriteAck};
 
@@ -53,15 +53,31 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "serving"}))
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let status = state
+        .membership
+        .send(DescribeStatus)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("membership unavailable: {e}")))?;
+    let cluster = ClusterFigures {
+        members: status.members,
+        epoch: status.epoch,
+        leased: status.leased,
+    };
     let caches = state.grid.caches();
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(caches.iter().map(|cache| CacheFigures {
+    let figures = caches.iter().map(|cache| {
+        let (segments_primary, segments_backup) = cache.segments_held();
+        CacheFigures {
             name: cache.name().as_str(),
             entries: cache.entry_count(),
             bytes: cache.bytes(),
-        })))
+            segments_primary,
+            segments_backup,
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(cluster, figures)))
 }
 
 #[derive(Deserialize)]

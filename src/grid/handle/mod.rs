@@ -61,6 +61,13 @@ impl Cache {
         self.shared.bytes()
     }
 
+    /// How many of the cache's segments this node leads, and how many it
+    /// holds as a backup.
+    pub fn segments_held(&self) -> (usize, usize) {
+        let primary = self.routes.local().count();
+        (primary, self.routes.copies().count() - primary)
+    }
+
     /// The epoch of the owner table the cache is placed by.
     pub fn owner_epoch(&self) -> u64 {
         self.routes.epoch()
@@ -488,7 +495,10 @@ impl Grid {
             ),
             Some(Route::Local(partition)) => Ok(Target::Local(partition)),
             Some(Route::Remote(member)) => match (&self.inner.setup.forwarder, forwarding) {
-                (Some(forwarder), Forwarding::Allowed) => Ok(Target::Remote(forwarder.as_ref(), member)),
+                (Some(forwarder), Forwarding::Allowed) => {
+                    self.inner.setup.metrics.forwarded.inc();
+                    Ok(Target::Remote(forwarder.as_ref(), member))
+                }
                 _ => Err(GridError::Unavailable(format!(
                     "segment {} of {} is led by member {}, not this one",
                     segment.0,

@@ -81,6 +81,7 @@ impl Partition {
         self.replication.batch += 1;
         let batch = self.replication.batch;
         let (cache, segment) = (self.cache.name.clone(), self.segment.id());
+        let started = std::time::Instant::now();
         let sends = backups.iter().map(|to| {
             let message = ReplicaMessage::Batch {
                 cache: cache.clone(),
@@ -92,6 +93,11 @@ impl Partition {
             sink.send(to, message)
         });
         let sent = wrap_future::<_, Self>(join_all(sends)).then(move |replies, partition, _| {
+            partition
+                .cache
+                .metrics
+                .replication_seconds
+                .observe(started.elapsed().as_secs_f64());
             let mut failure = None;
             let mut behind = Vec::new();
             for (to, reply) in backups.iter().zip(replies) {
