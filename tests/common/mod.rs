@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod node;
 pub mod sse;
 pub mod ws;

@@ -1,0 +1,419 @@
+//! The multi-node harness: a cluster of node processes, each on its own
+//! loopback address ([`Cluster`]); nftables rules that cut and heal the
+//! links between those addresses ([`Firewall`]); and a history of every
+//! write a test's clients made, with the checker that verifies it against
+//! the final state of every node ([`History`]).
+
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::node::Launch;
+use super::{Rest, TestNode};
+
+/// One cluster of node processes on 127.0.0.{base+1}, {base+2}, ...
+pub struct Cluster {
+    pub nodes: Vec<Option<TestNode>>,
+    pub ips: Vec<String>,
+    failure_timeout_ms: u64,
+}
+
+/// A cluster port unlikely to be taken: each node has its own address.
+fn cluster_port() -> u16 {
+    20_000 + (std::process::id() % 20_000) as u16
+}
+
+impl Cluster {
+    /// Starts `count` members named n1, n2, ...; the first founds the
+    /// cluster, the others join through it. Waits until all are members.
+    pub async fn start(base: u8, count: usize, failure_timeout_ms: u64) -> Cluster {
+        let ips = (1..=count).map(|i| format!("127.0.0.{}", base as usize + i)).collect();
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            ips,
+            failure_timeout_ms,
+        };
+        for i in 0..count {
+            let node = cluster.launch(i);
+            cluster.nodes.push(Some(node));
+        }
+        cluster.until_members(&(0..count).collect::<Vec<_>>(), count).await;
+        cluster
+    }
+
+    /// Node `i`'s process, started (or started again) with its address and
+    /// name, joining through node 0 unless it is node 0.
+    pub fn launch(&self, i: usize) -> TestNode {
+        let link = self.link(i);
+        let name = format!("n{}", i + 1);
+        let timeout = self.failure_timeout_ms.to_string();
+        let mut args = vec![
+            "--cluster-bind",
+            link.as_str(),
+            "--node-id",
+            name.as_str(),
+            "--failure-timeout-ms",
+            timeout.as_str(),
+        ];
+        let seeds = (0..self.ips.len())
+            .filter(|&j| j != i)
+            .map(|j| self.link(j))
+            .collect::<Vec<_>>()
+            .join(",");
+        if i != 0 {
+            args.extend(["--join", seeds.as_str()]);
+        }
+        Launch::new()
+            .on(&self.ips[i])
+            .args(&args)
+            .log_level("warn,openraft=error,chitchat=error")
+            .start()
+    }
+
+    /// The inter-node address of node `i`.
+    pub fn link(&self, i: usize) -> String {
+        format!("{}:{}", self.ips[i], cluster_port())
+    }
+
+    pub fn node(&self, i: usize) -> &TestNode {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    pub fn rest(&self, i: usize) -> Rest<'_> {
+        Rest::new(self.node(i))
+    }
+
+    /// Sends `signal` to node `i`'s process.
+    pub fn signal(&self, i: usize, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let sent = unsafe { libc::kill(self.node(i).pid() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signal {signal} delivered to n{}", i + 1);
+    }
+
+    /// Members in the topology node `i` follows (0 when it cannot say).
+    pub async fn members_seen_by(&self, i: usize) -> usize {
+        let reply = self.rest(i).get("/api/v1/cluster").await;
+        reply.body["members"].as_array().map_or(0, Vec::len)
+    }
+
+    /// Waits until every node in `which` sees exactly `count` members.
+    pub async fn until_members(&self, which: &[usize], count: usize) {
+        until(&format!("{count} members seen by {which:?}"), Duration::from_secs(30), async || {
+            for &i in which {
+                if self.members_seen_by(i).await != count {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+    }
+}
+
+/// Polls `holds` every 50 ms until it is true, failing the test after `within`.
+pub async fn until(what: &str, within: Duration, mut holds: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !holds().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An nftables table of this test's own, dropping packets between pairs
+/// of addresses; deleted when dropped, however the test ends.
+pub struct Firewall {
+    table: String,
+}
+
+fn nft(args: &str) -> Result<(), String> {
+    let output = Command::new("nft")
+        .args(args.split_whitespace())
+        .output()
+        .map_err(|e| format!("cannot run nft ({e}): .ci/run installs Debian's nftables"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("nft {args}: {}", String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+impl Firewall {
+    /// A table named `name` (one left over by a killed run is replaced).
+    pub fn new(name: &str) -> Firewall {
+        let table = format!("pushgrid_test_{name}");
+        let _ = nft(&format!("delete table inet {table}"));
+        nft(&format!("add table inet {table}")).unwrap();
+        nft(&format!(
+            "add chain inet {table} out {{ type filter hook output priority 0 ; policy accept ; }}"
+        ))
+        .unwrap();
+        Firewall { table }
+    }
+
+    /// Drops every packet from `from` to `to` (one direction).
+    pub fn cut_one_way(&self, from: &str, to: &str) {
+        nft(&format!(
+            "add rule inet {} out ip saddr {from} ip daddr {to} drop",
+            self.table
+        ))
+        .unwrap();
+    }
+
+    /// Drops every packet between `a` and `b`, both ways.
+    pub fn cut(&self, a: &str, b: &str) {
+        self.cut_one_way(a, b);
+        self.cut_one_way(b, a);
+    }
+
+    /// Removes every cut.
+    pub fn heal(&self) {
+        nft(&format!("flush chain inet {} out", self.table)).unwrap();
+    }
+}
+
+impl Drop for Firewall {
+    fn drop(&mut self) {
+        let _ = nft(&format!("delete table inet {}", self.table));
+    }
+}
+
+/// What became of one client operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Acknowledged { version: u64, at: Instant },
+    /// Refused, timed out or lost on the way: it may or may not have been
+    /// applied.
+    Unknown,
+}
+
+#[derive(Debug)]
+pub struct Write {
+    /// Which client wrote it, through which node.
+    pub writer: usize,
+    pub key: String,
+    pub value: u64,
+    pub invoked: Instant,
+    pub outcome: Outcome,
+}
+
+/// One compare-and-set increment of the shared counter.
+#[derive(Debug)]
+pub struct Increment {
+    pub invoked: Instant,
+    pub outcome: Outcome,
+}
+
+/// Every operation the clients of one test made. Each key is written once,
+/// so its final state must be exactly its acknowledged write.
+#[derive(Default)]
+pub struct History {
+    pub writes: Vec<Write>,
+    pub increments: Vec<Increment>,
+}
+
+/// How long one client request may take before its outcome is unknown.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub const COUNTER: &str = "counter";
+
+impl History {
+    pub fn acknowledged(&self) -> impl Iterator<Item = &Write> {
+        self.writes
+            .iter()
+            .filter(|w| matches!(w.outcome, Outcome::Acknowledged { .. }))
+    }
+
+    /// Writes through `rest` as client `writer` until `stop`: each round a
+    /// new key, then one compare-and-set increment of the counter.
+    pub async fn write_until(history: &RefCell<History>, rest: &Rest<'_>, writer: usize, cache: &str, stop: Instant) {
+        let mut n = 0u64;
+        while Instant::now() < stop {
+            let key = format!("w{writer}-{n}");
+            let invoked = Instant::now();
+            let outcome = put(rest, cache, &key, &n.to_string(), None).await;
+            history.borrow_mut().writes.push(Write {
+                writer,
+                key,
+                value: n,
+                invoked,
+                outcome,
+            });
+            let invoked = Instant::now();
+            if let Some(outcome) = increment(rest, cache).await {
+                history.borrow_mut().increments.push(Increment { invoked, outcome });
+            }
+            if outcome == Outcome::Unknown {
+                // Do not spin on a node that refuses at once.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n += 1;
+        }
+    }
+
+    /// The checker, against the final state read from each of `nodes`:
+    /// - every acknowledged write is there with its acknowledged version and value;
+    /// - no two acknowledged writes share a `(segment, version)`;
+    /// - the counter lies between the acknowledged increments and those plus the unknown ones;
+    /// - the counter's versions follow real time: an increment acknowledged
+    ///   before another was invoked has the lower version.
+    pub async fn check(&self, cache: &str, segments: u32, nodes: &[Rest<'_>]) {
+        let acknowledged: Vec<&Write> = self.acknowledged().collect();
+        let mut positions = HashSet::new();
+        for write in &acknowledged {
+            let Outcome::Acknowledged { version, .. } = write.outcome else { unreachable!() };
+            let segment = pushgrid::grid::hash::segment_of(&write.key, segments);
+            assert!(
+                positions.insert((segment, version)),
+                "{} shares (segment {}, version {version}) with another acknowledged write",
+                write.key,
+                segment.0
+            );
+        }
+        for (i, rest) in nodes.iter().enumerate() {
+            let state = final_state(rest, cache).await;
+            for write in &acknowledged {
+                let Outcome::Acknowledged { version, .. } = write.outcome else { unreachable!() };
+                let held = state.get(&write.key);
+                assert_eq!(
+                    held,
+                    Some(&(write.value, version)),
+                    "node {i}: {} was acknowledged at version {version} with {}",
+                    write.key,
+                    write.value
+                );
+            }
+            let counter = state.get(COUNTER).map_or(0, |(value, _)| *value);
+            let acked = self
+                .increments
+                .iter()
+                .filter(|i| matches!(i.outcome, Outcome::Acknowledged { .. }))
+                .count() as u64;
+            let unknown = self.increments.len() as u64 - acked;
+            assert!(
+                acked <= counter && counter <= acked + unknown,
+                "node {i}: counter {counter}, {acked} increments acknowledged, {unknown} unknown"
+            );
+        }
+        let increments: Vec<(Instant, Instant, u64)> = self
+            .increments
+            .iter()
+            .filter_map(|i| match i.outcome {
+                Outcome::Acknowledged { version, at } => Some((i.invoked, at, version)),
+                Outcome::Unknown => None,
+            })
+            .collect();
+        for a in &increments {
+            for b in &increments {
+                if a.1 < b.0 {
+                    assert!(a.2 < b.2, "increment at version {} acknowledged before one at {} began", a.2, b.2);
+                }
+            }
+        }
+    }
+}
+
+/// One PUT, with a precondition header if given.
+async fn put(rest: &Rest<'_>, cache: &str, key: &str, value: &str, header: Option<(&str, &str)>) -> Outcome {
+    let mut request = rest.http.put(rest.entry_url(cache, key)).timeout(REQUEST_TIMEOUT);
+    if let Some(header) = header {
+        request = request.insert_header(header);
+    }
+    let Ok(mut response) = request
+        .content_type("application/json")
+        .send_body(value.to_string())
+        .await
+    else {
+        return Outcome::Unknown;
+    };
+    let status = response.status().as_u16();
+    let body = response.body().await.unwrap_or_default();
+    match status {
+        200 | 201 => {
+            let ack: serde_json::Value = serde_json::from_slice(&body).expect("a write ack");
+            Outcome::Acknowledged {
+                version: ack["version"].as_u64().expect("a version"),
+                at: Instant::now(),
+            }
+        }
+        412 => Outcome::Unknown, // only for increments: handled there
+        503 | 504 => Outcome::Unknown,
+        other => panic!("PUT {key}: unexpected {other} {}", String::from_utf8_lossy(&body)),
+    }
+}
+
+/// One compare-and-set increment of the counter, retried while another
+/// write got in first. None: no increment was tried (the read failed).
+async fn increment(rest: &Rest<'_>, cache: &str) -> Option<Outcome> {
+    for _ in 0..10 {
+        let request = rest.http.get(rest.entry_url(cache, COUNTER)).timeout(REQUEST_TIMEOUT);
+        let mut current = request.send().await.ok()?;
+        let (value, precondition) = match current.status().as_u16() {
+            200 => {
+                let etag = current.headers().get("etag")?.to_str().ok()?.to_string();
+                let body = current.body().await.ok()?;
+                let value: u64 = serde_json::from_slice(&body).expect("the counter is a number");
+                (value, ("if-match", etag))
+            }
+            404 => (0, ("if-none-match", "*".to_string())),
+            _ => return None,
+        };
+        let header = (precondition.0, precondition.1.as_str());
+        let mut request = rest
+            .http
+            .put(rest.entry_url(cache, COUNTER))
+            .timeout(REQUEST_TIMEOUT)
+            .insert_header(header)
+            .content_type("application/json");
+        request = request.timeout(REQUEST_TIMEOUT);
+        let Ok(mut response) = request.send_body((value + 1).to_string()).await else {
+            return Some(Outcome::Unknown);
+        };
+        let status = response.status().as_u16();
+        let body = response.body().await.unwrap_or_default();
+        match status {
+            200 | 201 => {
+                let ack: serde_json::Value = serde_json::from_slice(&body).expect("a write ack");
+                return Some(Outcome::Acknowledged {
+                    version: ack["version"].as_u64().expect("a version"),
+                    at: Instant::now(),
+                });
+            }
+            412 => continue,
+            503 | 504 => return Some(Outcome::Unknown),
+            other => panic!("increment: unexpected {other} {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    None
+}
+
+/// Every entry of `cache` as node `rest` serves it: key to (value, version).
+/// Values are the numbers the writers wrote.
+pub async fn final_state(rest: &Rest<'_>, cache: &str) -> BTreeMap<String, (u64, u64)> {
+    let mut state = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/caches/{cache}/entries?limit=1000");
+        if let Some(after) = &after {
+            path.push_str(&format!("&after={}", urlencode(after)));
+        }
+        let page = rest.get(&path).await;
+        assert_eq!(page.status.as_u16(), 200, "listing {cache}: {}", page.text);
+        for entry in page.body["entries"].as_array().expect("entries") {
+            let key = entry["key"].as_str().expect("a key").to_string();
+            let value = entry["value"].as_u64().expect("a number");
+            let version = entry["version"].as_u64().expect("a version");
+            state.insert(key, (value, version));
+        }
+        match page.body["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return state,
+        }
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
