@@ -14,7 +14,7 @@ mod common;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use common::cluster::{until, Cluster, Firewall, History, Outcome};
+use common::cluster::{until, Cluster, Firewall, History, Outcome, COUNTER};
 
 const FAILURE_TIMEOUT_MS: u64 = 1000;
 const CACHE: &str = "c";
@@ -93,23 +93,26 @@ async fn writable_again(cluster: &Cluster, through: usize) -> Duration {
 async fn a_primary_killed_under_writes_loses_no_acknowledged_write() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut cluster = three_members(20).await;
+    // The victim leads the counter's segment; the writers are the others.
+    let victim = cluster.primary_of(CACHE, COUNTER).await;
+    let writers: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
     let mut killed_at = None;
-    let history = under_load(&cluster, &[0, 1], Duration::from_secs(6), |elapsed| {
+    let history = under_load(&cluster, &writers, Duration::from_secs(6), |elapsed| {
         if killed_at.is_none() && elapsed > Duration::from_secs(1) {
-            cluster.signal(2, libc::SIGKILL);
+            cluster.signal(victim, libc::SIGKILL);
             killed_at = Some(Instant::now());
         }
     })
     .await;
-    let killed_at = killed_at.expect("n3 was killed");
-    cluster.until_members(&[0, 1], 2).await;
-    writable_again(&cluster, 0).await;
+    let killed_at = killed_at.expect("the victim was killed");
+    cluster.until_members(&writers, 2).await;
+    writable_again(&cluster, writers[0]).await;
     eprintln!(
         "writes acknowledged for every segment again {:?} after the kill",
         killed_at.elapsed()
     );
-    cluster.nodes[2] = None;
-    let survivors = [cluster.rest(0), cluster.rest(1)];
+    cluster.nodes[victim] = None;
+    let survivors = [cluster.rest(writers[0]), cluster.rest(writers[1])];
     history.check(CACHE, SEGMENTS, &survivors).await;
 
     // What an operator sees in /metrics on a survivor.
@@ -138,23 +141,26 @@ async fn a_primary_killed_under_writes_loses_no_acknowledged_write() {
 async fn a_member_paused_longer_than_the_failure_timeout_comes_back_without_harm() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let cluster = three_members(30).await;
+    // The paused member leads the counter's segment: once it runs again,
+    // a read it served from its old copy would be stale.
+    let paused = cluster.primary_of(CACHE, COUNTER).await;
     let (mut stopped, mut continued) = (false, false);
     // Clients on all three, the paused one included: its requests wait in
     // its sockets and are answered (or refused) once it runs again.
     let history = under_load(&cluster, &[0, 1, 2], Duration::from_secs(9), |elapsed| {
         if !stopped && elapsed > Duration::from_secs(1) {
-            cluster.signal(2, libc::SIGSTOP);
+            cluster.signal(paused, libc::SIGSTOP);
             stopped = true;
         }
         if !continued && elapsed > Duration::from_secs(6) {
-            cluster.signal(2, libc::SIGCONT);
+            cluster.signal(paused, libc::SIGCONT);
             continued = true;
         }
     })
     .await;
-    // n3 was given up on while paused, and rejoins.
+    // It was given up on while paused, and rejoins.
     cluster.until_members(&[0, 1, 2], 3).await;
-    writable_again(&cluster, 2).await;
+    writable_again(&cluster, paused).await;
     let nodes = [cluster.rest(0), cluster.rest(1), cluster.rest(2)];
     history.check(CACHE, SEGMENTS, &nodes).await;
 }

@@ -99,6 +99,21 @@ impl Cluster {
         reply.body["members"].as_array().map_or(0, Vec::len)
     }
 
+    /// The node leading the segment `key` hashes to, as node 0 sees it.
+    pub async fn primary_of(&self, cache: &str, key: &str) -> usize {
+        let view = self.rest(0).get("/api/v1/cluster").await.body;
+        let segments = view["caches"][cache]["segments"].as_u64().expect("the cache's segments") as u32;
+        let segment = u64::from(pushgrid::grid::hash::segment_of(key, segments).0);
+        let ranges = view["caches"][cache]["owners"].as_array().expect("owner ranges");
+        let range = ranges
+            .iter()
+            .find(|r| r["first"].as_u64() <= Some(segment) && Some(segment) <= r["last"].as_u64())
+            .expect("a range holds every segment");
+        let primary = range["owners"][0].as_str().expect("a primary");
+        let n: usize = primary.trim_start_matches('n').parse().expect("members are n1, n2, ...");
+        n - 1
+    }
+
     /// Waits until every node in `which` sees exactly `count` members.
     pub async fn until_members(&self, which: &[usize], count: usize) {
         until(&format!("{count} members seen by {which:?}"), Duration::from_secs(30), async || {
@@ -199,11 +214,14 @@ pub struct Write {
     pub outcome: Outcome,
 }
 
-/// One compare-and-set increment of the shared counter.
+/// One compare-and-set increment of the shared counter, and the reads of
+/// the counter it began with.
 #[derive(Debug)]
 pub struct Increment {
     pub invoked: Instant,
     pub outcome: Outcome,
+    /// When each read was sent, and the counter it returned.
+    pub reads: Vec<(Instant, u64)>,
 }
 
 /// Every operation the clients of one test made. Each key is written once,
@@ -242,9 +260,13 @@ impl History {
                 outcome,
             });
             let invoked = Instant::now();
-            if let Some(outcome) = increment(rest, cache).await {
-                history.borrow_mut().increments.push(Increment { invoked, outcome });
-            }
+            let mut reads = Vec::new();
+            let outcome = increment(rest, cache, &mut reads).await;
+            history.borrow_mut().increments.push(Increment {
+                invoked,
+                outcome,
+                reads,
+            });
             if outcome == Outcome::Unknown {
                 // Do not spin on a node that refuses at once.
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -258,7 +280,9 @@ impl History {
     /// - no two acknowledged writes share a `(segment, version)`;
     /// - the counter lies between the acknowledged increments and those plus the unknown ones;
     /// - the counter's versions follow real time: an increment acknowledged
-    ///   before another was invoked has the lower version.
+    ///   before another was invoked has the lower version;
+    /// - no read of the counter is stale: it shows at least every increment
+    ///   acknowledged before the read was sent.
     pub async fn check(&self, cache: &str, segments: u32, nodes: &[Rest<'_>]) {
         let acknowledged: Vec<&Write> = self.acknowledged().collect();
         let mut positions = HashSet::new();
@@ -312,6 +336,13 @@ impl History {
                 }
             }
         }
+        for (sent, value) in self.increments.iter().flat_map(|i| &i.reads) {
+            let before = increments.iter().filter(|(_, at, _)| at < sent).count() as u64;
+            assert!(
+                *value >= before,
+                "a stale read: the counter read {value} after {before} increments were acknowledged"
+            );
+        }
     }
 }
 
@@ -345,21 +376,29 @@ async fn put(rest: &Rest<'_>, cache: &str, key: &str, value: &str, header: Optio
 }
 
 /// One compare-and-set increment of the counter, retried while another
-/// write got in first. None: no increment was tried (the read failed).
-async fn increment(rest: &Rest<'_>, cache: &str) -> Option<Outcome> {
+/// write got in first; every read it made goes into `reads`. Unknown also
+/// when no increment was sent (a read failed): that one counts for nothing.
+async fn increment(rest: &Rest<'_>, cache: &str, reads: &mut Vec<(Instant, u64)>) -> Outcome {
     for _ in 0..10 {
+        let invoked = Instant::now();
         let request = rest.http.get(rest.entry_url(cache, COUNTER)).timeout(REQUEST_TIMEOUT);
-        let mut current = request.send().await.ok()?;
+        let Ok(mut current) = request.send().await else {
+            return Outcome::Unknown;
+        };
         let (value, precondition) = match current.status().as_u16() {
             200 => {
-                let etag = current.headers().get("etag")?.to_str().ok()?.to_string();
-                let body = current.body().await.ok()?;
+                let etag = current.headers().get("etag").expect("an etag").to_str().unwrap().to_string();
+                let Ok(body) = current.body().await else {
+                    return Outcome::Unknown;
+                };
                 let value: u64 = serde_json::from_slice(&body).expect("the counter is a number");
                 (value, ("if-match", etag))
             }
             404 => (0, ("if-none-match", "*".to_string())),
-            _ => return None,
+            503 | 504 => return Outcome::Unknown,
+            other => panic!("reading the counter: unexpected {other}"),
         };
+        reads.push((invoked, value));
         let header = (precondition.0, precondition.1.as_str());
         let mut request = rest
             .http
@@ -369,24 +408,24 @@ async fn increment(rest: &Rest<'_>, cache: &str) -> Option<Outcome> {
             .content_type("application/json");
         request = request.timeout(REQUEST_TIMEOUT);
         let Ok(mut response) = request.send_body((value + 1).to_string()).await else {
-            return Some(Outcome::Unknown);
+            return Outcome::Unknown;
         };
         let status = response.status().as_u16();
         let body = response.body().await.unwrap_or_default();
         match status {
             200 | 201 => {
                 let ack: serde_json::Value = serde_json::from_slice(&body).expect("a write ack");
-                return Some(Outcome::Acknowledged {
+                return Outcome::Acknowledged {
                     version: ack["version"].as_u64().expect("a version"),
                     at: Instant::now(),
-                });
+                };
             }
             412 => continue,
-            503 | 504 => return Some(Outcome::Unknown),
+            503 | 504 => return Outcome::Unknown,
             other => panic!("increment: unexpected {other} {}", String::from_utf8_lossy(&body)),
         }
     }
-    None
+    Outcome::Unknown
 }
 
 /// Every entry of `cache` as node `rest` serves it: key to (value, version).
