@@ -30,7 +30,9 @@ impl Cluster {
     /// Starts `count` members named n1, n2, ...; the first founds the
     /// cluster, the others join through it. Waits until all are members.
     pub async fn start(base: u8, count: usize, failure_timeout_ms: u64) -> Cluster {
-        let ips = (1..=count).map(|i| format!("127.0.0.{}", base as usize + i)).collect();
+        let ips = (1..=count)
+            .map(|i| format!("127.0.0.{}", base as usize + i))
+            .collect();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             ips,
@@ -40,7 +42,9 @@ impl Cluster {
             let node = cluster.launch(i);
             cluster.nodes.push(Some(node));
         }
-        cluster.until_members(&(0..count).collect::<Vec<_>>(), count).await;
+        cluster
+            .until_members(&(0..count).collect::<Vec<_>>(), count)
+            .await;
         cluster
     }
 
@@ -102,7 +106,9 @@ impl Cluster {
     /// The node leading the segment `key` hashes to, as node 0 sees it.
     pub async fn primary_of(&self, cache: &str, key: &str) -> usize {
         let view = self.rest(0).get("/api/v1/cluster").await.body;
-        let segments = view["caches"][cache]["segments"].as_u64().expect("the cache's segments") as u32;
+        let segments = view["caches"][cache]["segments"]
+            .as_u64()
+            .expect("the cache's segments") as u32;
         let segment = u64::from(pushgrid::grid::hash::segment_of(key, segments).0);
         let ranges = view["caches"][cache]["owners"].as_array().expect("owner ranges");
         let range = ranges
@@ -110,20 +116,27 @@ impl Cluster {
             .find(|r| r["first"].as_u64() <= Some(segment) && Some(segment) <= r["last"].as_u64())
             .expect("a range holds every segment");
         let primary = range["owners"][0].as_str().expect("a primary");
-        let n: usize = primary.trim_start_matches('n').parse().expect("members are n1, n2, ...");
+        let n: usize = primary
+            .trim_start_matches('n')
+            .parse()
+            .expect("members are n1, n2, ...");
         n - 1
     }
 
     /// Waits until every node in `which` sees exactly `count` members.
     pub async fn until_members(&self, which: &[usize], count: usize) {
-        until(&format!("{count} members seen by {which:?}"), Duration::from_secs(30), async || {
-            for &i in which {
-                if self.members_seen_by(i).await != count {
-                    return false;
+        until(
+            &format!("{count} members seen by {which:?}"),
+            Duration::from_secs(30),
+            async || {
+                for &i in which {
+                    if self.members_seen_by(i).await != count {
+                        return false;
+                    }
                 }
-            }
-            true
-        })
+                true
+            },
+        )
         .await
     }
 }
@@ -198,7 +211,10 @@ impl Drop for Firewall {
 /// What became of one client operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Acknowledged { version: u64, at: Instant },
+    Acknowledged {
+        version: u64,
+        at: Instant,
+    },
     /// Refused, timed out or lost on the way: it may or may not have been
     /// applied.
     Unknown,
@@ -246,7 +262,13 @@ impl History {
 
     /// Writes through `rest` as client `writer` until `stop`: each round a
     /// new key, then one compare-and-set increment of the counter.
-    pub async fn write_until(history: &RefCell<History>, rest: &Rest<'_>, writer: usize, cache: &str, stop: Instant) {
+    pub async fn write_until(
+        history: &RefCell<History>,
+        rest: &Rest<'_>,
+        writer: usize,
+        cache: &str,
+        stop: Instant,
+    ) {
         let mut n = 0u64;
         while Instant::now() < stop {
             let key = format!("w{writer}-{n}");
@@ -287,7 +309,9 @@ impl History {
         let acknowledged: Vec<&Write> = self.acknowledged().collect();
         let mut positions = HashSet::new();
         for write in &acknowledged {
-            let Outcome::Acknowledged { version, .. } = write.outcome else { unreachable!() };
+            let Outcome::Acknowledged { version, .. } = write.outcome else {
+                unreachable!()
+            };
             let segment = pushgrid::grid::hash::segment_of(&write.key, segments);
             assert!(
                 positions.insert((segment, version)),
@@ -299,7 +323,9 @@ impl History {
         for (i, rest) in nodes.iter().enumerate() {
             let state = final_state(rest, cache).await;
             for write in &acknowledged {
-                let Outcome::Acknowledged { version, .. } = write.outcome else { unreachable!() };
+                let Outcome::Acknowledged { version, .. } = write.outcome else {
+                    unreachable!()
+                };
                 let held = state.get(&write.key);
                 assert_eq!(
                     held,
@@ -332,7 +358,12 @@ impl History {
         for a in &increments {
             for b in &increments {
                 if a.1 < b.0 {
-                    assert!(a.2 < b.2, "increment at version {} acknowledged before one at {} began", a.2, b.2);
+                    assert!(
+                        a.2 < b.2,
+                        "increment at version {} acknowledged before one at {} began",
+                        a.2,
+                        b.2
+                    );
                 }
             }
         }
@@ -381,13 +412,22 @@ async fn put(rest: &Rest<'_>, cache: &str, key: &str, value: &str, header: Optio
 async fn increment(rest: &Rest<'_>, cache: &str, reads: &mut Vec<(Instant, u64)>) -> Outcome {
     for _ in 0..10 {
         let invoked = Instant::now();
-        let request = rest.http.get(rest.entry_url(cache, COUNTER)).timeout(REQUEST_TIMEOUT);
+        let request = rest
+            .http
+            .get(rest.entry_url(cache, COUNTER))
+            .timeout(REQUEST_TIMEOUT);
         let Ok(mut current) = request.send().await else {
             return Outcome::Unknown;
         };
         let (value, precondition) = match current.status().as_u16() {
             200 => {
-                let etag = current.headers().get("etag").expect("an etag").to_str().unwrap().to_string();
+                let etag = current
+                    .headers()
+                    .get("etag")
+                    .expect("an etag")
+                    .to_str()
+                    .unwrap()
+                    .to_string();
                 let Ok(body) = current.body().await else {
                     return Outcome::Unknown;
                 };
