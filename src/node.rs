@@ -34,6 +34,7 @@ pub struct RunningNode {
     pub address: SocketAddr,
     pub server: actix_web::dev::Server,
     shutting_down: Arc<watch::Sender<bool>>,
+    cluster: Option<Arc<ClusterMember>>,
 }
 
 impl RunningNode {
@@ -41,6 +42,7 @@ impl RunningNode {
         ShutdownHandle {
             server: self.server.handle(),
             shutting_down: self.shutting_down.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }
@@ -49,16 +51,29 @@ impl RunningNode {
 pub struct ShutdownHandle {
     server: actix_web::dev::ServerHandle,
     shutting_down: Arc<watch::Sender<bool>>,
+    cluster: Option<Arc<ClusterMember>>,
 }
 
 impl ShutdownHandle {
-    /// Every WebSocket session closes with 1001, the server stops
-    /// accepting, in-flight requests finish (within the configured grace
-    /// period), and then the node's `server` future completes.
+    /// A member of a cluster first leaves it, handing its segments over
+    /// (its clients are served meanwhile, by the new owners). Then every
+    /// WebSocket session closes with 1001, the server stops accepting,
+    /// in-flight requests finish (within the configured grace period), and
+    /// the node's `server` future completes.
     pub async fn shut_down(self) {
+        if let Some(member) = &self.cluster {
+            log::info!("leaving the cluster: handing this member's segments over");
+            match member.leave().await {
+                Ok(()) => log::info!("left the cluster; every segment is with its new owners"),
+                Err(e) => log::warn!("leaving the cluster: {e}"),
+            }
+        }
         log::info!("shutting down: closing sessions (1001) and finishing in-flight requests");
         self.shutting_down.send_replace(true);
-        self.server.stop(true).await
+        self.server.stop(true).await;
+        if let Some(member) = &self.cluster {
+            member.stop().await;
+        }
     }
 }
 
@@ -76,7 +91,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         grid,
         listener,
         membership,
-    } = start_member_grid(&config, &metrics, &address.to_string(), cluster).await?;
+    } = start_member_grid(&config, &metrics, &address.to_string(), cluster.clone()).await?;
     let settings = &config.push;
     let push = Arc::new(PushSettings {
         heartbeat_interval: Duration::from_millis(settings.heartbeat_interval_ms),
@@ -177,6 +192,7 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         address,
         server,
         shutting_down: Arc::new(shutting_down),
+        cluster,
     })
 }
 

@@ -267,3 +267,132 @@ async fn a_primary_cut_off_from_its_backup_loses_nothing_with_clients_on_both_si
     let nodes = [cluster.rest(0), cluster.rest(1), cluster.rest(2)];
     history.check(CACHE, SEGMENTS, &nodes).await;
 }
+
+#[actix::test]
+async fn a_member_joins_and_another_leaves_gracefully_under_writes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start_some(60, 4, 3, FAILURE_TIMEOUT_MS).await;
+    let created = cluster.rest(1).create_cache(CACHE, r#"{"segments":16}"#).await;
+    assert!(created.status.is_success(), "{}", created.text);
+    // A cache with one copy of each segment: the leaving member's copies
+    // exist nowhere else, so only a handover keeps them.
+    let solo = cluster
+        .rest(1)
+        .create_cache("solo", r#"{"segments":16,"num_owners":1}"#)
+        .await;
+    assert!(solo.status.is_success(), "{}", solo.text);
+    let mut solo_written = Vec::new();
+    let rest = cluster.rest(0);
+    for n in 0..200 {
+        let key = format!("s{n}");
+        let mut version = None;
+        until(&format!("{key} written"), Duration::from_secs(10), async || {
+            let reply = rest.put_entry("solo", &key, &n.to_string()).await;
+            version = reply.body["version"].as_u64();
+            reply.status.is_success()
+        })
+        .await;
+        solo_written.push((key, version.unwrap()));
+    }
+
+    let launcher = cluster.launcher(3);
+    let (mut joining, mut left_at) = (None, None);
+    let history = under_load(&cluster, &[0, 1, 2], Duration::from_secs(10), |elapsed| {
+        if joining.is_none() && elapsed > Duration::from_secs(1) {
+            let launcher = launcher.clone();
+            joining = Some(std::thread::spawn(move || launcher.start()));
+        }
+        if left_at.is_none() && elapsed > Duration::from_secs(5) {
+            cluster.node(2).terminate();
+            left_at = Some(Instant::now());
+        }
+    })
+    .await;
+    cluster.nodes[3] = Some(joining.unwrap().join().expect("n4 started"));
+    let exited = cluster.nodes[2]
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(30));
+    assert!(
+        exited.is_some_and(|status| status.success()),
+        "n3 left and exited cleanly: {exited:?}"
+    );
+    eprintln!(
+        "n3 handed over and exited {:?} after SIGTERM",
+        left_at.unwrap().elapsed()
+    );
+    cluster.nodes[2] = None;
+
+    cluster.until_members(&[0, 1, 3], 3).await;
+    writable_again(&cluster, 3).await;
+    let nodes = [cluster.rest(0), cluster.rest(1), cluster.rest(3)];
+    history.check(CACHE, SEGMENTS, &nodes).await;
+    for rest in &nodes {
+        let state = common::cluster::final_state(rest, "solo").await;
+        for (key, version) in &solo_written {
+            let n: u64 = key[1..].parse().unwrap();
+            assert_eq!(state.get(key), Some(&(n, *version)), "{key} handed over");
+        }
+    }
+}
+
+/// Writes keys `s0..s{count}` of `cache` through `rest`, retrying each
+/// until acknowledged; returns each key with its version.
+async fn write_keys(rest: &common::Rest<'_>, cache: &str, count: u64) -> Vec<(String, u64)> {
+    let mut written = Vec::new();
+    for n in 0..count {
+        let key = format!("s{n}");
+        let mut version = None;
+        until(&format!("{key} written"), Duration::from_secs(10), async || {
+            let reply = rest.put_entry(cache, &key, &n.to_string()).await;
+            version = reply.body["version"].as_u64();
+            reply.status.is_success()
+        })
+        .await;
+        written.push((key, version.unwrap()));
+    }
+    written
+}
+
+/// Every key of `written` is in `cache` on every node of `nodes`, as written.
+async fn all_there(nodes: &[common::Rest<'_>], cache: &str, written: &[(String, u64)], when: &str) {
+    for rest in nodes {
+        let state = common::cluster::final_state(rest, cache).await;
+        for (key, version) in written {
+            let n: u64 = key[1..].parse().unwrap();
+            assert_eq!(state.get(key), Some(&(n, *version)), "{key} {when}");
+        }
+    }
+}
+
+#[actix::test]
+async fn one_copy_segments_move_with_their_data_on_a_join_and_a_graceful_leave() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start_some(70, 4, 3, FAILURE_TIMEOUT_MS).await;
+    let created = cluster
+        .rest(0)
+        .create_cache("solo", r#"{"segments":16,"num_owners":1}"#)
+        .await;
+    assert!(created.status.is_success(), "{}", created.text);
+    let written = write_keys(&cluster.rest(0), "solo", 200).await;
+
+    cluster.nodes[3] = Some(cluster.launcher(3).start());
+    cluster.until_members(&[0, 1, 2, 3], 4).await;
+    let all = [cluster.rest(0), cluster.rest(1), cluster.rest(2), cluster.rest(3)];
+    all_there(&all, "solo", &written, "moved to the new member").await;
+    drop(all);
+
+    cluster.node(2).terminate();
+    let exited = cluster.nodes[2]
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(30));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "n3 exited cleanly: {exited:?}"
+    );
+    cluster.nodes[2] = None;
+    cluster.until_members(&[0, 1, 3], 3).await;
+    let rest = [cluster.rest(0), cluster.rest(1), cluster.rest(3)];
+    all_there(&rest, "solo", &written, "handed over by the member that left").await;
+}

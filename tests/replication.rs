@@ -105,6 +105,7 @@ async fn position(grid: &Grid, segment: u32) -> Option<u64> {
     let message = ReplicaMessage::Position {
         cache: CacheName::parse("c").unwrap(),
         segment: SegmentId(segment),
+        epoch: 0, // asks without fencing anything
     };
     match grid.replicate(message).await {
         ReplicaReply::Position { sequence } => Some(sequence),
@@ -139,8 +140,8 @@ async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() 
     }
     let owners = table(&[&["a", "b"], &["b", "a"]]);
     // Each member learns of the epoch on its own; b first here.
-    b.set_owners("c", &owners, 1).await.unwrap();
-    a.set_owners("c", &owners, 1).await.unwrap();
+    b.set_owners("c", &owners, 1, None, true).await.unwrap();
+    a.set_owners("c", &owners, 1, None, true).await.unwrap();
 
     let value = JsonValue::parse("0.22941408906430394").unwrap();
     for n in 0..5 {
@@ -187,7 +188,9 @@ async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() 
 
     // a is gone: b owns everything alone at epoch 2 and serves a's writes.
     sink.0.lock().unwrap().remove(&member("a"));
-    b.set_owners("c", &table(&[&["b"], &["b"]]), 2).await.unwrap();
+    b.set_owners("c", &table(&[&["b"], &["b"]]), 2, None, true)
+        .await
+        .unwrap();
     for n in 0..5 {
         let entry = b.get("c", key_in(&b, 0, n)).await.unwrap();
         assert_eq!(entry.value.get(), "0.22941408906430394");

@@ -12,7 +12,7 @@
 //! Checking a lease is one atomic load and a clock read: it sits on the
 //! write path.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ pub struct Lease {
     origin: Instant,
     /// Microseconds after `origin` when the lease runs out; 0: none held.
     until_micros: Arc<AtomicU64>,
+    /// Given up for good: the member is leaving the cluster.
+    surrendered: Arc<AtomicBool>,
     term: Duration,
 }
 
@@ -41,6 +43,7 @@ impl Lease {
         Lease {
             origin: Instant::now(),
             until_micros: Arc::new(AtomicU64::new(0)),
+            surrendered: Arc::new(AtomicBool::new(false)),
             term: failure_timeout / 2,
         }
     }
@@ -52,7 +55,17 @@ impl Lease {
 
     pub fn holds(&self) -> bool {
         let until = self.until_micros.load(Ordering::Acquire);
-        until != 0 && (self.origin.elapsed().as_micros() as u64) < until
+        until != 0 && (self.origin.elapsed().as_micros() as u64) < until && !self.is_surrendered()
+    }
+
+    /// Gives the lease up for good: from now on the member acts on no
+    /// segment (it is leaving the cluster).
+    pub fn surrender(&self) {
+        self.surrendered.store(true, Ordering::Release);
+    }
+
+    pub fn is_surrendered(&self) -> bool {
+        self.surrendered.load(Ordering::Acquire)
     }
 
     /// Extends the lease to `valid_for` after `asked_at`, never shortening
@@ -87,6 +100,9 @@ mod tests {
         assert!(lease.holds());
         std::thread::sleep(Duration::from_millis(120));
         assert!(!lease.holds(), "capped at half the failure timeout");
+        lease.extend(Instant::now(), Duration::from_secs(60));
+        lease.surrender();
+        assert!(!lease.holds(), "a surrendered lease is not held");
 
         assert_eq!(lease.grant(None, 3), None, "never acknowledged");
         assert_eq!(lease.grant(Some(Duration::from_millis(100)), 3), None);

@@ -253,6 +253,11 @@ where
             .clone()
     }
 
+    /// The peer named `name`, if this node has linked with it before.
+    pub fn known(&self, name: &str) -> Option<Arc<Peer<Req, Resp>>> {
+        self.peers.lock().expect("peers lock").get(name).cloned()
+    }
+
     /// Dials `address` and links with whichever member answers there: how
     /// a node that knows only its seeds' addresses meets them.
     pub async fn introduce(self: &Arc<Self>, address: SocketAddr) -> Result<Arc<Peer<Req, Resp>>, LinkError> {

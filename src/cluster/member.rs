@@ -209,9 +209,20 @@ impl ClusterMember {
         request: &PeerRequest,
         timeout: Duration,
     ) -> Result<PeerReply, String> {
-        let link = self.topology().borrow().members.get(to).map(|info| info.link);
-        let link = link.ok_or_else(|| format!("{} is not a member", to.0))?;
-        let peer = self.links.peer(&to.0, link);
+        let (link, handing_over) = {
+            let topology = self.topology().borrow().clone();
+            let link = topology.members.get(to).map(|info| info.link);
+            (link, topology.handing_over.as_ref() == Some(to))
+        };
+        let peer = match link {
+            Some(link) => self.links.peer(&to.0, link),
+            // Gone from the topology, but still handing its copies over.
+            None if handing_over => self
+                .links
+                .known(&to.0)
+                .ok_or_else(|| format!("{} was never linked", to.0))?,
+            None => return Err(format!("{} is not a member", to.0)),
+        };
         peer.request(request, timeout).await.map_err(|e| e.to_string())
     }
 
@@ -288,6 +299,42 @@ impl ClusterMember {
 
     /// Leaves the cluster abruptly, as a crash would: the link closes and
     /// raft stops. (A graceful leave proposes `Change::Leave` first.)
+    /// Leaves the cluster gracefully: stops acting on its segments, has
+    /// the others agree that it left, and waits (at most ten failure
+    /// timeouts) until the new primary of every segment it held has taken
+    /// what its copy had. The caller stops the member after.
+    pub async fn leave(&self) -> Result<(), String> {
+        self.shared.lease.surrender();
+        let me = MemberId(Arc::from(self.settings.node_id.as_str()));
+        let change = Change::Leave {
+            id: me.clone(),
+            graceful: true,
+        };
+        self.propose(change)
+            .await
+            .map_err(|e| format!("the cluster did not agree that this member left: {e}"))?;
+        let mut topology = self.topology();
+        let learnt = topology.wait_for(|t| !t.members.contains_key(&me));
+        let epoch = tokio::time::timeout(self.settings.failure_timeout * 5, learnt)
+            .await
+            .map_err(|_| "this member has not learnt that it left".to_string())?
+            .map_err(|_| "the topology log stopped".to_string())?
+            .epoch;
+        let Some(grid) = self.shared.grid.get() else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + self.settings.failure_timeout * 10;
+        loop {
+            if grid.handed_over(epoch).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err("new owners have not taken every copy in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn stop(&self) {
         if let Some(gossip) = self.gossip.lock().await.take() {
             gossip.stop().await;
@@ -339,7 +386,13 @@ async fn remove_the_dead(
                     id.0,
                     info.link
                 );
-                match consensus.propose(Change::Leave { id: id.clone() }).await {
+                match consensus
+                    .propose(Change::Leave {
+                        id: id.clone(),
+                        graceful: false,
+                    })
+                    .await
+                {
                     Ok(applied) => log::info!("member {} left the topology: {applied:?}", id.0),
                     Err(e) => log::warn!("member {} could not be removed yet: {e}", id.0),
                 }
@@ -470,7 +523,7 @@ async fn keep_lease(shared: Arc<Shared>) {
         } else if let Some(join) = shared
             .join
             .get()
-            .filter(|_| held_last.elapsed() > lease.term() * 4)
+            .filter(|_| held_last.elapsed() > lease.term() * 4 && !lease.is_surrendered())
         {
             // Long without a lease: the majority may have taken this member
             // for dead (a long pause, a partition). Ask to be let back in.
@@ -638,7 +691,11 @@ mod tests {
         // A member taken for dead while it lives loses its lease, and then
         // asks to be let back in.
         assert_eq!(
-            n1.propose(Change::Leave { id: n2.id() }).await,
+            n1.propose(Change::Leave {
+                id: n2.id(),
+                graceful: false
+            })
+            .await,
             Ok(Applied::Epoch(4))
         );
         until("n2 back in the topology", || {

@@ -152,7 +152,12 @@ impl Handler<AssignSegments> for Membership {
             ));
             self.tables.insert(msg.cache, owners.clone());
             self.topology_version += 1;
-            return Box::pin(async move { Ok(OwnerTable { owners, epoch: 0 }) });
+            let table = OwnerTable {
+                owners,
+                epoch: 0,
+                previous: None,
+            };
+            return Box::pin(async move { Ok(table) });
         };
         Box::pin(async move {
             let agreed = |topology: &Topology| -> Option<Result<OwnerTable, GridError>> {
@@ -161,6 +166,7 @@ impl Handler<AssignSegments> for Membership {
                     Ok(OwnerTable {
                         owners: Arc::new(cache.owners.clone()),
                         epoch: cache.epoch,
+                        previous: cache.previous.clone().map(Arc::new),
                     })
                 } else {
                     Err(GridError::Conflict(format!(

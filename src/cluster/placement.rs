@@ -68,14 +68,17 @@ impl Forwarder for MemberLinks {
 pub async fn follow_topology(grid: Grid, mut topology: watch::Receiver<Arc<Topology>>) {
     loop {
         let agreed = topology.borrow_and_update().clone();
-        place_caches(&grid, &agreed).await;
+        place_caches(&grid, &agreed, &grid.local_member().clone()).await;
         if topology.changed().await.is_err() {
             return;
         }
     }
 }
 
-async fn place_caches(grid: &Grid, topology: &Topology) {
+async fn place_caches(grid: &Grid, topology: &Topology, me: &MemberId) {
+    // A member the others declared dead drops its copies (they may hold
+    // writes never acknowledged); one still in, or leaving, hands them on.
+    let keep_departing = topology.members.contains_key(me) || topology.handing_over.as_ref() == Some(me);
     for (name, cache) in &topology.caches {
         let Ok(name) = CacheName::parse(name) else {
             continue;
@@ -86,7 +89,15 @@ async fn place_caches(grid: &Grid, topology: &Topology) {
                 continue;
             }
         }
-        if let Err(e) = grid.set_owners(name.as_str(), &cache.owners, cache.epoch).await {
+        let previous = cache.previous.as_ref();
+        let placed = grid.set_owners(
+            name.as_str(),
+            &cache.owners,
+            cache.epoch,
+            previous,
+            keep_departing,
+        );
+        if let Err(e) = placed.await {
             log::warn!("cache {name}: owners of epoch {} not placed: {e}", cache.epoch);
         }
     }

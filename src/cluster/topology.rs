@@ -38,6 +38,10 @@ pub struct CacheTopology {
     pub owners: SegmentOwners,
     /// The epoch its owner table was last computed in.
     pub epoch: u64,
+    /// The owner table of the epoch before: where a new owner finds the
+    /// copies it is to take over.
+    #[serde(default)]
+    pub previous: Option<SegmentOwners>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +50,11 @@ pub struct Topology {
     pub epoch: u64,
     pub members: BTreeMap<MemberId, MemberInfo>,
     pub caches: BTreeMap<String, CacheTopology>,
+    /// The member that left gracefully in this epoch: it still holds its
+    /// copies, so new primaries take what it has before serving. Cleared
+    /// by the next change of members.
+    #[serde(default)]
+    pub handing_over: Option<MemberId>,
 }
 
 /// One entry of the topology log.
@@ -59,6 +68,9 @@ pub enum Change {
     /// A member left or was declared dead.
     Leave {
         id: MemberId,
+        /// It asked to leave, and hands its copies over before it stops.
+        #[serde(default)]
+        graceful: bool,
     },
     CreateCache {
         name: String,
@@ -99,12 +111,14 @@ impl Topology {
                 // not their data: the new epoch is what makes it take them
                 // afresh from the other owners.
                 self.members.insert(id.clone(), info.clone());
+                self.handing_over = None;
                 self.members_changed()
             }
-            Change::Leave { id } => {
+            Change::Leave { id, graceful } => {
                 if self.members.remove(id).is_none() {
                     return Applied::Unchanged;
                 }
+                self.handing_over = graceful.then(|| id.clone());
                 self.members_changed()
             }
             Change::CreateCache { name, config } => match self.caches.get(name) {
@@ -116,6 +130,7 @@ impl Topology {
                         config: config.clone(),
                         owners,
                         epoch: self.epoch,
+                        previous: None,
                     };
                     self.caches.insert(name.clone(), cache);
                     Applied::CacheCreated
@@ -133,8 +148,9 @@ impl Topology {
         let members = self.member_ids();
         for cache in self.caches.values_mut() {
             let config = &cache.config;
-            cache.owners =
+            let owners =
                 assignment::reassign(Some(&cache.owners), &members, config.segments, config.owners());
+            cache.previous = Some(std::mem::replace(&mut cache.owners, owners));
             cache.epoch = self.epoch;
         }
         Applied::Epoch(self.epoch)
@@ -199,11 +215,17 @@ mod tests {
 
         let (id, _) = member(2);
         assert_eq!(
-            topology.apply(&Change::Leave { id: id.clone() }),
+            topology.apply(&Change::Leave {
+                id: id.clone(),
+                graceful: false
+            }),
             Applied::Epoch(5)
         );
         assert_eq!(
-            topology.apply(&Change::Leave { id: id.clone() }),
+            topology.apply(&Change::Leave {
+                id: id.clone(),
+                graceful: false
+            }),
             Applied::Unchanged
         );
         let table = &topology.caches["c"].owners;

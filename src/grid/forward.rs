@@ -42,6 +42,27 @@ pub enum Forwarded {
     },
 }
 
+impl Forwarded {
+    pub fn cache(&self) -> &CacheName {
+        match self {
+            Forwarded::Get { cache, .. }
+            | Forwarded::Put { cache, .. }
+            | Forwarded::Remove { cache, .. }
+            | Forwarded::List { cache, .. } => cache,
+        }
+    }
+
+    /// The reply that turns this request down with `error`.
+    pub fn refusal(&self, error: GridError) -> ForwardedReply {
+        match self {
+            Forwarded::Get { .. } => ForwardedReply::Entry(Err(error)),
+            Forwarded::Put { .. } => ForwardedReply::Put(Err(error)),
+            Forwarded::Remove { .. } => ForwardedReply::Removed(Err(error)),
+            Forwarded::List { .. } => ForwardedReply::Listed(Err(error)),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ForwardedReply {
     Entry(Result<Entry, GridError>),

@@ -110,6 +110,9 @@ pub struct AssignSegments {
 pub struct OwnerTable {
     pub owners: Arc<SegmentOwners>,
     pub epoch: u64,
+    /// The table of the epoch before, if the cache had one: where new
+    /// owners find the copies they take over.
+    pub previous: Option<Arc<SegmentOwners>>,
 }
 
 /// Drops the owner table of a deleted cache.

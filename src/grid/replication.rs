@@ -50,10 +50,20 @@ pub enum ReplicaMessage {
         batch: u64,
         image: SegmentImage,
     },
-    /// How far the receiver's copy got: asked by a new primary.
-    Position { cache: CacheName, segment: SegmentId },
-    /// The receiver's whole copy: fetched by a new primary behind it.
-    Fetch { cache: CacheName, segment: SegmentId },
+    /// How far the receiver's copy got: asked by a new primary of `epoch`
+    /// (which fences the copy: it takes nothing of an older epoch after).
+    Position {
+        cache: CacheName,
+        segment: SegmentId,
+        epoch: u64,
+    },
+    /// The receiver's whole copy: fetched by a new primary of `epoch`
+    /// behind it (fencing it too).
+    Fetch {
+        cache: CacheName,
+        segment: SegmentId,
+        epoch: u64,
+    },
 }
 
 impl ReplicaMessage {
@@ -62,8 +72,8 @@ impl ReplicaMessage {
         match self {
             ReplicaMessage::Batch { cache, segment, .. }
             | ReplicaMessage::Image { cache, segment, .. }
-            | ReplicaMessage::Position { cache, segment }
-            | ReplicaMessage::Fetch { cache, segment } => (cache, *segment),
+            | ReplicaMessage::Position { cache, segment, .. }
+            | ReplicaMessage::Fetch { cache, segment, .. } => (cache, *segment),
         }
     }
 }
@@ -104,9 +114,20 @@ pub enum Role {
         epoch: u64,
         backups: Vec<MemberId>,
         sink: Arc<dyn ReplicaSink>,
+        /// Other members that may hold a copy further on than this one's
+        /// (the segment's previous primary, a member leaving the cluster):
+        /// asked, with the backups, when taking over.
+        sources: Vec<MemberId>,
     },
     Backup {
         epoch: u64,
+    },
+    /// A copy this member no longer owns, kept until `to`, the segment's
+    /// primary at `epoch`, has got as far (it may take it from here).
+    Departing {
+        epoch: u64,
+        to: MemberId,
+        sink: Arc<dyn ReplicaSink>,
     },
 }
 
@@ -122,6 +143,10 @@ pub struct Replication {
     pub role: Role,
     /// The last batch sent (primary) or applied (backup).
     pub batch: u64,
+    /// The highest epoch whose new primary asked this copy how far it got:
+    /// from then on it takes no write of an older epoch, as primary or as
+    /// backup, so nothing lands here after the new primary took its copy.
+    pub fenced: u64,
 }
 
 impl Replication {
@@ -129,14 +154,25 @@ impl Replication {
         Replication {
             role: Role::Solo,
             batch: 0,
+            fenced: 0,
         }
+    }
+
+    /// Whether this copy, as primary, may take a client's write now: not
+    /// once a primary of a later epoch has asked for it.
+    pub fn fenced_off(&self) -> bool {
+        matches!(self.role, Role::Primary { epoch, .. } if epoch < self.fenced)
     }
 
     /// Whether a backup takes `batch` at `epoch` now: `None` when it does,
     /// else the reply that says why not.
     pub fn refusal(&self, epoch: u64, batch: Option<u64>) -> Option<ReplicaReply> {
         match self.role {
-            Role::Backup { epoch: ours } if ours != epoch => Some(ReplicaReply::OtherEpoch { epoch: ours }),
+            Role::Backup { epoch: ours } if ours != epoch || ours < self.fenced => {
+                Some(ReplicaReply::OtherEpoch {
+                    epoch: ours.max(self.fenced),
+                })
+            }
             Role::Backup { .. } => match batch {
                 Some(batch) if batch != self.batch + 1 => Some(ReplicaReply::Behind { have: self.batch }),
                 _ => None,
@@ -231,6 +267,7 @@ mod tests {
             epoch: 1,
             backups: vec![member("b")],
             sink: sink.clone(),
+            sources: Vec::new(),
         };
         primary.send(SetRole(role)).await.unwrap();
         (primary, backup, sink, [primary_events, backup_events])
@@ -356,6 +393,7 @@ mod tests {
             epoch: 1,
             backups: vec![member("b"), member("c")],
             sink: sink.clone(),
+            sources: Vec::new(),
         };
         a.send(SetRole(first)).await.unwrap();
         for key in ["w1", "w2"] {
@@ -375,6 +413,7 @@ mod tests {
             epoch: 2,
             backups: vec![member("c"), member("d")],
             sink: sink.clone(),
+            sources: Vec::new(),
         };
         b.send(SetRole(second)).await.unwrap();
         let written = b.send(put("w4", "1", None)).await.unwrap().unwrap();
@@ -406,6 +445,7 @@ mod tests {
             epoch: 2,
             backups: vec![member("b"), member("late")],
             sink: sink.clone(),
+            sources: Vec::new(),
         };
         primary.send(SetRole(role)).await.unwrap();
         assert_eq!(

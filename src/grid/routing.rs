@@ -54,6 +54,20 @@ impl RoutingTable {
         self.copies.iter().flatten()
     }
 
+    /// The copies this node holds of segments another member leads: its
+    /// backups and, on a member leaving the cluster, the copies it keeps
+    /// until their new owners have taken them.
+    pub fn held_for_others(&self) -> impl Iterator<Item = (SegmentId, &Addr<Partition>)> {
+        self.copies
+            .iter()
+            .zip(&self.routes)
+            .enumerate()
+            .filter_map(|(s, (copy, route))| match (copy, route) {
+                (Some(copy), Route::Remote(_)) => Some((SegmentId(s as u32), copy)),
+                _ => None,
+            })
+    }
+
     pub fn segments(&self) -> u32 {
         self.routes.len() as u32
     }

@@ -30,7 +30,13 @@ impl Cluster {
     /// Starts `count` members named n1, n2, ...; the first founds the
     /// cluster, the others join through it. Waits until all are members.
     pub async fn start(base: u8, count: usize, failure_timeout_ms: u64) -> Cluster {
-        let ips = (1..=count)
+        Cluster::start_some(base, count, count, failure_timeout_ms).await
+    }
+
+    /// As [`Cluster::start`], with addresses for `places` nodes of which
+    /// the first `count` start now (the others may join later).
+    pub async fn start_some(base: u8, places: usize, count: usize, failure_timeout_ms: u64) -> Cluster {
+        let ips = (1..=places)
             .map(|i| format!("127.0.0.{}", base as usize + i))
             .collect();
         let mut cluster = Cluster {
@@ -38,9 +44,9 @@ impl Cluster {
             ips,
             failure_timeout_ms,
         };
-        for i in 0..count {
-            let node = cluster.launch(i);
-            cluster.nodes.push(Some(node));
+        for i in 0..places {
+            let node = (i < count).then(|| cluster.launcher(i).start());
+            cluster.nodes.push(node);
         }
         cluster
             .until_members(&(0..count).collect::<Vec<_>>(), count)
@@ -48,9 +54,9 @@ impl Cluster {
         cluster
     }
 
-    /// Node `i`'s process, started (or started again) with its address and
-    /// name, joining through node 0 unless it is node 0.
-    pub fn launch(&self, i: usize) -> TestNode {
+    /// How node `i` is started (or started again) with its address and
+    /// name, joining through the others unless it is node 0.
+    pub fn launcher(&self, i: usize) -> Launch {
         let link = self.link(i);
         let name = format!("n{}", i + 1);
         let timeout = self.failure_timeout_ms.to_string();
@@ -74,7 +80,6 @@ impl Cluster {
             .on(&self.ips[i])
             .args(&args)
             .log_level("warn,openraft=error,chitchat=error")
-            .start()
     }
 
     /// The inter-node address of node `i`.
@@ -478,7 +483,13 @@ pub async fn final_state(rest: &Rest<'_>, cache: &str) -> BTreeMap<String, (u64,
         if let Some(after) = &after {
             path.push_str(&format!("&after={}", urlencode(after)));
         }
-        let page = rest.get(&path).await;
+        // A member that joined just now may not hold its lease yet.
+        let mut page = rest.get(&path).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while page.status.as_u16() == 503 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            page = rest.get(&path).await;
+        }
         assert_eq!(page.status.as_u16(), 200, "listing {cache}: {}", page.text);
         for entry in page.body["entries"].as_array().expect("entries") {
             let key = entry["key"].as_str().expect("a key").to_string();

@@ -227,7 +227,16 @@ impl Grid {
             .await
             .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))??;
         let shared = CacheShared::new(name.clone(), config, setup.metrics.clone());
-        let (routes, _) = self.place(&shared, &table.owners, table.epoch, None).await?;
+        let (routes, _) = self
+            .place(
+                &shared,
+                &table.owners,
+                table.epoch,
+                None,
+                table.previous.as_deref(),
+                true,
+            )
+            .await?;
         let cache = Arc::new(Cache {
             shared,
             routes,
@@ -275,6 +284,11 @@ impl Grid {
             .get(name)
             .cloned()
             .ok_or_else(|| GridError::UnknownCache(name.to_string()))
+    }
+
+    /// This node's id among the cluster's members.
+    pub fn local_member(&self) -> &MemberId {
+        &self.inner.setup.local_member
     }
 
     /// Every cache, by name.
@@ -434,6 +448,12 @@ impl Grid {
     /// Serves a request another member forwarded here, from this node's
     /// primaries only: a request is never forwarded twice.
     pub async fn serve_forwarded(&self, request: Forwarded) -> ForwardedReply {
+        // The sender routed by a table naming the cache; this member has
+        // not placed it yet (it joined just now, say): try again shortly.
+        if self.cache(request.cache().as_str()).is_err() {
+            let lagging = format!("cache {} is not placed on this member yet", request.cache());
+            return request.refusal(GridError::Unavailable(lagging));
+        }
         let local = Forwarding::Refused;
         match request {
             Forwarded::Get { cache, key } => {

@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 
 use super::{unavailable, Cache, Grid};
 use crate::grid::cache::CacheShared;
-use crate::grid::owners::SegmentOwners;
+use crate::grid::owners::{MemberId, SegmentOwners};
 use crate::grid::partition::{self, EvictionRing, Partition, Replicate, SetRole};
 use crate::grid::replication::{ReplicaMessage, ReplicaReply, Role};
 use crate::grid::routing::{Route, RoutingTable};
@@ -24,12 +24,21 @@ impl Grid {
     /// ring of the local primaries. Returns the routes and the partitions
     /// of `previous` this node no longer owns, to retire once the new
     /// routes are published.
+    ///
+    /// A new primary asks its backups, and the segment's owners in
+    /// `previous_owners` (the table of the epoch before) that no longer own
+    /// it, how far they got. With `keep_departing` (this member is still in
+    /// the cluster, or is the one leaving it), a copy it no longer owns is
+    /// kept (routes go to the new primary) until the new primary has got
+    /// as far.
     pub(super) async fn place(
         &self,
         shared: &Arc<CacheShared>,
         owners: &SegmentOwners,
         epoch: u64,
         previous: Option<&RoutingTable>,
+        previous_owners: Option<&SegmentOwners>,
+        keep_departing: bool,
     ) -> Result<(RoutingTable, Vec<Addr<Partition>>), GridError> {
         let setup = &self.inner.setup;
         let me = &setup.local_member;
@@ -37,7 +46,25 @@ impl Grid {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for segment in (0..owners.segments()).map(SegmentId) {
             let row = owners.owners(segment);
-            let kept = previous.and_then(|p| p.copy(segment)).cloned();
+            // A copy that stopped (it handed over) is not kept.
+            let kept = previous
+                .and_then(|p| p.copy(segment))
+                .filter(|copy| copy.connected())
+                .cloned();
+            let moved_from: Vec<MemberId> = previous_owners
+                .map(|table| table.owners(segment))
+                .unwrap_or_default()
+                .iter()
+                .filter(|m| !row.contains(m) && *m != me)
+                .cloned()
+                .collect();
+            log::debug!(
+                "{} {} segment {}: epoch {epoch}, previous table {}, moved from {moved_from:?}",
+                me.0,
+                shared.name,
+                segment.0,
+                previous_owners.is_some()
+            );
             let Some(primary) = row.first() else {
                 return Err(GridError::Unavailable(format!(
                     "segment {} has no owner",
@@ -45,9 +72,24 @@ impl Grid {
                 )));
             };
             if !row.contains(me) {
-                retired.extend(kept);
                 routes.push(Route::Remote(primary.clone()));
-                copies.push(None);
+                match (kept, &setup.replicas) {
+                    // Kept, refusing clients, until the new primary got as
+                    // far (it may take this copy first).
+                    (Some(kept), Some(sink)) if keep_departing => {
+                        let departing = Role::Departing {
+                            epoch,
+                            to: primary.clone(),
+                            sink: sink.clone(),
+                        };
+                        roles.push((kept.clone(), departing));
+                        copies.push(Some(kept));
+                    }
+                    (kept, _) => {
+                        retired.extend(kept);
+                        copies.push(None);
+                    }
+                }
                 continue;
             }
             let partition = kept.unwrap_or_else(|| {
@@ -57,12 +99,13 @@ impl Grid {
             });
             let role = match (&setup.replicas, primary == me) {
                 (_, false) => Role::Backup { epoch },
-                (Some(sink), true) if row.len() > 1 => Role::Primary {
+                (Some(sink), true) => Role::Primary {
                     epoch,
                     backups: row[1..].to_vec(),
                     sink: sink.clone(),
+                    sources: moved_from,
                 },
-                (_, true) => Role::Solo,
+                (None, true) => Role::Solo,
             };
             roles.push((partition.clone(), role));
             routes.push(if primary == me {
@@ -93,14 +136,28 @@ impl Grid {
     /// Places an existing cache's segments as the cluster's owner table at
     /// `epoch` says (see [`Grid::place`]); a table of an epoch already
     /// placed is ignored.
-    pub async fn set_owners(&self, name: &str, owners: &SegmentOwners, epoch: u64) -> Result<(), GridError> {
+    pub async fn set_owners(
+        &self,
+        name: &str,
+        owners: &SegmentOwners,
+        epoch: u64,
+        previous_owners: Option<&SegmentOwners>,
+        keep_departing: bool,
+    ) -> Result<(), GridError> {
         let _creating = self.inner.creating.lock().await;
         let cache = self.cache(name)?;
         if epoch <= cache.routes.epoch() {
             return Ok(());
         }
         let (routes, retired) = self
-            .place(&cache.shared, owners, epoch, Some(&cache.routes))
+            .place(
+                &cache.shared,
+                owners,
+                epoch,
+                Some(&cache.routes),
+                previous_owners,
+                keep_departing,
+            )
             .await?;
         let placed = Arc::new(Cache {
             shared: cache.shared.clone(),
@@ -131,5 +188,40 @@ impl Grid {
                 .unwrap_or(ReplicaReply::NotOwner),
             None => ReplicaReply::NotOwner,
         }
+    }
+
+    /// Whether every copy this node holds of a segment another member now
+    /// leads has been taken by that member: its copy got at least as far.
+    /// What a member leaving the cluster waits for before it stops.
+    /// Caches not yet placed by an owner table of `epoch` or later are
+    /// not handed over yet.
+    pub async fn handed_over(&self, epoch: u64) -> bool {
+        let Some(sink) = &self.inner.setup.replicas else {
+            return true;
+        };
+        for cache in self.caches().iter() {
+            if cache.owner_epoch() < epoch {
+                return false;
+            }
+            for (segment, copy) in cache.routes.held_for_others() {
+                let position = ReplicaMessage::Position {
+                    cache: cache.name().clone(),
+                    segment,
+                    epoch: cache.owner_epoch(),
+                };
+                let ours = match copy.send(Replicate(position.clone())).await {
+                    Ok(ReplicaReply::Position { sequence }) => sequence,
+                    _ => continue, // stopped: nothing left to hand over
+                };
+                let Some(Route::Remote(primary)) = cache.routes.route(segment) else {
+                    continue;
+                };
+                match sink.send(primary, position).await {
+                    Ok(ReplicaReply::Position { sequence }) if sequence >= ours => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
     }
 }

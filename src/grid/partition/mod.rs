@@ -82,14 +82,20 @@ impl Partition {
     /// Whether this copy serves clients: a backup does not, though a node
     /// whose routes are a moment behind its roles may still send it a
     /// request; acting on it would acknowledge what the primary never saw.
+    /// A primary fenced off by a later epoch's primary, or a copy departing
+    /// this member, does not either.
     fn serving(&self) -> Result<(), GridError> {
-        match self.replication.role {
-            Role::Backup { .. } => Err(GridError::Unavailable(format!(
+        let moving = match self.replication.role {
+            Role::Backup { .. } | Role::Departing { .. } => true,
+            _ => self.replication.fenced_off(),
+        };
+        if moving {
+            return Err(GridError::Unavailable(format!(
                 "segment {} is moving to another primary; try again",
                 self.segment.id().0
-            ))),
-            _ => Ok(()),
+            )));
         }
+        Ok(())
     }
 
     fn report_bytes(&mut self) {
@@ -176,6 +182,9 @@ impl Actor for Partition {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.cache.metrics.partitions.dec();
+        // A retired copy's entries and bytes are no longer held here.
+        self.cache.adjust_entries(self.segment.len(), 0);
+        self.cache.adjust_bytes(self.reported_bytes, 0);
     }
 }
 

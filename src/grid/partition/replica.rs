@@ -5,7 +5,9 @@
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::fut::{wrap_future, ActorFutureExt};
-use actix::{AsyncContext, AtomicResponse, Context, Handler, Message, MessageResult, ResponseActFuture};
+use actix::{
+    ActorContext, AsyncContext, AtomicResponse, Context, Handler, Message, MessageResult, ResponseActFuture,
+};
 use futures_util::future::join_all;
 
 use super::Partition;
@@ -70,7 +72,10 @@ impl Partition {
     /// whole image to a backup that says it is behind; resolves once every
     /// backup applied them, and publishes the events then.
     fn replicate(&mut self) -> Option<ResponseActFuture<Self, Result<(), GridError>>> {
-        let Role::Primary { epoch, backups, sink } = self.replication.role.clone() else {
+        let Role::Primary {
+            epoch, backups, sink, ..
+        } = self.replication.role.clone()
+        else {
             return None;
         };
         let ops = self.segment.take_ops();
@@ -145,7 +150,10 @@ impl Handler<SetRole> for Partition {
 
     fn handle(&mut self, SetRole(role): SetRole, ctx: &mut Context<Self>) {
         self.segment.set_replicating(role.replicates());
-        let (backup, primary) = (matches!(role, Role::Backup { .. }), role.replicates());
+        let (backup, primary) = (
+            matches!(role, Role::Backup { .. } | Role::Departing { .. }),
+            matches!(role, Role::Primary { .. }),
+        );
         if backup {
             // Batches are numbered by each primary: a new epoch's primary
             // starts its own count.
@@ -163,10 +171,62 @@ impl Handler<SetRole> for Partition {
         if primary {
             ctx.wait(self.take_over(TAKE_OVER_ATTEMPTS));
         }
+        if let Role::Departing { epoch, to, sink } = &self.replication.role {
+            self.hand_over(ctx, *epoch, to.clone(), sink.clone(), HAND_OVER_ATTEMPTS);
+        }
     }
 }
 
+/// How often, and how many times, a departing copy asks whether the new
+/// primary has got as far, before it stops anyway.
+const HAND_OVER_ATTEMPTS: u32 = 200;
+const HAND_OVER_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Partition {
+    /// While this copy is departing at `epoch`: stops it once `to`, the
+    /// new primary, is as far as it is (the new primary takes the copy
+    /// when it is behind), asking again until then.
+    fn hand_over(
+        &mut self,
+        ctx: &mut Context<Self>,
+        epoch: u64,
+        to: MemberId,
+        sink: Arc<dyn ReplicaSink>,
+        attempts_left: u32,
+    ) {
+        let ours = self.segment.position().0;
+        let message = ReplicaMessage::Position {
+            cache: self.cache.name.clone(),
+            segment: self.segment.id(),
+            epoch,
+        };
+        let asked = wrap_future::<_, Self>(sink.send(&to, message)).map(move |reply, partition, ctx| {
+            let still_departing =
+                matches!(&partition.replication.role, Role::Departing { epoch: now, .. } if *now == epoch);
+            if !still_departing {
+                return;
+            }
+            match reply {
+                Ok(ReplicaReply::Position { sequence }) if sequence >= ours => ctx.stop(),
+                _ if attempts_left <= 1 => {
+                    log::warn!(
+                        "{} segment {}: member {} never got as far as this copy ({ours}); dropping it",
+                        partition.cache.name,
+                        partition.segment.id().0,
+                        to.0
+                    );
+                    ctx.stop();
+                }
+                _ => {
+                    ctx.run_later(HAND_OVER_RETRY, move |partition, ctx| {
+                        partition.hand_over(ctx, epoch, to, sink, attempts_left - 1)
+                    });
+                }
+            }
+        });
+        ctx.spawn(asked);
+    }
+
     /// Sends the whole segment, as of `batch`, to each of `owners`.
     fn send_image(
         &self,
@@ -198,22 +258,37 @@ impl Partition {
     /// topology yet), and is brought level anyway by the first write's
     /// batch, which it will find does not follow its last.
     fn take_over(&mut self, attempts_left: u32) -> ResponseActFuture<Self, ()> {
-        let Role::Primary { epoch, backups, sink } = self.replication.role.clone() else {
+        let Role::Primary {
+            epoch,
+            backups,
+            sink,
+            sources,
+        } = self.replication.role.clone()
+        else {
             return Box::pin(actix::fut::ready(()));
         };
         let (cache, segment) = (self.cache.name.clone(), self.segment.id());
-        let asked = backups.iter().map(|to| {
+        // The previous primary (moved by a rebalance) and a member leaving
+        // gracefully still hold their copies: either may be the furthest
+        // (the only one, with one owner). Asking fences each copy asked.
+        let holders: Vec<MemberId> = backups.iter().chain(&sources).cloned().collect();
+        let asked = holders.iter().map(|to| {
             let message = ReplicaMessage::Position {
                 cache: cache.clone(),
                 segment,
+                epoch,
             };
             sink.send(to, message)
         });
         let furthest = wrap_future::<_, Self>(join_all(asked)).then({
-            let (backups, sink, cache) = (backups.clone(), sink.clone(), cache.clone());
+            let (sink, cache) = (sink.clone(), cache.clone());
             move |positions, partition, _| {
                 let ours = partition.segment.position().0;
-                let ahead = backups
+                log::debug!(
+                    "{cache} segment {}: epoch {epoch}, ours {ours}, asked {holders:?}: {positions:?}",
+                    segment.0
+                );
+                let ahead = holders
                     .iter()
                     .zip(positions)
                     .filter_map(|(to, reply)| match reply {
@@ -221,7 +296,14 @@ impl Partition {
                         _ => None,
                     })
                     .max_by_key(|(sequence, _)| *sequence);
-                let fetched = ahead.map(|(_, to)| sink.send(to, ReplicaMessage::Fetch { cache, segment }));
+                let fetched = ahead.map(|(_, to)| {
+                    let fetch = ReplicaMessage::Fetch {
+                        cache,
+                        segment,
+                        epoch,
+                    };
+                    sink.send(to, fetch)
+                });
                 wrap_future::<_, Self>(async move {
                     match fetched {
                         Some(fetched) => fetched.await.ok(),
@@ -278,11 +360,15 @@ impl Handler<Replicate> for Partition {
         let (epoch, batch) = match &message {
             ReplicaMessage::Batch { epoch, batch, .. } => (*epoch, Some(*batch)),
             ReplicaMessage::Image { epoch, .. } => (*epoch, None),
-            ReplicaMessage::Position { .. } => {
+            ReplicaMessage::Position { epoch, .. } => {
+                self.replication.fenced = self.replication.fenced.max(*epoch);
                 let sequence = self.segment.position().0;
                 return MessageResult(ReplicaReply::Position { sequence });
             }
-            ReplicaMessage::Fetch { .. } => return MessageResult(ReplicaReply::Image(self.segment.export())),
+            ReplicaMessage::Fetch { epoch, .. } => {
+                self.replication.fenced = self.replication.fenced.max(*epoch);
+                return MessageResult(ReplicaReply::Image(self.segment.export()));
+            }
         };
         if let Some(refusal) = self.replication.refusal(epoch, batch) {
             return MessageResult(refusal);
