@@ -5,9 +5,10 @@
 //! same against the baseline (a minimal tokio-tungstenite fan-out server, in
 //! a process of its own) and reports pushgrid / baseline for each figure.
 //! Scenarios: `scoreboard`, `fanout`, `idle`, `writes`, `snapshot` (all by
-//! default), and `transports` (on request: the comparison of WebSocket, SSE,
+//! default), `transports` (on request: the comparison of WebSocket, SSE,
 //! long polling and interval polling in `docs/transports.md`, see
-//! [`load::transports`]). Flags: `--subscribers N`, `--publishers N`,
+//! [`load::transports`]) and `cluster` (on request: three members on
+//! loopback addresses, see [`load::cluster`]; `--connections N`). Flags: `--subscribers N`, `--publishers N`,
 //! `--keys N`, `--rate W` (writes/s), `--duration S`, `--padding BYTES`,
 //! `--format json|msgpack|both`, `--idle N`, `--entries N`, `--no-baseline`;
 //! for `transports`, `--updates N`, `--interval-ms MS` (interval polling)
@@ -18,6 +19,7 @@
 mod load {
     pub mod baseline;
     pub mod clients;
+    pub mod cluster;
     pub mod node;
     pub mod report;
     pub mod transports;
@@ -49,8 +51,8 @@ type StartServer = fn() -> ServerProcess;
 )]
 struct Settings {
     /// Scenarios to run: scoreboard, fanout, idle, writes, snapshot (the
-    /// default: all five) and transports.
-    #[arg(value_parser = ["scoreboard", "fanout", "idle", "writes", "snapshot", "transports"])]
+    /// default: all five), transports and cluster.
+    #[arg(value_parser = ["scoreboard", "fanout", "idle", "writes", "snapshot", "transports", "cluster"])]
     scenarios: Vec<String>,
     /// Subscribers (default: 1000).
     #[arg(long)]
@@ -91,6 +93,9 @@ struct Settings {
     /// Subscribers of each transport at once (one is measured).
     #[arg(long, default_value_t = 5)]
     followers: usize,
+    /// HTTP connections writing at once, in the cluster scenario.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
     /// Passed by `cargo bench` to every bench binary.
     #[arg(long, hide = true)]
     bench: bool,
@@ -157,6 +162,14 @@ fn main() {
                 "writes" => writes(&settings, &mut report).await,
                 "snapshot" => snapshot(&settings, &mut report).await,
                 "transports" => transports(&settings).await,
+                "cluster" => {
+                    let workload = load::cluster::Workload {
+                        connections: settings.connections.max(1),
+                        duration: Duration::from_secs_f64(settings.duration.unwrap_or(5.0)),
+                        entries: settings.entries,
+                    };
+                    load::cluster::run(&workload, &mut report).await
+                }
                 other => unreachable!("clap admits only known scenarios, not {other}"),
             }
         }

@@ -23,6 +23,35 @@ impl ServerProcess {
         ServerProcess::named("pushgrid", process)
     }
 
+    /// A member of a cluster on its own loopback address `ip`: named
+    /// `name`, its link on `link`, joining through `join` (none: founding).
+    pub fn member(ip: &str, name: &str, link: &str, join: Option<&str>, failure_timeout_ms: u64) -> ServerProcess {
+        let timeout = failure_timeout_ms.to_string();
+        let mut args = vec![
+            "--cluster-bind",
+            link,
+            "--node-id",
+            name,
+            "--failure-timeout-ms",
+            timeout.as_str(),
+        ];
+        if let Some(join) = join {
+            args.extend(["--join", join]);
+        }
+        let process = Launch::new()
+            .on(ip)
+            .args(&args)
+            .log_level("warn,openraft=error,chitchat=error")
+            .start();
+        ServerProcess::named("pushgrid", process)
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&self) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGKILL) };
+    }
+
     pub fn baseline() -> ServerProcess {
         let mut command = Command::new(std::env::current_exe().expect("the bench binary"));
         command.env(super::baseline::SERVER_MODE_ENV, "1");

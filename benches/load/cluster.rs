@@ -1,0 +1,393 @@
+//! The cluster scenario (`cargo bench --bench load -- cluster`): three
+//! members on their own loopback addresses (127.0.0.81-83), driven over
+//! REST from this process with keep-alive HTTP/1.1 connections spread over
+//! the members. It measures:
+//!
+//! - write latency p50/p99 and acknowledged writes/s with one and with two
+//!   owners per segment, side by side, and the inter-node bytes per write
+//!   (every member's link bytes sent, over the writes);
+//! - rebalance: 100,000 entries in a two-owner cache, then a fourth member
+//!   joins while writes go on; the time until it holds its share, the
+//!   state-transfer bytes and the writes refused meanwhile;
+//! - failover: a member killed with SIGKILL under writes; the time until a
+//!   write to every segment is acknowledged again.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::node::ServerProcess;
+use super::report::Report;
+
+const FAILURE_TIMEOUT_MS: u64 = 1000;
+const SEGMENTS: u32 = 64;
+const LINK_PORT: u16 = 19_081;
+
+pub struct Workload {
+    pub connections: usize,
+    pub duration: Duration,
+    pub entries: usize,
+}
+
+fn ip(n: usize) -> String {
+    format!("127.0.0.{}", 80 + n)
+}
+
+fn link(n: usize) -> String {
+    format!("{}:{LINK_PORT}", ip(n))
+}
+
+fn start_member(n: usize) -> ServerProcess {
+    let seeds: Vec<String> = (1..n).map(link).collect();
+    let join = (n > 1).then(|| seeds.join(","));
+    ServerProcess::member(&ip(n), &format!("n{n}"), &link(n), join.as_deref(), FAILURE_TIMEOUT_MS)
+}
+
+pub async fn run(workload: &Workload, report: &mut Report) {
+    let mut members: Vec<Option<ServerProcess>> = (1..=3).map(|n| Some(start_member(n))).collect();
+    let addrs: Vec<String> = members.iter().flatten().map(|m| m.addr.clone()).collect();
+    until_members(&addrs, 3).await;
+
+    // Latency and throughput, one owner against two.
+    let mut figures = BTreeMap::new();
+    for owners in [1, 2] {
+        let cache = format!("owners{owners}");
+        create_cache(&addrs[0], &cache, owners).await;
+        let sent_before = link_bytes(&addrs).await;
+        let run = write_load(&addrs, &cache, workload.connections, workload.duration, None).await;
+        let sent = link_bytes(&addrs).await - sent_before;
+        let (p50, p99) = (run.quantile_ms(0.5), run.quantile_ms(0.99));
+        let per_s = (run.acked as f64 / workload.duration.as_secs_f64()).round();
+        let bytes_per_write = (sent / run.acked.max(1) as f64).round();
+        eprintln!(
+            "   {owners} owner(s): {per_s} writes/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {bytes_per_write} link bytes/write, {} refused",
+            run.refused
+        );
+        figures.insert(format!("writes_{owners}_owner_per_s"), json!(per_s));
+        figures.insert(format!("latency_{owners}_owner_p50_ms"), json!(p50));
+        figures.insert(format!("latency_{owners}_owner_p99_ms"), json!(p99));
+        figures.insert(format!("link_bytes_per_write_{owners}_owner"), json!(bytes_per_write));
+    }
+
+    // Rebalance: a fourth member joins a cache of `entries` under writes.
+    create_cache(&addrs[0], "rebalance", 2).await;
+    fill(&addrs, "rebalance", workload.entries, workload.connections).await;
+    let transfer_before = metric_sum(&addrs, "pushgrid_cluster_transfer_sent_bytes_total").await;
+    let stop = Arc::new(AtomicU64::new(0));
+    let writes = write_load(&addrs, "rebalance", workload.connections, Duration::from_secs(600), Some(stop.clone()));
+    let joining = async {
+        let started = Instant::now();
+        let fourth = tokio::task::spawn_blocking(|| start_member(4)).await.expect("n4 starts");
+        let all: Vec<String> = addrs.iter().cloned().chain([fourth.addr.clone()]).collect();
+        until_members(&all, 4).await;
+        until_holds_its_share(&fourth.addr, "rebalance", workload.entries).await;
+        let took = started.elapsed();
+        stop.store(1, Ordering::Release);
+        (took, fourth)
+    };
+    let (run, (took, fourth)) = futures_util::future::join(writes, joining).await;
+    let mut all = addrs.clone();
+    all.push(fourth.addr.clone());
+    let transferred = metric_sum(&all, "pushgrid_cluster_transfer_sent_bytes_total").await - transfer_before;
+    eprintln!(
+        "   rebalance of {} entries to a fourth member: {:.2} s, {:.1} MB transferred, {} writes acknowledged and {} refused meanwhile",
+        workload.entries,
+        took.as_secs_f64(),
+        transferred / 1e6,
+        run.acked,
+        run.refused
+    );
+    figures.insert("rebalance_seconds".into(), json!(took.as_secs_f64()));
+    figures.insert("rebalance_transfer_bytes".into(), json!(transferred));
+    figures.insert("rebalance_writes_refused".into(), json!(run.refused));
+    members.push(Some(fourth));
+
+    // Failover: kill n2 under writes through the others.
+    let survivors: Vec<String> = vec![addrs[0].clone(), addrs[2].clone(), all[3].clone()];
+    let stop = Arc::new(AtomicU64::new(0));
+    let writes = write_load(&survivors, "owners2", workload.connections, Duration::from_secs(600), Some(stop.clone()));
+    let failover = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let killed = Instant::now();
+        members[1].as_ref().expect("n2 runs").kill();
+        every_segment_writable(&survivors[0], "owners2").await;
+        stop.store(1, Ordering::Release);
+        killed.elapsed()
+    };
+    let (_, took) = futures_util::future::join(writes, failover).await;
+    eprintln!("   failover: every segment writable again {:.2} s after kill -9", took.as_secs_f64());
+    figures.insert("failover_seconds".into(), json!(took.as_secs_f64()));
+    members[1] = None;
+
+    report.add("cluster", "rest", "pushgrid", figures);
+}
+
+/// What a write load did.
+struct Run {
+    acked: u64,
+    refused: u64,
+    latency_us: Histogram<u64>,
+}
+
+impl Run {
+    fn quantile_ms(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// `connections` keep-alive clients spread over `addrs`, each PUT after
+/// PUT to keys of its own, until `duration` passes or `stop` is set.
+async fn write_load(
+    addrs: &[String],
+    cache: &str,
+    connections: usize,
+    duration: Duration,
+    stop: Option<Arc<AtomicU64>>,
+) -> Run {
+    let started = Instant::now();
+    let runs = join_all((0..connections).map(|c| {
+        let addr = addrs[c % addrs.len()].clone();
+        let stop = stop.clone();
+        async move {
+            let mut http = Http::connect(&addr).await;
+            let mut run = Run {
+                acked: 0,
+                refused: 0,
+                latency_us: Histogram::new(3).expect("histogram"),
+            };
+            let mut n = 0u64;
+            while started.elapsed() < duration && stop.as_ref().is_none_or(|s| s.load(Ordering::Acquire) == 0) {
+                let path = format!("/api/v1/caches/{cache}/entries/w{c}-{}", n % 1000);
+                let sent = Instant::now();
+                match http.request("PUT", &path, &format!("{{\"n\":{n}}}")).await {
+                    Some((200 | 201, _)) => {
+                        run.acked += 1;
+                        let _ = run.latency_us.record(sent.elapsed().as_micros() as u64);
+                    }
+                    Some(_) => run.refused += 1,
+                    None => {
+                        run.refused += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        http = Http::connect(&addr).await;
+                    }
+                }
+                n += 1;
+            }
+            run
+        }
+    }))
+    .await;
+    let mut total = Run {
+        acked: 0,
+        refused: 0,
+        latency_us: Histogram::new(3).expect("histogram"),
+    };
+    for run in runs {
+        total.acked += run.acked;
+        total.refused += run.refused;
+        total.latency_us.add(&run.latency_us).expect("same histogram bounds");
+    }
+    total
+}
+
+/// Writes `entries` keys of `cache`, each once, over `connections` clients.
+async fn fill(addrs: &[String], cache: &str, entries: usize, connections: usize) {
+    let started = Instant::now();
+    join_all((0..connections).map(|c| {
+        let addr = addrs[c % addrs.len()].clone();
+        async move {
+            let mut http = Http::connect(&addr).await;
+            for n in (c..entries).step_by(connections) {
+                let path = format!("/api/v1/caches/{cache}/entries/e{n}");
+                loop {
+                    match http.request("PUT", &path, &format!("{{\"n\":{n},\"pad\":\"0123456789abcdef\"}}")).await {
+                        Some((200 | 201, _)) => break,
+                        Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        None => http = Http::connect(&addr).await,
+                    }
+                }
+            }
+        }
+    }))
+    .await;
+    eprintln!("   filled {entries} entries in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Waits until the member at `addr` holds about its share of `entries`:
+/// its copies' share of the cache's segments, less 5% for the uneven hash.
+async fn until_holds_its_share(addr: &str, cache: &str, entries: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = get(addr, "/metrics").await.1;
+        let held: f64 = ["primary", "backup"]
+            .iter()
+            .map(|role| sample(&text, &format!("pushgrid_cache_segments{{cache=\"{cache}\",role=\"{role}\"}}")))
+            .sum();
+        let have = sample(&text, &format!("pushgrid_cache_entries{{cache=\"{cache}\"}}"));
+        let share = entries as f64 * held / SEGMENTS as f64;
+        if held > 0.0 && have >= share * 0.95 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "n4 never held its share: {have} of {share}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes a key in every segment of `cache` through `addr`, each retried
+/// until acknowledged.
+async fn every_segment_writable(addr: &str, cache: &str) {
+    let mut http = Http::connect(addr).await;
+    let mut pending: Vec<u32> = (0..SEGMENTS).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0u64;
+    while !pending.is_empty() {
+        assert!(Instant::now() < deadline, "segments {pending:?} never writable again");
+        let key = format!("probe{n}");
+        n += 1;
+        let segment = pushgrid::grid::hash::segment_of(&key, SEGMENTS).0;
+        if !pending.contains(&segment) {
+            continue;
+        }
+        match http.request("PUT", &format!("/api/v1/caches/{cache}/entries/{key}"), "1").await {
+            Some((200 | 201, _)) => pending.retain(|s| *s != segment),
+            Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            None => http = Http::connect(addr).await,
+        }
+    }
+}
+
+async fn create_cache(addr: &str, cache: &str, owners: u32) {
+    let body = format!("{{\"segments\":{SEGMENTS},\"num_owners\":{owners}}}");
+    let mut http = Http::connect(addr).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match http.request("PUT", &format!("/api/v1/caches/{cache}"), &body).await {
+            Some((200 | 201, _)) => break,
+            other => {
+                assert!(Instant::now() < deadline, "cache {cache} not created: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // Every member places it and holds a lease before the clock starts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+async fn until_members(addrs: &[String], count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for addr in addrs {
+        loop {
+            let body = get(addr, "/api/v1/cluster").await.1;
+            let view: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if view["members"].as_array().map_or(0, Vec::len) == count {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{addr} never saw {count} members");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Bytes every member sent over its links so far.
+async fn link_bytes(addrs: &[String]) -> f64 {
+    metric_sum(addrs, "pushgrid_cluster_link_sent_bytes_total").await
+}
+
+async fn metric_sum(addrs: &[String], name: &str) -> f64 {
+    let mut sum = 0.0;
+    for addr in addrs {
+        sum += sample(&get(addr, "/metrics").await.1, name);
+    }
+    sum
+}
+
+/// The value of one sample of a Prometheus text page (0 when absent).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut http = Http::connect(addr).await;
+    http.request("GET", path, "").await.unwrap_or((0, String::new()))
+}
+
+/// One keep-alive HTTP/1.1 connection; a request is `None` when the
+/// connection failed.
+struct Http {
+    addr: String,
+    stream: Option<TcpStream>,
+    buffer: Vec<u8>,
+}
+
+impl Http {
+    async fn connect(addr: &str) -> Http {
+        let stream = TcpStream::connect(addr).await.ok();
+        if let Some(stream) = &stream {
+            let _ = stream.set_nodelay(true);
+        }
+        Http {
+            addr: addr.to_string(),
+            stream,
+            buffer: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    async fn request(&mut self, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+        let stream = self.stream.as_mut()?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        let exchange = async {
+            stream.write_all(request.as_bytes()).await.ok()?;
+            self.buffer.clear();
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&self.buffer[..end]).to_string();
+                    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while self.buffer.len() < end + 4 + length {
+                        let n = stream.read(&mut chunk).await.ok()?;
+                        if n == 0 {
+                            return None;
+                        }
+                        self.buffer.extend_from_slice(&chunk[..n]);
+                    }
+                    let body = String::from_utf8_lossy(&self.buffer[end + 4..end + 4 + length]).to_string();
+                    return Some((status, body));
+                }
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                self.buffer.extend_from_slice(&chunk[..n]);
+            }
+        };
+        let reply = tokio::time::timeout(Duration::from_secs(5), exchange).await.ok().flatten();
+        if reply.is_none() {
+            self.stream = None;
+        }
+        reply
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
