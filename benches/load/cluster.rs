@@ -47,7 +47,13 @@ fn link(n: usize) -> String {
 fn start_member(n: usize) -> ServerProcess {
     let seeds: Vec<String> = (1..n).map(link).collect();
     let join = (n > 1).then(|| seeds.join(","));
-    ServerProcess::member(&ip(n), &format!("n{n}"), &link(n), join.as_deref(), FAILURE_TIMEOUT_MS)
+    ServerProcess::member(
+        &ip(n),
+        &format!("n{n}"),
+        &link(n),
+        join.as_deref(),
+        FAILURE_TIMEOUT_MS,
+    )
 }
 
 pub async fn run(workload: &Workload, report: &mut Report) {
@@ -73,7 +79,10 @@ pub async fn run(workload: &Workload, report: &mut Report) {
         figures.insert(format!("writes_{owners}_owner_per_s"), json!(per_s));
         figures.insert(format!("latency_{owners}_owner_p50_ms"), json!(p50));
         figures.insert(format!("latency_{owners}_owner_p99_ms"), json!(p99));
-        figures.insert(format!("link_bytes_per_write_{owners}_owner"), json!(bytes_per_write));
+        figures.insert(
+            format!("link_bytes_per_write_{owners}_owner"),
+            json!(bytes_per_write),
+        );
     }
 
     // Rebalance: a fourth member joins a cache of `entries` under writes.
@@ -81,10 +90,18 @@ pub async fn run(workload: &Workload, report: &mut Report) {
     fill(&addrs, "rebalance", workload.entries, workload.connections).await;
     let transfer_before = metric_sum(&addrs, "pushgrid_cluster_transfer_sent_bytes_total").await;
     let stop = Arc::new(AtomicU64::new(0));
-    let writes = write_load(&addrs, "rebalance", workload.connections, Duration::from_secs(600), Some(stop.clone()));
+    let writes = write_load(
+        &addrs,
+        "rebalance",
+        workload.connections,
+        Duration::from_secs(600),
+        Some(stop.clone()),
+    );
     let joining = async {
         let started = Instant::now();
-        let fourth = tokio::task::spawn_blocking(|| start_member(4)).await.expect("n4 starts");
+        let fourth = tokio::task::spawn_blocking(|| start_member(4))
+            .await
+            .expect("n4 starts");
         let all: Vec<String> = addrs.iter().cloned().chain([fourth.addr.clone()]).collect();
         until_members(&all, 4).await;
         until_holds_its_share(&fourth.addr, "rebalance", workload.entries).await;
@@ -112,7 +129,13 @@ pub async fn run(workload: &Workload, report: &mut Report) {
     // Failover: kill n2 under writes through the others.
     let survivors: Vec<String> = vec![addrs[0].clone(), addrs[2].clone(), all[3].clone()];
     let stop = Arc::new(AtomicU64::new(0));
-    let writes = write_load(&survivors, "owners2", workload.connections, Duration::from_secs(600), Some(stop.clone()));
+    let writes = write_load(
+        &survivors,
+        "owners2",
+        workload.connections,
+        Duration::from_secs(600),
+        Some(stop.clone()),
+    );
     let failover = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let killed = Instant::now();
@@ -122,7 +145,10 @@ pub async fn run(workload: &Workload, report: &mut Report) {
         killed.elapsed()
     };
     let (_, took) = futures_util::future::join(writes, failover).await;
-    eprintln!("   failover: every segment writable again {:.2} s after kill -9", took.as_secs_f64());
+    eprintln!(
+        "   failover: every segment writable again {:.2} s after kill -9",
+        took.as_secs_f64()
+    );
     figures.insert("failover_seconds".into(), json!(took.as_secs_f64()));
     members[1] = None;
 
@@ -163,7 +189,8 @@ async fn write_load(
                 latency_us: Histogram::new(3).expect("histogram"),
             };
             let mut n = 0u64;
-            while started.elapsed() < duration && stop.as_ref().is_none_or(|s| s.load(Ordering::Acquire) == 0) {
+            while started.elapsed() < duration && stop.as_ref().is_none_or(|s| s.load(Ordering::Acquire) == 0)
+            {
                 let path = format!("/api/v1/caches/{cache}/entries/w{c}-{}", n % 1000);
                 let sent = Instant::now();
                 match http.request("PUT", &path, &format!("{{\"n\":{n}}}")).await {
@@ -192,7 +219,10 @@ async fn write_load(
     for run in runs {
         total.acked += run.acked;
         total.refused += run.refused;
-        total.latency_us.add(&run.latency_us).expect("same histogram bounds");
+        total
+            .latency_us
+            .add(&run.latency_us)
+            .expect("same histogram bounds");
     }
     total
 }
@@ -207,7 +237,14 @@ async fn fill(addrs: &[String], cache: &str, entries: usize, connections: usize)
             for n in (c..entries).step_by(connections) {
                 let path = format!("/api/v1/caches/{cache}/entries/e{n}");
                 loop {
-                    match http.request("PUT", &path, &format!("{{\"n\":{n},\"pad\":\"0123456789abcdef\"}}")).await {
+                    match http
+                        .request(
+                            "PUT",
+                            &path,
+                            &format!("{{\"n\":{n},\"pad\":\"0123456789abcdef\"}}"),
+                        )
+                        .await
+                    {
                         Some((200 | 201, _)) => break,
                         Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                         None => http = Http::connect(&addr).await,
@@ -217,7 +254,10 @@ async fn fill(addrs: &[String], cache: &str, entries: usize, connections: usize)
         }
     }))
     .await;
-    eprintln!("   filled {entries} entries in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "   filled {entries} entries in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Waits until the member at `addr` holds about its share of `entries`:
@@ -228,14 +268,22 @@ async fn until_holds_its_share(addr: &str, cache: &str, entries: usize) {
         let text = get(addr, "/metrics").await.1;
         let held: f64 = ["primary", "backup"]
             .iter()
-            .map(|role| sample(&text, &format!("pushgrid_cache_segments{{cache=\"{cache}\",role=\"{role}\"}}")))
+            .map(|role| {
+                sample(
+                    &text,
+                    &format!("pushgrid_cache_segments{{cache=\"{cache}\",role=\"{role}\"}}"),
+                )
+            })
             .sum();
         let have = sample(&text, &format!("pushgrid_cache_entries{{cache=\"{cache}\"}}"));
         let share = entries as f64 * held / SEGMENTS as f64;
         if held > 0.0 && have >= share * 0.95 {
             return;
         }
-        assert!(Instant::now() < deadline, "n4 never held its share: {have} of {share}");
+        assert!(
+            Instant::now() < deadline,
+            "n4 never held its share: {have} of {share}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -248,14 +296,20 @@ async fn every_segment_writable(addr: &str, cache: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut n = 0u64;
     while !pending.is_empty() {
-        assert!(Instant::now() < deadline, "segments {pending:?} never writable again");
+        assert!(
+            Instant::now() < deadline,
+            "segments {pending:?} never writable again"
+        );
         let key = format!("probe{n}");
         n += 1;
         let segment = pushgrid::grid::hash::segment_of(&key, SEGMENTS).0;
         if !pending.contains(&segment) {
             continue;
         }
-        match http.request("PUT", &format!("/api/v1/caches/{cache}/entries/{key}"), "1").await {
+        match http
+            .request("PUT", &format!("/api/v1/caches/{cache}/entries/{key}"), "1")
+            .await
+        {
             Some((200 | 201, _)) => pending.retain(|s| *s != segment),
             Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             None => http = Http::connect(addr).await,
@@ -268,7 +322,10 @@ async fn create_cache(addr: &str, cache: &str, owners: u32) {
     let mut http = Http::connect(addr).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match http.request("PUT", &format!("/api/v1/caches/{cache}"), &body).await {
+        match http
+            .request("PUT", &format!("/api/v1/caches/{cache}"), &body)
+            .await
+        {
             Some((200 | 201, _)) => break,
             other => {
                 assert!(Instant::now() < deadline, "cache {cache} not created: {other:?}");
@@ -360,7 +417,8 @@ impl Http {
                         .lines()
                         .find_map(|l| {
                             let (name, value) = l.split_once(':')?;
-                            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().ok())?
                         })
                         .unwrap_or(0);
                     while self.buffer.len() < end + 4 + length {
@@ -380,7 +438,10 @@ impl Http {
                 self.buffer.extend_from_slice(&chunk[..n]);
             }
         };
-        let reply = tokio::time::timeout(Duration::from_secs(5), exchange).await.ok().flatten();
+        let reply = tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .ok()
+            .flatten();
         if reply.is_none() {
             self.stream = None;
         }

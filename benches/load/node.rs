@@ -25,7 +25,13 @@ impl ServerProcess {
 
     /// A member of a cluster on its own loopback address `ip`: named
     /// `name`, its link on `link`, joining through `join` (none: founding).
-    pub fn member(ip: &str, name: &str, link: &str, join: Option<&str>, failure_timeout_ms: u64) -> ServerProcess {
+    pub fn member(
+        ip: &str,
+        name: &str,
+        link: &str,
+        join: Option<&str>,
+        failure_timeout_ms: u64,
+    ) -> ServerProcess {
         let timeout = failure_timeout_ms.to_string();
         let mut args = vec![
             "--cluster-bind",
