@@ -24,6 +24,14 @@ impl HttpMetrics {
     }
 }
 
+fn registered_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).expect("metric definition is valid");
+    registry
+        .register(Box::new(gauge.clone()))
+        .expect("metric names are unique");
+    gauge
+}
+
 /// The push side's gauges and counters: the listener's and the sessions'.
 #[derive(Clone)]
 pub struct PushMetrics {
@@ -40,13 +48,7 @@ pub struct PushMetrics {
 
 impl PushMetrics {
     fn new(registry: &Registry) -> Self {
-        let gauge = |name: &str, help: &str| {
-            let gauge = IntGauge::new(name, help).expect("metric definition is valid");
-            registry
-                .register(Box::new(gauge.clone()))
-                .expect("metric names are unique");
-            gauge
-        };
+        let gauge = |name: &str, help: &str| registered_gauge(registry, name, help);
         let counter = |name: &str, help: &str| {
             let counter = IntCounter::new(name, help).expect("metric definition is valid");
             registry
@@ -125,13 +127,7 @@ struct ClusterGauges {
 
 impl ClusterGauges {
     fn new(registry: &Registry) -> Self {
-        let gauge = |name: &str, help: &str| {
-            let gauge = IntGauge::new(name, help).expect("metric definition is valid");
-            registry
-                .register(Box::new(gauge.clone()))
-                .expect("metric names are unique");
-            gauge
-        };
+        let gauge = |name: &str, help: &str| registered_gauge(registry, name, help);
         ClusterGauges {
             members: gauge(
                 "pushgrid_cluster_members",

@@ -278,7 +278,9 @@ impl History {
         while Instant::now() < stop {
             let key = format!("w{writer}-{n}");
             let invoked = Instant::now();
-            let outcome = put(rest, cache, &key, &n.to_string(), None).await;
+            let outcome = put(rest, cache, &key, &n.to_string(), None)
+                .await
+                .expect("no precondition, so never 412");
             history.borrow_mut().writes.push(Write {
                 writer,
                 key,
@@ -382,8 +384,15 @@ impl History {
     }
 }
 
-/// One PUT, with a precondition header if given.
-async fn put(rest: &Rest<'_>, cache: &str, key: &str, value: &str, header: Option<(&str, &str)>) -> Outcome {
+/// One PUT, with a precondition header if given; None when the
+/// precondition failed (412).
+async fn put(
+    rest: &Rest<'_>,
+    cache: &str,
+    key: &str,
+    value: &str,
+    header: Option<(&str, &str)>,
+) -> Option<Outcome> {
     let mut request = rest.http.put(rest.entry_url(cache, key)).timeout(REQUEST_TIMEOUT);
     if let Some(header) = header {
         request = request.insert_header(header);
@@ -393,20 +402,20 @@ async fn put(rest: &Rest<'_>, cache: &str, key: &str, value: &str, header: Optio
         .send_body(value.to_string())
         .await
     else {
-        return Outcome::Unknown;
+        return Some(Outcome::Unknown);
     };
     let status = response.status().as_u16();
     let body = response.body().await.unwrap_or_default();
     match status {
         200 | 201 => {
             let ack: serde_json::Value = serde_json::from_slice(&body).expect("a write ack");
-            Outcome::Acknowledged {
+            Some(Outcome::Acknowledged {
                 version: ack["version"].as_u64().expect("a version"),
                 at: Instant::now(),
-            }
+            })
         }
-        412 => Outcome::Unknown, // only for increments: handled there
-        503 | 504 => Outcome::Unknown,
+        412 => None,
+        503 | 504 => Some(Outcome::Unknown),
         other => panic!("PUT {key}: unexpected {other} {}", String::from_utf8_lossy(&body)),
     }
 }
@@ -445,29 +454,8 @@ async fn increment(rest: &Rest<'_>, cache: &str, reads: &mut Vec<(Instant, u64)>
         };
         reads.push((invoked, value));
         let header = (precondition.0, precondition.1.as_str());
-        let mut request = rest
-            .http
-            .put(rest.entry_url(cache, COUNTER))
-            .timeout(REQUEST_TIMEOUT)
-            .insert_header(header)
-            .content_type("application/json");
-        request = request.timeout(REQUEST_TIMEOUT);
-        let Ok(mut response) = request.send_body((value + 1).to_string()).await else {
-            return Outcome::Unknown;
-        };
-        let status = response.status().as_u16();
-        let body = response.body().await.unwrap_or_default();
-        match status {
-            200 | 201 => {
-                let ack: serde_json::Value = serde_json::from_slice(&body).expect("a write ack");
-                return Outcome::Acknowledged {
-                    version: ack["version"].as_u64().expect("a version"),
-                    at: Instant::now(),
-                };
-            }
-            412 => continue,
-            503 | 504 => return Outcome::Unknown,
-            other => panic!("increment: unexpected {other} {}", String::from_utf8_lossy(&body)),
+        if let Some(outcome) = put(rest, cache, COUNTER, &(value + 1).to_string(), Some(header)).await {
+            return outcome;
         }
     }
     Outcome::Unknown
