@@ -281,19 +281,7 @@ async fn a_member_joins_and_another_leaves_gracefully_under_writes() {
         .create_cache("solo", r#"{"segments":16,"num_owners":1}"#)
         .await;
     assert!(solo.status.is_success(), "{}", solo.text);
-    let mut solo_written = Vec::new();
-    let rest = cluster.rest(0);
-    for n in 0..200 {
-        let key = format!("s{n}");
-        let mut version = None;
-        until(&format!("{key} written"), Duration::from_secs(10), async || {
-            let reply = rest.put_entry("solo", &key, &n.to_string()).await;
-            version = reply.body["version"].as_u64();
-            reply.status.is_success()
-        })
-        .await;
-        solo_written.push((key, version.unwrap()));
-    }
+    let solo_written = write_keys(&cluster.rest(0), "solo", 200).await;
 
     let launcher = cluster.launcher(3);
     let (mut joining, mut left_at) = (None, None);
@@ -327,13 +315,7 @@ async fn a_member_joins_and_another_leaves_gracefully_under_writes() {
     writable_again(&cluster, 3).await;
     let nodes = [cluster.rest(0), cluster.rest(1), cluster.rest(3)];
     history.check(CACHE, SEGMENTS, &nodes).await;
-    for rest in &nodes {
-        let state = common::cluster::final_state(rest, "solo").await;
-        for (key, version) in &solo_written {
-            let n: u64 = key[1..].parse().unwrap();
-            assert_eq!(state.get(key), Some(&(n, *version)), "{key} handed over");
-        }
-    }
+    all_there(&nodes, "solo", &solo_written, "handed over").await;
 }
 
 /// Writes keys `s0..s{count}` of `cache` through `rest`, retrying each
@@ -346,6 +328,9 @@ async fn write_keys(rest: &common::Rest<'_>, cache: &str, count: u64) -> Vec<(St
         until(&format!("{key} written"), Duration::from_secs(10), async || {
             let reply = rest.put_entry(cache, &key, &n.to_string()).await;
             version = reply.body["version"].as_u64();
+            if !reply.status.is_success() {
+                eprintln!("{key}: {} {}", reply.status, reply.text);
+            }
             reply.status.is_success()
         })
         .await;

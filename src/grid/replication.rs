@@ -50,6 +50,17 @@ pub enum ReplicaMessage {
         batch: u64,
         image: SegmentImage,
     },
+    /// From a new primary whose copy is at `sequence`: a copy as far on is
+    /// level, and takes batches from `batch` on; one that is not says it
+    /// is behind, and is sent the whole segment. (Saves sending a whole
+    /// segment to every backup at every epoch.)
+    Align {
+        cache: CacheName,
+        segment: SegmentId,
+        epoch: u64,
+        batch: u64,
+        sequence: u64,
+    },
     /// How far the receiver's copy got: asked by a new primary of `epoch`
     /// (which fences the copy: it takes nothing of an older epoch after).
     Position {
@@ -72,6 +83,7 @@ impl ReplicaMessage {
         match self {
             ReplicaMessage::Batch { cache, segment, .. }
             | ReplicaMessage::Image { cache, segment, .. }
+            | ReplicaMessage::Align { cache, segment, .. }
             | ReplicaMessage::Position { cache, segment, .. }
             | ReplicaMessage::Fetch { cache, segment, .. } => (cache, *segment),
         }

@@ -280,6 +280,7 @@ impl Partition {
             };
             sink.send(to, message)
         });
+        let backup_count = backups.len();
         let furthest = wrap_future::<_, Self>(join_all(asked)).then({
             let (sink, cache) = (sink.clone(), cache.clone());
             move |positions, partition, _| {
@@ -288,14 +289,19 @@ impl Partition {
                     "{cache} segment {}: epoch {epoch}, ours {ours}, asked {holders:?}: {positions:?}",
                     segment.0
                 );
-                let ahead = holders
-                    .iter()
-                    .zip(positions)
-                    .filter_map(|(to, reply)| match reply {
-                        Ok(ReplicaReply::Position { sequence }) if sequence > ours => Some((sequence, to)),
+                let positions: Vec<Option<u64>> = positions
+                    .into_iter()
+                    .map(|reply| match reply {
+                        Ok(ReplicaReply::Position { sequence }) => Some(sequence),
                         _ => None,
                     })
+                    .collect();
+                let ahead = holders
+                    .iter()
+                    .zip(&positions)
+                    .filter_map(|(to, position)| position.filter(|p| *p > ours).map(|p| (p, to)))
                     .max_by_key(|(sequence, _)| *sequence);
+                let backup_positions = positions[..backup_count].to_vec();
                 let fetched = ahead.map(|(_, to)| {
                     let fetch = ReplicaMessage::Fetch {
                         cache,
@@ -305,22 +311,52 @@ impl Partition {
                     sink.send(to, fetch)
                 });
                 wrap_future::<_, Self>(async move {
-                    match fetched {
+                    let fetched = match fetched {
                         Some(fetched) => fetched.await.ok(),
                         None => None,
-                    }
+                    };
+                    (fetched, backup_positions)
                 })
             }
         });
-        let level = furthest.then(move |fetched, partition, _| {
+        let level = furthest.then(move |(fetched, backup_positions), partition, _| {
             if let Some(ReplicaReply::Image(image)) = fetched {
                 let before = partition.segment.len();
                 partition.segment.import(image);
                 partition.cache.adjust_entries(before, partition.segment.len());
                 partition.report_bytes();
             }
+            // A new count of batches, past any a backup took before, so a
+            // copy not brought level here takes no batch (it is behind).
             partition.replication.batch += 1;
-            let pushed = partition.send_image(&sink, &backups, epoch, partition.replication.batch);
+            let batch = partition.replication.batch;
+            let ours = partition.segment.position().0;
+            let (cache, segment_id) = (partition.cache.name.clone(), partition.segment.id());
+            let anyone_behind = backup_positions.iter().any(|p| *p != Some(ours));
+            let image = anyone_behind.then(|| partition.segment.export());
+            let pushed: Vec<ReplicaFuture> = backups
+                .iter()
+                .zip(&backup_positions)
+                .map(|(to, position)| {
+                    let message = match (&image, *position == Some(ours)) {
+                        (Some(image), false) => ReplicaMessage::Image {
+                            cache: cache.clone(),
+                            segment: segment_id,
+                            epoch,
+                            batch,
+                            image: image.clone(),
+                        },
+                        _ => ReplicaMessage::Align {
+                            cache: cache.clone(),
+                            segment: segment_id,
+                            epoch,
+                            batch,
+                            sequence: ours,
+                        },
+                    };
+                    sink.send(to, message)
+                })
+                .collect();
             wrap_future::<_, Self>(join_all(pushed)).map(move |replies, partition, ctx| {
                 let mut all_level = true;
                 for (to, reply) in backups.iter().zip(replies) {
@@ -359,7 +395,7 @@ impl Handler<Replicate> for Partition {
     fn handle(&mut self, Replicate(message): Replicate, _: &mut Context<Self>) -> Self::Result {
         let (epoch, batch) = match &message {
             ReplicaMessage::Batch { epoch, batch, .. } => (*epoch, Some(*batch)),
-            ReplicaMessage::Image { epoch, .. } => (*epoch, None),
+            ReplicaMessage::Image { epoch, .. } | ReplicaMessage::Align { epoch, .. } => (*epoch, None),
             ReplicaMessage::Position { epoch, .. } => {
                 self.replication.fenced = self.replication.fenced.max(*epoch);
                 let sequence = self.segment.position().0;
@@ -388,6 +424,14 @@ impl Handler<Replicate> for Partition {
                 self.replication.batch = batch;
             }
             ReplicaMessage::Image { .. } => {}
+            ReplicaMessage::Align { batch, sequence, .. } => {
+                if self.segment.position().0 != sequence {
+                    return MessageResult(ReplicaReply::Behind {
+                        have: self.replication.batch,
+                    });
+                }
+                self.replication.batch = batch;
+            }
             ReplicaMessage::Position { .. } | ReplicaMessage::Fetch { .. } => unreachable!("answered above"),
         }
         // Counted, but never evicted from here: the primary evicts.
