@@ -365,6 +365,14 @@ async fn one_copy_segments_move_with_their_data_on_a_join_and_a_graceful_leave()
     cluster.until_members(&[0, 1, 2, 3], 4).await;
     let all = [cluster.rest(0), cluster.rest(1), cluster.rest(2), cluster.rest(3)];
     all_there(&all, "solo", &written, "moved to the new member").await;
+    // Once every copy is where it belongs, no member says it is moving.
+    for rest in &all {
+        until("a stable cluster", Duration::from_secs(20), async || {
+            rest.get("/api/v1/cluster").await.body["rebalance"] == "stable"
+        })
+        .await;
+        assert_eq!(rest.metric("pushgrid_segments_moving").await, Some(0.0));
+    }
     drop(all);
 
     cluster.node(2).terminate();

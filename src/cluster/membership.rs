@@ -34,6 +34,9 @@ pub struct Member {
 #[serde(rename_all = "snake_case")]
 pub enum RebalanceState {
     Stable,
+    /// Segments are moving on this node: new primaries bringing their
+    /// copies level, or copies handing over (`pushgrid_segments_moving`).
+    Moving,
 }
 
 pub struct Membership {

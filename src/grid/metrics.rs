@@ -17,6 +17,8 @@ pub struct GridMetrics {
     pub partitions: IntGauge,
     /// Requests sent on to the member leading their segment.
     pub forwarded: IntCounter,
+    /// Segments moving on this node: taken over, or departing.
+    pub segments_moving: IntGauge,
     /// How long a primary's write waited for every backup to apply it.
     pub replication_seconds: Histogram,
 }
@@ -63,8 +65,14 @@ impl GridMetrics {
             ]),
         )
         .expect("metric definition is valid");
+        let segments_moving = IntGauge::new(
+            "pushgrid_segments_moving",
+            "Segments moving on this node: a new primary bringing its copies level, or a copy handing over",
+        )
+        .expect("metric definition is valid");
         for collector in [
             Box::new(partitions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(segments_moving.clone()),
             Box::new(forwarded.clone()),
             Box::new(replication_seconds.clone()),
         ] {
@@ -73,6 +81,7 @@ impl GridMetrics {
         GridMetrics {
             partitions,
             forwarded,
+            segments_moving,
             replication_seconds,
             operations,
             events: ["created", "modified", "removed", "expired"]

@@ -159,6 +159,9 @@ pub struct Replication {
     /// from then on it takes no write of an older epoch, as primary or as
     /// backup, so nothing lands here after the new primary took its copy.
     pub fenced: u64,
+    /// Whether the segment is moving here: a primary taking over (until
+    /// every backup is level) or a copy departing (until handed over).
+    pub moving: bool,
 }
 
 impl Replication {
@@ -167,6 +170,7 @@ impl Replication {
             role: Role::Solo,
             batch: 0,
             fenced: 0,
+            moving: false,
         }
     }
 

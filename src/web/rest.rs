@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::{check_query_utf8, resource};
 use super::{request_access, AppState};
-use crate::cluster::membership::{DescribeCluster, DescribeStatus};
+use crate::cluster::membership::{DescribeCluster, DescribeStatus, RebalanceState};
 use crate::grid::{
     check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version,
 };
@@ -103,7 +103,7 @@ async fn cluster(
             CLUSTER_PAGE.1
         )));
     }
-    let view = state
+    let mut view = state
         .membership
         .send(DescribeCluster {
             after: query.after,
@@ -111,6 +111,9 @@ async fn cluster(
         })
         .await
         .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("membership unavailable: {e}")))?;
+    if state.metrics.grid.segments_moving.get() > 0 {
+        view.rebalance = RebalanceState::Moving;
+    }
     Ok(HttpResponse::Ok().json(view))
 }
 

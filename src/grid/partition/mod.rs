@@ -182,6 +182,7 @@ impl Actor for Partition {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.cache.metrics.partitions.dec();
+        self.set_moving(false);
         // A retired copy's entries and bytes are no longer held here.
         self.cache.adjust_entries(self.segment.len(), 0);
         self.cache.adjust_bytes(self.reported_bytes, 0);

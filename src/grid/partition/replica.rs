@@ -168,6 +168,7 @@ impl Handler<SetRole> for Partition {
         } else {
             self.aim_reaper(ctx);
         }
+        self.set_moving(primary || matches!(self.replication.role, Role::Departing { .. }));
         if primary {
             ctx.wait(self.take_over(TAKE_OVER_ATTEMPTS));
         }
@@ -183,6 +184,19 @@ const HAND_OVER_ATTEMPTS: u32 = 200;
 const HAND_OVER_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Partition {
+    /// Marks the segment as moving here or not, for the node's count.
+    pub(super) fn set_moving(&mut self, moving: bool) {
+        if self.replication.moving != moving {
+            self.replication.moving = moving;
+            let gauge = &self.cache.metrics.segments_moving;
+            if moving {
+                gauge.inc()
+            } else {
+                gauge.dec()
+            }
+        }
+    }
+
     /// While this copy is departing at `epoch`: stops it once `to`, the
     /// new primary, is as far as it is (the new primary takes the copy
     /// when it is behind), asking again until then.
@@ -377,6 +391,8 @@ impl Partition {
                     ctx.run_later(TAKE_OVER_RETRY, move |partition, ctx| {
                         ctx.wait(partition.take_over(attempts_left - 1));
                     });
+                } else if same_epoch {
+                    partition.set_moving(false);
                 }
             })
         });
