@@ -346,14 +346,21 @@ impl Partition {
             let batch = partition.replication.batch;
             let ours = partition.segment.position().0;
             let (cache, segment_id) = (partition.cache.name.clone(), partition.segment.id());
-            let anyone_behind = backup_positions.iter().any(|p| *p != Some(ours));
-            let image = anyone_behind.then(|| partition.segment.export());
+            // The whole segment only to a copy that answered with another
+            // position: one that did not answer (its node has not placed
+            // the segment yet, say) is aligned, refuses, and is asked again
+            // on the next attempt, so an image is not sent in vain.
+            let stale = |position: &Option<u64>| matches!(position, Some(p) if *p != ours);
+            let image = backup_positions
+                .iter()
+                .any(stale)
+                .then(|| partition.segment.export());
             let pushed: Vec<ReplicaFuture> = backups
                 .iter()
                 .zip(&backup_positions)
                 .map(|(to, position)| {
-                    let message = match (&image, *position == Some(ours)) {
-                        (Some(image), false) => ReplicaMessage::Image {
+                    let message = match (&image, stale(position)) {
+                        (Some(image), true) => ReplicaMessage::Image {
                             cache: cache.clone(),
                             segment: segment_id,
                             epoch,
