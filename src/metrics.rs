@@ -96,6 +96,7 @@ pub struct Metrics {
     cache_entries: IntGaugeVec,
     cache_bytes: IntGaugeVec,
     cache_segments: IntGaugeVec,
+    segments_lost: IntGaugeVec,
     /// Renders one at a time: each resets the per-cache gauges (a deleted
     /// cache's series must go) and sets them again.
     rendering: std::sync::Mutex<()>,
@@ -109,6 +110,10 @@ pub struct CacheFigures<'a> {
     /// Segments this node leads, and holds as a backup.
     pub segments_primary: usize,
     pub segments_backup: usize,
+    /// Segments that lost their data with every owner and wait for an
+    /// operator to declare it lost, and those declared lost.
+    pub segments_lost: usize,
+    pub segments_declared_lost: usize,
 }
 
 /// The cluster as this node sees it at the instant of a render.
@@ -175,12 +180,23 @@ impl Metrics {
             &["cache", "role"],
         )
         .expect("metric definition is valid");
+        let segments_lost = IntGaugeVec::new(
+            Opts::new(
+                "pushgrid_segments_lost",
+                "Segments of each cache whose data went with every owner: unavailable until an \
+                 operator declares it lost (awaiting_declaration), or declared lost and started \
+                 again empty (declared)",
+            ),
+            &["cache", "state"],
+        )
+        .expect("metric definition is valid");
         let link = LinkTraffic::default();
         for collector in [
             Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(cache_entries.clone()),
             Box::new(cache_bytes.clone()),
             Box::new(cache_segments.clone()),
+            Box::new(segments_lost.clone()),
             Box::new(link.sent.clone()),
             Box::new(link.received.clone()),
             Box::new(link.transfer_sent.clone()),
@@ -191,6 +207,7 @@ impl Metrics {
             cluster: ClusterGauges::new(&registry),
             link,
             cache_segments,
+            segments_lost,
             grid: GridMetrics::new(&registry),
             push: PushMetrics::new(&registry),
             http: HttpMetrics { latency },
@@ -216,6 +233,7 @@ impl Metrics {
         self.cache_entries.reset();
         self.cache_bytes.reset();
         self.cache_segments.reset();
+        self.segments_lost.reset();
         for cache in caches {
             let labels = [cache.name];
             self.cache_entries
@@ -230,6 +248,14 @@ impl Metrics {
             ] {
                 self.cache_segments
                     .with_label_values(&[cache.name, role])
+                    .set(count as i64);
+            }
+            for (state, count) in [
+                ("awaiting_declaration", cache.segments_lost),
+                ("declared", cache.segments_declared_lost),
+            ] {
+                self.segments_lost
+                    .with_label_values(&[cache.name, state])
                     .set(count as i64);
             }
         }

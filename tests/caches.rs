@@ -156,7 +156,12 @@ async fn the_cluster_view_names_owners_by_ranges_and_pages_by_cache() {
     assert_eq!(caches.keys().collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(
         page.body["caches"]["a"],
-        json!({"segments": 4, "owners": [{"first": 0, "last": 3, "owners": ["n1"]}]})
+        json!({
+            "segments": 4,
+            "owners": [{"first": 0, "last": 3, "owners": ["n1"]}],
+            "lost": [],
+            "declared_lost": []
+        })
     );
     assert_eq!(page.body["next"], "b");
     let rest_page = rest.get("/api/v1/cluster?limit=2&after=b").await;

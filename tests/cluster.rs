@@ -389,3 +389,100 @@ async fn one_copy_segments_move_with_their_data_on_a_join_and_a_graceful_leave()
     let rest = [cluster.rest(0), cluster.rest(1), cluster.rest(3)];
     all_there(&rest, "solo", &written, "handed over by the member that left").await;
 }
+
+/// The segments of `cache` that `member` owns, as node `i` sees it.
+async fn segments_owned_by(cluster: &Cluster, i: usize, cache: &str, member: &str) -> Vec<u64> {
+    let view = cluster.rest(i).get("/api/v1/cluster").await.body;
+    let ranges = view["caches"][cache]["owners"]
+        .as_array()
+        .expect("owner ranges")
+        .clone();
+    ranges
+        .iter()
+        .filter(|r| r["owners"].as_array().unwrap().iter().any(|o| o == member))
+        .flat_map(|r| r["first"].as_u64().unwrap()..=r["last"].as_u64().unwrap())
+        .collect()
+}
+
+#[actix::test]
+async fn a_segment_whose_only_owner_crashed_is_unavailable_until_declared_lost() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(90, 3, FAILURE_TIMEOUT_MS).await;
+    let created = cluster
+        .rest(0)
+        .create_cache("solo", r#"{"segments":16,"num_owners":1}"#)
+        .await;
+    assert!(created.status.is_success(), "{}", created.text);
+    let written = write_keys(&cluster.rest(0), "solo", 100).await;
+    let incarnation = cluster.rest(0).get("/api/v1/caches/solo").await.body["incarnation"].clone();
+    let lost = segments_owned_by(&cluster, 0, "solo", "n3").await;
+    assert!(!lost.is_empty(), "n3 owns some of the segments");
+    let in_lost = |key: &str| lost.contains(&u64::from(pushgrid::grid::hash::segment_of(key, 16).0));
+
+    cluster.signal(2, libc::SIGKILL);
+    cluster.until_members(&[0, 1], 2).await;
+    let survivors = [cluster.rest(0), cluster.rest(1)];
+    for rest in &survivors {
+        let view = rest.get("/api/v1/cluster").await.body;
+        assert_eq!(view["caches"]["solo"]["lost"], serde_json::json!(lost), "{view}");
+        let awaiting = r#"pushgrid_segments_lost{cache="solo",state="awaiting_declaration"}"#;
+        assert_eq!(rest.metric(awaiting).await, Some(lost.len() as f64));
+        // Never served empty: the lost keys are unavailable, not missing.
+        for (key, version) in &written {
+            let reply = rest.get_entry("solo", key).await;
+            if in_lost(key) {
+                assert_eq!(reply.status, 503, "{key}: {}", reply.text);
+                assert_eq!(reply.body["error"]["code"], "unavailable");
+                let write = rest.put_entry("solo", key, "0").await;
+                assert_eq!(write.status, 503, "{key}: {}", write.text);
+            } else {
+                assert_eq!(reply.status, 200, "{key} kept: {}", reply.text);
+                assert_eq!(etag(&reply), Some(format!("\"{version}\"")), "{key}");
+            }
+        }
+        let listing = rest.get("/api/v1/caches/solo/entries").await;
+        assert_eq!(listing.status, 503, "never listed in part: {}", listing.text);
+    }
+
+    // An operator declares the data lost: the segments start again empty.
+    let declared = survivors[1].post("/api/v1/caches/solo/lost", "").await;
+    assert_eq!(declared.status, 200, "{}", declared.text);
+    assert_eq!(declared.body["declared"], serde_json::json!(lost));
+    for rest in &survivors {
+        until("the declaration placed", Duration::from_secs(10), async || {
+            let view = rest.get("/api/v1/cluster").await.body;
+            view["caches"]["solo"]["lost"] == serde_json::json!([])
+                && rest.get_entry("solo", "s0").await.status != 503
+        })
+        .await;
+        let view = rest.get("/api/v1/cluster").await.body;
+        assert_eq!(view["caches"]["solo"]["declared_lost"], serde_json::json!(lost));
+        let declared = r#"pushgrid_segments_lost{cache="solo",state="declared"}"#;
+        assert_eq!(rest.metric(declared).await, Some(lost.len() as f64));
+        let now = rest.get("/api/v1/caches/solo").await.body["incarnation"].clone();
+        assert_ne!(now, incarnation, "positions of the lost data are reset");
+        for (key, version) in &written {
+            let reply = rest.get_entry("solo", key).await;
+            match in_lost(key) {
+                true => assert_eq!(reply.status, 404, "{key} started again: {}", reply.text),
+                false => assert_eq!(etag(&reply), Some(format!("\"{version}\"")), "{key}"),
+            }
+        }
+    }
+    let (key, _) = written.iter().find(|(key, _)| in_lost(key)).unwrap();
+    let rewritten = survivors[0].put_entry("solo", key, "7").await;
+    assert_eq!(rewritten.status, 201, "{}", rewritten.text);
+    assert_eq!(rewritten.body["version"], 1, "the segment's count starts again");
+    let again = survivors[1]
+        .post("/api/v1/caches/solo/lost", r#"{"segments":[0]}"#)
+        .await;
+    assert_eq!(
+        again.body["declared"],
+        serde_json::json!([]),
+        "nothing left to declare"
+    );
+}
+
+fn etag(reply: &common::Reply) -> Option<String> {
+    Some(reply.headers.get("etag")?.to_str().ok()?.to_owned())
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use actix::{Actor, Arbiter, Context, Handler};
 use pushgrid::cluster::membership::{Member, Membership};
 use pushgrid::grid::forward::{ForwardFuture, Forwarded, ForwardedReply, Forwarder};
-use pushgrid::grid::owners::{MemberId, OwnerTables, SegmentOwners};
+use pushgrid::grid::owners::{MemberId, OwnerTable, OwnerTables, SegmentOwners};
 use pushgrid::grid::replication::{ReplicaFuture, ReplicaMessage, ReplicaReply, ReplicaSink};
 use pushgrid::grid::{
     CacheConfig, CacheDeleted, CacheName, Grid, GridError, GridLimits, GridSetup, JsonValue, Precondition,
@@ -92,13 +92,18 @@ fn grid(name: &str, sink: Arc<Direct>) -> Grid {
     grid
 }
 
-/// Segment 0 led by a with b as backup, segment 1 the other way round.
-fn table(rows: &[&[&str]]) -> SegmentOwners {
-    SegmentOwners::from_rows(
+/// The owner table of cache `c` at `epoch`: `rows[s]` owns segment `s`,
+/// primary first.
+fn table(rows: &[&[&str]], epoch: u64) -> OwnerTable {
+    let owners = SegmentOwners::from_rows(
         rows.iter()
             .map(|row| row.iter().map(|n| member(n)).collect())
             .collect(),
-    )
+    );
+    OwnerTable {
+        epoch,
+        ..OwnerTable::alone(owners)
+    }
 }
 
 async fn position(grid: &Grid, segment: u32) -> Option<u64> {
@@ -138,10 +143,11 @@ async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() 
             .await
             .unwrap();
     }
-    let owners = table(&[&["a", "b"], &["b", "a"]]);
+    // Segment 0 led by a with b as backup, segment 1 the other way round.
+    let owners = table(&[&["a", "b"], &["b", "a"]], 1);
     // Each member learns of the epoch on its own; b first here.
-    b.set_owners("c", &owners, 1, None, true).await.unwrap();
-    a.set_owners("c", &owners, 1, None, true).await.unwrap();
+    b.set_owners("c", &owners, true).await.unwrap();
+    a.set_owners("c", &owners, true).await.unwrap();
 
     let value = JsonValue::parse("0.22941408906430394").unwrap();
     for n in 0..5 {
@@ -188,7 +194,7 @@ async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() 
 
     // a is gone: b owns everything alone at epoch 2 and serves a's writes.
     sink.0.lock().unwrap().remove(&member("a"));
-    b.set_owners("c", &table(&[&["b"], &["b"]]), 2, None, true)
+    b.set_owners("c", &table(&[&["b"], &["b"]], 2), true)
         .await
         .unwrap();
     for n in 0..5 {
@@ -202,4 +208,81 @@ async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() 
         .unwrap();
     assert_eq!(next.version.0, 6, "versions go on where a left them");
     assert_eq!(b.list("c", "", None, 100).await.unwrap().entries.len(), 7);
+}
+
+#[actix::test]
+async fn a_lost_segment_is_unavailable_until_declared_lost_then_starts_again_empty() {
+    let sink = Arc::new(Direct::default());
+    let b = grid("b", sink.clone());
+    let config = CacheConfig {
+        segments: 2,
+        num_owners: Some(1),
+        ..CacheConfig::default()
+    };
+    b.create_cache(CacheName::parse("c").unwrap(), config)
+        .await
+        .unwrap();
+    b.set_owners("c", &table(&[&["b"], &["b"]], 1), true)
+        .await
+        .unwrap();
+    let value = JsonValue::parse("1").unwrap();
+    let (kept, lost_key) = (key_in(&b, 0, 0), key_in(&b, 1, 0));
+    for key in [&kept, &lost_key] {
+        b.put("c", key.clone(), value.clone(), Precondition::None, None)
+            .await
+            .unwrap();
+    }
+    let incarnation = b.cache("c").unwrap().incarnation();
+
+    // Segment 1's owners all went without handing it over.
+    let lost = OwnerTable {
+        lost: Arc::new([1].into()),
+        ..table(&[&["b"], &["b"]], 2)
+    };
+    b.set_owners("c", &lost, true).await.unwrap();
+    assert!(
+        b.get("c", kept.clone()).await.is_ok(),
+        "segment 0 is still served"
+    );
+    let unavailable = |result: Result<(), GridError>| matches!(result, Err(GridError::Unavailable(_)));
+    assert!(
+        unavailable(b.get("c", lost_key.clone()).await.map(|_| ())),
+        "never served empty"
+    );
+    assert!(unavailable(
+        b.put("c", lost_key.clone(), value.clone(), Precondition::None, None)
+            .await
+            .map(|_| ())
+    ));
+    assert!(
+        unavailable(b.list("c", "", None, 10).await.map(|_| ())),
+        "a listing is never read in part"
+    );
+    assert_eq!(b.cache("c").unwrap().segments_lost(), (1, 0));
+
+    // An operator declares it lost: it starts again, empty, in a new
+    // incarnation, and segment 0 keeps its data.
+    let declared = OwnerTable {
+        declared_lost: 1,
+        losses: 1,
+        ..table(&[&["b"], &["b"]], 3)
+    };
+    b.set_owners("c", &declared, true).await.unwrap();
+    assert_eq!(
+        b.get("c", lost_key.clone()).await.unwrap_err(),
+        GridError::NotFound
+    );
+    let rewritten = b
+        .put("c", lost_key, value, Precondition::None, None)
+        .await
+        .unwrap();
+    assert_eq!(rewritten.version.0, 1, "the segment starts again");
+    assert_eq!(b.get("c", kept).await.unwrap().version.0, 1);
+    let cache = b.cache("c").unwrap();
+    assert_eq!(cache.segments_lost(), (0, 1));
+    assert_ne!(
+        cache.incarnation(),
+        incarnation,
+        "positions of the old data are reset"
+    );
 }

@@ -8,7 +8,7 @@
 //! members and tables from the agreed topology of its [`ClusterMember`],
 //! and creates and deletes caches by proposing them to the topology log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
@@ -18,7 +18,7 @@ use actix::ResponseFuture;
 
 use super::assignment;
 use super::member::ClusterMember;
-use super::topology::{Change, Topology};
+use super::topology::{Applied, Change, Topology};
 use crate::grid::owners::{AssignSegments, ForgetCache, MemberId, OwnerRange, OwnerTable, SegmentOwners};
 use crate::grid::{CacheName, GridError};
 
@@ -42,7 +42,7 @@ pub enum RebalanceState {
 pub struct Membership {
     local: Member,
     members: BTreeMap<MemberId, Member>,
-    tables: BTreeMap<CacheName, Arc<SegmentOwners>>,
+    tables: BTreeMap<CacheName, CacheOwnership>,
     /// Bumped on every change of the members or the tables.
     topology_version: u64,
     /// This node's place in a cluster; none when it is its own cluster.
@@ -135,11 +135,27 @@ pub struct ClusterView {
     pub next: Option<CacheName>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct CacheOwnership {
     pub segments: u32,
     /// Runs of consecutive segments with the same owners, primary first.
     pub owners: Vec<OwnerRange>,
+    /// Segments whose every owner left without handing its copy over:
+    /// unavailable until an operator declares their data lost.
+    pub lost: Vec<u32>,
+    /// Segments an operator declared lost, which started again empty.
+    pub declared_lost: Vec<u32>,
+}
+
+impl CacheOwnership {
+    fn of(owners: &SegmentOwners) -> Self {
+        CacheOwnership {
+            segments: owners.segments(),
+            owners: owners.ranges(),
+            lost: Vec::new(),
+            declared_lost: Vec::new(),
+        }
+    }
 }
 
 impl Handler<AssignSegments> for Membership {
@@ -148,29 +164,17 @@ impl Handler<AssignSegments> for Membership {
     fn handle(&mut self, msg: AssignSegments, _: &mut Context<Self>) -> Self::Result {
         let Some(cluster) = self.cluster.clone() else {
             let config = &msg.config;
-            let owners = Arc::new(assignment::assign(
-                &self.member_ids(),
-                config.segments,
-                config.owners(),
-            ));
-            self.tables.insert(msg.cache, owners.clone());
+            let owners = assignment::assign(&self.member_ids(), config.segments, config.owners());
+            self.tables.insert(msg.cache, CacheOwnership::of(&owners));
+            let table = OwnerTable::alone(owners);
             self.topology_version += 1;
-            let table = OwnerTable {
-                owners,
-                epoch: 0,
-                previous: None,
-            };
             return Box::pin(async move { Ok(table) });
         };
         Box::pin(async move {
             let agreed = |topology: &Topology| -> Option<Result<OwnerTable, GridError>> {
                 let cache = topology.caches.get(msg.cache.as_str())?;
                 Some(if cache.config == msg.config {
-                    Ok(OwnerTable {
-                        owners: Arc::new(cache.owners.clone()),
-                        epoch: cache.epoch,
-                        previous: cache.previous.clone().map(Arc::new),
-                    })
+                    Ok(cache.owner_table())
                 } else {
                     Err(GridError::Conflict(format!(
                         "cache {} exists in the cluster with another config",
@@ -204,6 +208,63 @@ impl Handler<AssignSegments> for Membership {
                     msg.cache
                 )))
             })
+        })
+    }
+}
+
+/// An operator's declaration that segments of a cache (every lost one when
+/// `segments` is `None`) lost their data: they start again, empty, in a
+/// new incarnation. Answers the segments declared (none when none was
+/// lost, always on a node that is its own cluster) and the epoch they
+/// start again in.
+#[derive(Message)]
+#[rtype(result = "Result<DeclaredLost, GridError>")]
+pub struct DeclareLost {
+    pub cache: CacheName,
+    pub segments: Option<BTreeSet<u32>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeclaredLost {
+    pub declared: Vec<u32>,
+    pub epoch: u64,
+}
+
+impl Handler<DeclareLost> for Membership {
+    type Result = ResponseFuture<Result<DeclaredLost, GridError>>;
+
+    fn handle(&mut self, msg: DeclareLost, _: &mut Context<Self>) -> Self::Result {
+        let Some(cluster) = self.cluster.clone() else {
+            let known = self.tables.contains_key(&msg.cache);
+            return Box::pin(async move {
+                match known {
+                    true => Ok(DeclaredLost {
+                        declared: Vec::new(),
+                        epoch: 0,
+                    }),
+                    false => Err(GridError::UnknownCache(msg.cache.to_string())),
+                }
+            });
+        };
+        Box::pin(async move {
+            let change = Change::DeclareLost {
+                name: msg.cache.to_string(),
+                segments: msg.segments,
+            };
+            let applied = cluster.propose(change).await.map_err(|e| {
+                GridError::Unavailable(format!("the cluster did not agree on the declaration: {e}"))
+            })?;
+            match applied {
+                Applied::DeclaredLost { segments, epoch } => Ok(DeclaredLost {
+                    declared: segments,
+                    epoch,
+                }),
+                Applied::UnknownCache => Err(GridError::UnknownCache(msg.cache.to_string())),
+                _ => Ok(DeclaredLost {
+                    declared: Vec::new(),
+                    epoch: cluster.topology().borrow().epoch,
+                }),
+            }
         })
     }
 }
@@ -250,7 +311,12 @@ impl Handler<DescribeCluster> for Membership {
                 .caches
                 .iter()
                 .filter_map(|(name, cache)| {
-                    Some((CacheName::parse(name).ok()?, Arc::new(cache.owners.clone())))
+                    let ownership = CacheOwnership {
+                        lost: cache.lost.iter().copied().collect(),
+                        declared_lost: cache.declared_lost.iter().copied().collect(),
+                        ..CacheOwnership::of(&cache.owners)
+                    };
+                    Some((CacheName::parse(name).ok()?, ownership))
                 })
                 .collect();
             self.topology_version = topology.epoch;
@@ -264,13 +330,7 @@ impl Handler<DescribeCluster> for Membership {
         let caches: BTreeMap<_, _> = page
             .by_ref()
             .take(msg.limit)
-            .map(|(name, table)| {
-                let ownership = CacheOwnership {
-                    segments: table.segments(),
-                    owners: table.ranges(),
-                };
-                (name.clone(), ownership)
-            })
+            .map(|(name, ownership)| (name.clone(), ownership.clone()))
             .collect();
         let next = page.next().and_then(|_| caches.keys().next_back().cloned());
         MessageResult(ClusterView {

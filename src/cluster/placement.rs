@@ -89,15 +89,10 @@ async fn place_caches(grid: &Grid, topology: &Topology, me: &MemberId) {
                 continue;
             }
         }
-        let previous = cache.previous.as_ref();
-        let placed = grid.set_owners(
-            name.as_str(),
-            &cache.owners,
-            cache.epoch,
-            previous,
-            keep_departing,
-        );
-        if let Err(e) = placed.await {
+        let placed = grid
+            .set_owners(name.as_str(), &cache.owner_table(), keep_departing)
+            .await;
+        if let Err(e) = placed {
             log::warn!("cache {name}: owners of epoch {} not placed: {e}", cache.epoch);
         }
     }

@@ -8,14 +8,15 @@
 //! or deleting a cache changes only its own table; the table records the
 //! epoch it was made in, which is what replication fences on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::assignment;
-use crate::grid::owners::{MemberId, SegmentOwners};
-use crate::grid::CacheConfig;
+use crate::grid::owners::{MemberId, OwnerTable, SegmentOwners};
+use crate::grid::{CacheConfig, SegmentId};
 
 /// How the cluster reaches one member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +43,32 @@ pub struct CacheTopology {
     /// copies it is to take over.
     #[serde(default)]
     pub previous: Option<SegmentOwners>,
+    /// Segments whose every owner left without handing its copy over (a
+    /// crash, or a new run of the only owner): their data is gone, and
+    /// they stay unavailable until an operator declares it lost.
+    #[serde(default)]
+    pub lost: BTreeSet<u32>,
+    /// Segments an operator declared lost, which started again empty.
+    #[serde(default)]
+    pub declared_lost: BTreeSet<u32>,
+    /// How many times an operator declared segments of the cache lost:
+    /// each starts a new incarnation of its histories.
+    #[serde(default)]
+    pub losses: u64,
+}
+
+impl CacheTopology {
+    /// The table the grid places the cache by.
+    pub fn owner_table(&self) -> OwnerTable {
+        OwnerTable {
+            owners: Arc::new(self.owners.clone()),
+            epoch: self.epoch,
+            previous: self.previous.clone().map(Arc::new),
+            lost: Arc::new(self.lost.clone()),
+            declared_lost: self.declared_lost.len(),
+            losses: self.losses,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +106,12 @@ pub enum Change {
     DeleteCache {
         name: String,
     },
+    /// An operator accepts that `segments` of a cache (every lost one
+    /// when `None`) lost their data: they start again, empty.
+    DeclareLost {
+        name: String,
+        segments: Option<BTreeSet<u32>>,
+    },
 }
 
 /// What applying a [`Change`] did.
@@ -94,6 +127,11 @@ pub enum Applied {
     CacheConflict,
     CacheDeleted,
     UnknownCache,
+    /// These segments were declared lost; the topology is at this epoch.
+    DeclaredLost {
+        segments: Vec<u32>,
+        epoch: u64,
+    },
 }
 
 impl Topology {
@@ -110,16 +148,16 @@ impl Topology {
                 // A new run of a member keeps its copies in the table, but
                 // not their data: the new epoch is what makes it take them
                 // afresh from the other owners.
-                self.members.insert(id.clone(), info.clone());
+                let restarted = self.members.insert(id.clone(), info.clone()).is_some();
                 self.handing_over = None;
-                self.members_changed()
+                self.members_changed(restarted.then_some(id))
             }
             Change::Leave { id, graceful } => {
                 if self.members.remove(id).is_none() {
                     return Applied::Unchanged;
                 }
                 self.handing_over = graceful.then(|| id.clone());
-                self.members_changed()
+                self.members_changed(None)
             }
             Change::CreateCache { name, config } => match self.caches.get(name) {
                 Some(existing) if existing.config == *config => Applied::Unchanged,
@@ -131,6 +169,9 @@ impl Topology {
                         owners,
                         epoch: self.epoch,
                         previous: None,
+                        lost: BTreeSet::new(),
+                        declared_lost: BTreeSet::new(),
+                        losses: 0,
                     };
                     self.caches.insert(name.clone(), cache);
                     Applied::CacheCreated
@@ -140,13 +181,65 @@ impl Topology {
                 Some(_) => Applied::CacheDeleted,
                 None => Applied::UnknownCache,
             },
+            Change::DeclareLost { name, segments } => self.declare_lost(name, segments.as_ref()),
         }
     }
 
-    fn members_changed(&mut self) -> Applied {
+    /// Starts the lost segments among `segments` (all, when `None`) again,
+    /// empty, in a new epoch: their owners place fresh copies, and the
+    /// cache's histories start a new incarnation.
+    fn declare_lost(&mut self, name: &str, segments: Option<&BTreeSet<u32>>) -> Applied {
+        let Some(cache) = self.caches.get_mut(name) else {
+            return Applied::UnknownCache;
+        };
+        let declared: BTreeSet<u32> = match segments {
+            Some(asked) => cache.lost.intersection(asked).copied().collect(),
+            None => cache.lost.clone(),
+        };
+        if declared.is_empty() {
+            return Applied::Unchanged;
+        }
+        self.epoch += 1;
+        cache.lost.retain(|s| !declared.contains(s));
+        cache.declared_lost.extend(&declared);
+        cache.losses += 1;
+        cache.previous = Some(cache.owners.clone());
+        cache.epoch = self.epoch;
+        log::warn!(
+            "cache {name}: segments {declared:?} declared lost by an operator at epoch {}; they start \
+             again empty, in a new incarnation",
+            self.epoch
+        );
+        Applied::DeclaredLost {
+            segments: declared.into_iter().collect(),
+            epoch: self.epoch,
+        }
+    }
+
+    /// A new epoch after the members changed: every cache rebalanced, and
+    /// the segments none of whose owners still holds a copy marked lost.
+    /// `restarted` is a member back as a new run: it holds nothing.
+    fn members_changed(&mut self, restarted: Option<&MemberId>) -> Applied {
         self.epoch += 1;
         let members = self.member_ids();
-        for cache in self.caches.values_mut() {
+        let holds = |member: &MemberId| {
+            (self.members.contains_key(member) && Some(member) != restarted)
+                || self.handing_over.as_ref() == Some(member)
+        };
+        for (name, cache) in self.caches.iter_mut() {
+            let newly_lost: Vec<u32> = (0..cache.owners.segments())
+                .map(SegmentId)
+                .filter(|s| !cache.lost.contains(&s.0) && !cache.owners.owners(*s).iter().any(holds))
+                .map(|s| s.0)
+                .collect();
+            if !newly_lost.is_empty() {
+                log::error!(
+                    "cache {name}: segments {newly_lost:?} lost every owner at epoch {}; they stay \
+                     unavailable until an operator declares their data lost",
+                    self.epoch
+                );
+                cache.lost.extend(newly_lost);
+            }
             let config = &cache.config;
             let owners =
                 assignment::reassign(Some(&cache.owners), &members, config.segments, config.owners());
@@ -261,6 +354,82 @@ mod tests {
         assert_eq!(
             topology.apply(&Change::DeleteCache { name: "c".into() }),
             Applied::UnknownCache
+        );
+    }
+
+    #[test]
+    fn segments_whose_every_owner_went_are_lost_until_declared() {
+        let mut topology = Topology::default();
+        for n in 1..=3 {
+            topology.apply(&join(n));
+        }
+        for (name, owners) in [("one", 1), ("two", 2)] {
+            topology.apply(&Change::CreateCache {
+                name: name.into(),
+                config: config(owners),
+            });
+        }
+        let (n2, _) = member(2);
+        let led_by_n2: BTreeSet<u32> = topology.caches["one"].owners.owned_by(&n2).map(|s| s.0).collect();
+        assert!(!led_by_n2.is_empty());
+        topology.apply(&Change::Leave {
+            id: n2,
+            graceful: false,
+        });
+        assert_eq!(
+            topology.caches["one"].lost, led_by_n2,
+            "its only copies crashed with it"
+        );
+        assert!(
+            topology.caches["two"].lost.is_empty(),
+            "every segment kept a copy"
+        );
+
+        // A new run of a member holds none of its copies.
+        let (n3, mut info) = member(3);
+        let led_by_n3: BTreeSet<u32> = topology.caches["one"].owners.owned_by(&n3).map(|s| s.0).collect();
+        info.generation = 2;
+        topology.apply(&Change::Join { id: n3, info });
+        let lost = &topology.caches["one"].lost;
+        assert_eq!(*lost, &led_by_n2 | &led_by_n3);
+
+        let only = BTreeSet::from([*led_by_n2.first().unwrap()]);
+        let epoch = topology.epoch;
+        let declare = |segments| Change::DeclareLost {
+            name: "one".into(),
+            segments,
+        };
+        assert_eq!(
+            topology.apply(&declare(Some(only.clone()))),
+            Applied::DeclaredLost {
+                segments: only.iter().copied().collect(),
+                epoch: epoch + 1
+            }
+        );
+        let cache = &topology.caches["one"];
+        assert_eq!(
+            (cache.epoch, cache.losses, &cache.declared_lost),
+            (epoch + 1, 1, &only)
+        );
+        assert!(matches!(
+            topology.apply(&declare(None)),
+            Applied::DeclaredLost { .. }
+        ));
+        assert!(topology.caches["one"].lost.is_empty());
+        assert_eq!(
+            topology.apply(&declare(None)),
+            Applied::Unchanged,
+            "nothing left to declare"
+        );
+        // A member leaving gracefully hands its copies over.
+        let (n1, _) = member(1);
+        topology.apply(&Change::Leave {
+            id: n1,
+            graceful: true,
+        });
+        assert!(
+            topology.caches["one"].lost.is_empty(),
+            "a graceful leave loses nothing"
         );
     }
 }

@@ -5,6 +5,7 @@
 //! one's. How the table is computed is the cluster's business
 //! (`cluster::assignment`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use actix::dev::ToEnvelope;
@@ -113,6 +114,29 @@ pub struct OwnerTable {
     /// The table of the epoch before, if the cache had one: where new
     /// owners find the copies they take over.
     pub previous: Option<Arc<SegmentOwners>>,
+    /// Segments whose data went with every owner: unavailable until an
+    /// operator declares it lost.
+    pub lost: Arc<BTreeSet<u32>>,
+    /// How many segments were declared lost and started again empty.
+    pub declared_lost: usize,
+    /// How many times segments were declared lost: each declaration
+    /// starts a new incarnation of the cache's histories.
+    pub losses: u64,
+}
+
+impl OwnerTable {
+    /// The table of a cache on a node that is its own cluster: nothing
+    /// before it, nothing lost.
+    pub fn alone(owners: SegmentOwners) -> Self {
+        OwnerTable {
+            owners: Arc::new(owners),
+            epoch: 0,
+            previous: None,
+            lost: Arc::default(),
+            declared_lost: 0,
+            losses: 0,
+        }
+    }
 }
 
 /// Drops the owner table of a deleted cache.

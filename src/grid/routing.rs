@@ -18,6 +18,9 @@ pub enum Route {
     Local(Addr<Partition>),
     /// Another member owns it.
     Remote(MemberId),
+    /// Its data went with every owner: nobody serves it until an operator
+    /// declares it lost.
+    Lost,
 }
 
 /// Every segment's [`Route`], by segment number, and the node's own copy
@@ -83,8 +86,17 @@ impl RoutingTable {
             .enumerate()
             .filter_map(|(s, route)| match route {
                 Route::Local(partition) => Some((SegmentId(s as u32), partition)),
-                Route::Remote(_) => None,
+                Route::Remote(_) | Route::Lost => None,
             })
+    }
+
+    /// The segments whose data is lost.
+    pub fn lost(&self) -> impl Iterator<Item = SegmentId> + '_ {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, route)| matches!(route, Route::Lost))
+            .map(|(s, _)| SegmentId(s as u32))
     }
 
     /// Queues `message` at the owner of `segment` now, and returns the reply
@@ -100,6 +112,7 @@ impl RoutingTable {
         match self.route(segment) {
             Some(Route::Local(partition)) => Ok(partition.send(message)),
             Some(Route::Remote(member)) => Err(not_forwarded(segment, member)),
+            Some(Route::Lost) => Err(lost(segment)),
             None => Err(GridError::BadRequest(format!("no segment {}", segment.0))),
         }
     }
@@ -117,18 +130,29 @@ impl RoutingTable {
         Partition: Handler<M>,
         <Partition as actix::Actor>::Context: ToEnvelope<Partition, M>,
     {
-        let remote = self.routes.iter().enumerate().find_map(|(s, route)| match route {
-            Route::Remote(member) => Some((SegmentId(s as u32), member)),
+        let unreachable = self.routes.iter().enumerate().find_map(|(s, route)| match route {
+            Route::Remote(member) => Some(not_forwarded(SegmentId(s as u32), member)),
+            Route::Lost => Some(lost(SegmentId(s as u32))),
             Route::Local(_) => None,
         });
-        if let Some((segment, member)) = remote {
-            return Err(not_forwarded(segment, member));
+        if let Some(refused) = unreachable {
+            return Err(refused);
         }
         Ok(self
             .local()
             .map(|(segment, partition)| partition.send(message(segment)))
             .collect())
     }
+}
+
+/// The refusal of a request for a segment whose data went with every
+/// owner.
+pub fn lost(segment: SegmentId) -> GridError {
+    GridError::Unavailable(format!(
+        "segment {} lost every owner; it is unavailable until an operator declares its data lost \
+         (POST /api/v1/caches/<cache>/lost)",
+        segment.0
+    ))
 }
 
 fn not_forwarded(segment: SegmentId, member: &MemberId) -> GridError {

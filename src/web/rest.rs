@@ -10,11 +10,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
+use std::collections::BTreeSet;
 
 use super::error::ApiError;
 use super::{check_query_utf8, resource};
 use super::{request_access, AppState};
-use crate::cluster::membership::{DescribeCluster, DescribeStatus, RebalanceState};
+use crate::cluster::membership::{DeclareLost, DescribeCluster, DescribeStatus, RebalanceState};
 use crate::grid::{
     check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version,
 };
@@ -39,6 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::put().to(create_cache))
                         .route(web::delete().to(delete_cache)),
                 )
+                .service(resource("/caches/{cache}/lost", "POST").route(web::post().to(declare_lost)))
                 .service(resource("/caches/{cache}/entries", "GET").route(web::get().to(list_entries)))
                 .service(
                     resource("/caches/{cache}/entries/{key:.*}", "GET, PUT, DELETE")
@@ -67,12 +69,15 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let caches = state.grid.caches();
     let figures = caches.iter().map(|cache| {
         let (segments_primary, segments_backup) = cache.segments_held();
+        let (segments_lost, segments_declared_lost) = cache.segments_lost();
         CacheFigures {
             name: cache.name().as_str(),
             entries: cache.entry_count(),
             bytes: cache.bytes(),
             segments_primary,
             segments_backup,
+            segments_lost,
+            segments_declared_lost,
         }
     });
     Ok(HttpResponse::Ok()
@@ -151,6 +156,69 @@ async fn delete_cache(
     log::info!("cache {name} deleted");
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LostSegments {
+    segments: Option<BTreeSet<u32>>,
+}
+
+/// An operator accepts that segments of a cache lost their data with
+/// every owner (`{"segments":[..]}`, or every lost one for an empty
+/// body): they start again, empty, in a new incarnation. Answers once this
+/// node serves them again.
+async fn declare_lost(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Payload,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let name = CacheName::parse(&path.into_inner())?;
+    request_access(&state, &req)?.check_write(name.as_str())?;
+    let body = read_body(body, req.headers(), MAX_CONFIG_BODY).await?;
+    let asked: LostSegments = if body.iter().all(u8::is_ascii_whitespace) {
+        LostSegments { segments: None }
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid list of segments: {e}")))?
+    };
+    let declared = state
+        .membership
+        .send(DeclareLost {
+            cache: name.clone(),
+            segments: asked.segments,
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("membership unavailable: {e}")))??;
+    if !declared.declared.is_empty() {
+        log::warn!(
+            "an operator declared the data of cache {name}'s segments {:?} lost (epoch {})",
+            declared.declared,
+            declared.epoch
+        );
+        let placed = async {
+            while state.grid.cache(name.as_str())?.owner_epoch() < declared.epoch {
+                tokio::time::sleep(PLACEMENT_POLL).await;
+            }
+            Ok::<_, ApiError>(())
+        };
+        tokio::time::timeout(PLACEMENT_WAIT, placed).await.map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "segments {:?} were declared lost at epoch {}, but this node has not placed them yet",
+                    declared.declared, declared.epoch
+                ),
+            )
+        })??;
+    }
+    Ok(HttpResponse::Ok().json(declared))
+}
+
+/// How often, and how long, a declaration of lost data waits for this
+/// node to place the segments again.
+const PLACEMENT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+const PLACEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn list_caches(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let access = request_access(&state, &req)?;

@@ -95,6 +95,10 @@ impl<'a> Rest<'a> {
         send(self.http.get(self.node.url(path)), "").await
     }
 
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        send(self.http.post(self.node.url(path)), body).await
+    }
+
     pub async fn get_entry(&self, cache: &str, key: &str) -> Reply {
         send(self.http.get(self.entry_url(cache, key)), "").await
     }

@@ -25,7 +25,7 @@ use super::hash::segment_of;
 use super::owners::{AssignSegments, ForgetCache, MemberId, OwnerTables};
 use super::partition::{self, Partition, Snapshot};
 use super::replication::ReplicaSink;
-use super::routing::{Route, RoutingTable};
+use super::routing::{self, Route, RoutingTable};
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
 use super::{
     CacheDeleted, CacheName, Event, EventSink, GridError, GridMetrics, Incarnation, JsonValue, Key,
@@ -41,6 +41,11 @@ pub struct Cache {
     shared: Arc<CacheShared>,
     routes: RoutingTable,
     incarnation: Incarnation,
+    /// The owner table's count of declarations of lost data, which the
+    /// incarnation follows.
+    losses: u64,
+    /// Segments declared lost since the cache was made, for the metrics.
+    declared_lost: usize,
 }
 
 impl Cache {
@@ -66,6 +71,12 @@ impl Cache {
     pub fn segments_held(&self) -> (usize, usize) {
         let primary = self.routes.local().count();
         (primary, self.routes.copies().count() - primary)
+    }
+
+    /// How many segments lost their data with every owner and wait for an
+    /// operator to declare it lost, and how many were declared lost.
+    pub fn segments_lost(&self) -> (usize, usize) {
+        (self.routes.lost().count(), self.declared_lost)
     }
 
     /// The epoch of the owner table the cache is placed by.
@@ -227,20 +238,13 @@ impl Grid {
             .await
             .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))??;
         let shared = CacheShared::new(name.clone(), config, setup.metrics.clone());
-        let (routes, _) = self
-            .place(
-                &shared,
-                &table.owners,
-                table.epoch,
-                None,
-                table.previous.as_deref(),
-                true,
-            )
-            .await?;
+        let (routes, _) = self.place(&shared, &table, None, true).await?;
         let cache = Arc::new(Cache {
             shared,
             routes,
             incarnation: Incarnation::new(),
+            losses: table.losses,
+            declared_lost: table.declared_lost,
         });
         self.inner.caches.rcu(|caches| {
             let mut caches = BTreeMap::clone(caches);
@@ -526,6 +530,7 @@ impl Grid {
                     member.0
                 ))),
             },
+            Some(Route::Lost) => Err(routing::lost(segment)),
             None => Err(GridError::BadRequest(format!("no segment {}", segment.0))),
         }
     }

@@ -10,38 +10,37 @@ use futures_util::future::join_all;
 
 use super::{unavailable, Cache, Grid};
 use crate::grid::cache::CacheShared;
-use crate::grid::owners::{MemberId, SegmentOwners};
+use crate::grid::owners::{MemberId, OwnerTable};
 use crate::grid::partition::{self, EvictionRing, Partition, Replicate, SetRole};
 use crate::grid::replication::{ReplicaMessage, ReplicaReply, Role};
 use crate::grid::routing::{Route, RoutingTable};
-use crate::grid::{GridError, SegmentId};
+use crate::grid::{GridError, Incarnation, SegmentId};
 
 impl Grid {
-    /// Places a cache's segments on this node as `owners` says at `epoch`:
-    /// a partition for every segment it owns (kept from `previous` where
+    /// Places a cache's segments on this node as `table` says: a
+    /// partition for every segment it owns (kept from `previous` where
     /// there is one), each told its role (backups first, so a local primary
     /// finds them at the epoch), routes to the primaries, and the eviction
-    /// ring of the local primaries. Returns the routes and the partitions
-    /// of `previous` this node no longer owns, to retire once the new
-    /// routes are published.
+    /// ring of the local primaries. A lost segment gets no partition and a
+    /// [`Route::Lost`]. Returns the routes and the partitions of
+    /// `previous` this node no longer owns, to retire once the new routes
+    /// are published.
     ///
-    /// A new primary asks its backups, and the segment's owners in
-    /// `previous_owners` (the table of the epoch before) that no longer own
-    /// it, how far they got. With `keep_departing` (this member is still in
-    /// the cluster, or is the one leaving it), a copy it no longer owns is
-    /// kept (routes go to the new primary) until the new primary has got
-    /// as far.
+    /// A new primary asks its backups, and the segment's owners in the
+    /// table of the epoch before that no longer own it, how far they got.
+    /// With `keep_departing` (this member is still in the cluster, or is
+    /// the one leaving it), a copy it no longer owns is kept (routes go to
+    /// the new primary) until the new primary has got as far.
     pub(super) async fn place(
         &self,
         shared: &Arc<CacheShared>,
-        owners: &SegmentOwners,
-        epoch: u64,
+        table: &OwnerTable,
         previous: Option<&RoutingTable>,
-        previous_owners: Option<&SegmentOwners>,
         keep_departing: bool,
     ) -> Result<(RoutingTable, Vec<Addr<Partition>>), GridError> {
         let setup = &self.inner.setup;
         let me = &setup.local_member;
+        let (owners, epoch, previous_owners) = (&table.owners, table.epoch, table.previous.as_deref());
         let (mut routes, mut copies, mut roles, mut retired) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for segment in (0..owners.segments()).map(SegmentId) {
@@ -71,6 +70,12 @@ impl Grid {
                     segment.0
                 )));
             };
+            if table.lost.contains(&segment.0) {
+                routes.push(Route::Lost);
+                retired.extend(kept);
+                copies.push(None);
+                continue;
+            }
             if !row.contains(me) {
                 routes.push(Route::Remote(primary.clone()));
                 match (kept, &setup.replicas) {
@@ -133,36 +138,35 @@ impl Grid {
         Ok((routes, retired))
     }
 
-    /// Places an existing cache's segments as the cluster's owner table at
-    /// `epoch` says (see [`Grid::place`]); a table of an epoch already
-    /// placed is ignored.
+    /// Places an existing cache's segments as the cluster's owner table
+    /// says (see [`Grid::place`]); a table of an epoch already placed is
+    /// ignored. Segments declared lost since the last table start a new
+    /// incarnation of the cache's histories.
     pub async fn set_owners(
         &self,
         name: &str,
-        owners: &SegmentOwners,
-        epoch: u64,
-        previous_owners: Option<&SegmentOwners>,
+        table: &OwnerTable,
         keep_departing: bool,
     ) -> Result<(), GridError> {
         let _creating = self.inner.creating.lock().await;
         let cache = self.cache(name)?;
-        if epoch <= cache.routes.epoch() {
+        if table.epoch <= cache.routes.epoch() {
             return Ok(());
         }
         let (routes, retired) = self
-            .place(
-                &cache.shared,
-                owners,
-                epoch,
-                Some(&cache.routes),
-                previous_owners,
-                keep_departing,
-            )
+            .place(&cache.shared, table, Some(&cache.routes), keep_departing)
             .await?;
+        let incarnation = if table.losses == cache.losses {
+            cache.incarnation
+        } else {
+            Incarnation::new()
+        };
         let placed = Arc::new(Cache {
             shared: cache.shared.clone(),
             routes,
-            incarnation: cache.incarnation,
+            incarnation,
+            losses: table.losses,
+            declared_lost: table.declared_lost,
         });
         self.inner.caches.rcu(|caches| {
             let mut caches = BTreeMap::clone(caches);
