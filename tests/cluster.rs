@@ -486,3 +486,62 @@ async fn a_segment_whose_only_owner_crashed_is_unavailable_until_declared_lost()
 fn etag(reply: &common::Reply) -> Option<String> {
     Some(reply.headers.get("etag")?.to_str().ok()?.to_owned())
 }
+
+#[actix::test]
+async fn a_write_retried_with_its_idempotency_key_after_a_failover_is_applied_once() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = three_members(100).await;
+    // The key write_keys writes first.
+    let primary = cluster.primary_of(CACHE, "s0").await;
+    let named = |op: &'static str| ("idempotency-key", op);
+    // A first write brings the backup level (a backup placed after its
+    // primary is sent the whole segment), so the named write reaches it
+    // as a write of its own.
+    let written = write_keys(&cluster.rest(primary), CACHE, 1).await;
+    let (warm_up, _) = &written[0];
+    let key = warm_up.as_str();
+    let mut first = None;
+    until("the named write answered", Duration::from_secs(10), async || {
+        let reply = cluster
+            .rest(primary)
+            .put_entry_if(CACHE, key, "1", named("op-1"))
+            .await;
+        let answered = reply.status.is_success();
+        first = Some(reply);
+        answered
+    })
+    .await;
+    let first = first.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text);
+    let version = first.body["version"].as_u64().unwrap();
+
+    // The client never saw that reply: the member that sent it dies, and
+    // the client sends the write again through another.
+    cluster.signal(primary, libc::SIGKILL);
+    cluster.nodes[primary] = None;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != primary).collect();
+    cluster.until_members(&survivors, 2).await;
+    let rest = cluster.rest(survivors[0]);
+    let mut retried = None;
+    until("the retry answered", Duration::from_secs(30), async || {
+        let reply = rest.put_entry_if(CACHE, key, "1", named("op-1")).await;
+        let answered = reply.status.is_success();
+        retried = Some(reply);
+        answered
+    })
+    .await;
+    let retried = retried.unwrap();
+    assert_eq!(
+        retried.status, 200,
+        "answered as the first time: {}",
+        retried.text
+    );
+    assert_eq!(retried.body["version"], version, "not applied twice");
+    for &i in &survivors {
+        let entry = cluster.rest(i).get_entry(CACHE, key).await;
+        assert_eq!(etag(&entry), Some(format!("\"{version}\"")), "n{}", i + 1);
+    }
+    let next = rest.put_entry_if(CACHE, key, "2", named("op-2")).await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    assert_eq!(next.body["version"], version + 1);
+}

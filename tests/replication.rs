@@ -12,9 +12,10 @@ use pushgrid::cluster::membership::{Member, Membership};
 use pushgrid::grid::forward::{ForwardFuture, Forwarded, ForwardedReply, Forwarder};
 use pushgrid::grid::owners::{MemberId, OwnerTable, OwnerTables, SegmentOwners};
 use pushgrid::grid::replication::{ReplicaFuture, ReplicaMessage, ReplicaReply, ReplicaSink};
+use pushgrid::grid::segment::PutRequest;
 use pushgrid::grid::{
-    CacheConfig, CacheDeleted, CacheName, Grid, GridError, GridLimits, GridSetup, JsonValue, Precondition,
-    Published, SegmentId,
+    CacheConfig, CacheDeleted, CacheName, Grid, GridError, GridLimits, GridSetup, JsonValue, OpId,
+    Precondition, Published, SegmentId,
 };
 use pushgrid::metrics::Metrics;
 
@@ -129,8 +130,9 @@ fn key_in(grid: &Grid, segment: u32, n: usize) -> Arc<str> {
         .unwrap()
 }
 
-#[actix::test]
-async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() {
+/// Members a and b with cache `c` of two segments and two owners: segment
+/// 0 led by a with b as backup, segment 1 the other way round.
+async fn two_owners() -> (Arc<Direct>, Grid, Grid) {
     let sink = Arc::new(Direct::default());
     let (a, b) = (grid("a", sink.clone()), grid("b", sink.clone()));
     let config = CacheConfig {
@@ -143,11 +145,16 @@ async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() 
             .await
             .unwrap();
     }
-    // Segment 0 led by a with b as backup, segment 1 the other way round.
     let owners = table(&[&["a", "b"], &["b", "a"]], 1);
     // Each member learns of the epoch on its own; b first here.
     b.set_owners("c", &owners, true).await.unwrap();
     a.set_owners("c", &owners, true).await.unwrap();
+    (sink, a, b)
+}
+
+#[actix::test]
+async fn a_write_is_on_both_owners_when_acknowledged_and_outlives_its_primary() {
+    let (sink, a, b) = two_owners().await;
 
     let value = JsonValue::parse("0.22941408906430394").unwrap();
     for n in 0..5 {
@@ -285,4 +292,44 @@ async fn a_lost_segment_is_unavailable_until_declared_lost_then_starts_again_emp
         incarnation,
         "positions of the old data are reset"
     );
+}
+
+#[actix::test]
+async fn what_a_backup_may_lack_is_not_shown_and_a_retried_write_is_applied_once() {
+    let (sink, a, b) = two_owners().await;
+    let key = key_in(&a, 0, 0);
+    let named = |value: &str| PutRequest {
+        key: key.clone(),
+        value: JsonValue::parse(value).unwrap(),
+        precondition: Precondition::None,
+        lifespan_ms: None,
+        op: Some(OpId::parse("w1").unwrap()),
+    };
+    let unavailable = |result: Result<(), GridError>| matches!(result, Err(GridError::Unavailable(_)));
+
+    // b cannot be reached: the write's outcome is unknown, and a read on a
+    // does not show it, as a failover to b would lose it.
+    let b_grid = sink.0.lock().unwrap().remove(&member("b")).unwrap();
+    assert!(unavailable(a.put_request("c", named("1")).await.map(|_| ())));
+    assert!(unavailable(a.get("c", key.clone()).await.map(|_| ())));
+    assert_eq!(position(&b, 0).await, Some(0));
+
+    // b is back: the read brings it level first.
+    sink.0.lock().unwrap().insert(member("b"), b_grid);
+    assert_eq!(a.get("c", key.clone()).await.unwrap().version.0, 1);
+    assert_eq!(position(&b, 0).await, Some(1), "b has the write");
+
+    // The client sends the write again: answered as the first time.
+    let retried = a.put_request("c", named("2")).await.unwrap();
+    assert_eq!((retried.version.0, retried.created), (1, true));
+    assert_eq!(a.get("c", key.clone()).await.unwrap().value.get(), "1");
+
+    // So does b, once it leads the segment alone.
+    sink.0.lock().unwrap().remove(&member("a"));
+    b.set_owners("c", &table(&[&["b"], &["b"]], 2), true)
+        .await
+        .unwrap();
+    let on_b = b.put_request("c", named("3")).await.unwrap();
+    assert_eq!(on_b.version.0, 1, "b remembers the write's op id");
+    assert_eq!(b.get("c", key).await.unwrap().value.get(), "1");
 }

@@ -571,3 +571,37 @@ async fn unknown_routes_are_json_404s() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.error_code(), "not_found");
 }
+
+#[actix_web::test]
+async fn a_write_sent_again_with_its_idempotency_key_is_answered_as_before() {
+    let node = TestNode::start_with("[caches.c]\n", &[]);
+    let rest = Rest::new(&node);
+    let key = ("Idempotency-Key", "put-1");
+    let first = rest.put_entry_if("c", "k", "1", key).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = rest.put_entry_if("c", "k", "2", key).await;
+    assert_eq!(again.status, StatusCode::CREATED, "answered as the first time");
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers.get("etag"), first.headers.get("etag"));
+    assert_eq!(rest.get_entry("c", "k").await.body, json!(1), "not applied twice");
+
+    let remove = |op: &'static str| {
+        send(
+            rest.http
+                .delete(rest.entry_url("c", "k"))
+                .insert_header(("Idempotency-Key", op)),
+            "",
+        )
+    };
+    assert_eq!(remove("del-1").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(remove("del-1").await.status, StatusCode::NO_CONTENT, "not 404");
+    assert_eq!(
+        remove("put-1").await.error_code(),
+        "conflict",
+        "named another write"
+    );
+    for bad in ["", "two words", &"x".repeat(129)] {
+        let reply = rest.put_entry_if("c", "k", "3", ("Idempotency-Key", bad)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", reply.text);
+    }
+}

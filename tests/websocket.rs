@@ -436,3 +436,56 @@ async fn the_server_closes_the_tcp_connection_right_after_the_close_handshake() 
         );
     }
 }
+
+#[actix_web::test]
+async fn a_write_sent_again_with_its_op_id_is_answered_as_before_and_pushed_once() {
+    let node = node();
+    let mut watcher = WsClient::connect(&node).await;
+    let (sub, _, _) = watcher.subscribe("c", json!({})).await;
+    let mut client = WsClient::connect(&node).await;
+    let put = json!({"op":"put","cache":"c","key":"k","value":1,"op_id":"w-1"});
+    let first = client.request(put.clone()).await;
+    assert_eq!(first["type"], "ok", "{first}");
+    // The client did not see that reply (say) and sends the write again,
+    // even with another value: it is answered as the first time.
+    let mut again = put.clone();
+    again["value"] = json!(2);
+    let second = client.request(again).await;
+    assert_eq!(
+        (second["version"].clone(), second["created"].clone()),
+        (first["version"].clone(), json!(true))
+    );
+    let read = client.request(json!({"op":"get","cache":"c","key":"k"})).await;
+    assert_eq!(read["value"], 1);
+    let remove = json!({"op":"remove","cache":"c","key":"k","op_id":"r-1"});
+    let removed = client.request(remove.clone()).await;
+    assert_eq!(
+        client.request(remove).await["version"],
+        removed["version"],
+        "not not_found"
+    );
+    let reused = client
+        .request(json!({"op":"put","cache":"c","key":"k","value":3,"op_id":"r-1"}))
+        .await;
+    assert_eq!(reused["code"], "conflict", "{reused}");
+    let bad = client
+        .request(json!({"op":"put","cache":"c","key":"k","value":3,"op_id":"has space"}))
+        .await;
+    assert_eq!(bad["code"], "bad_request", "{bad}");
+
+    // One write and one removal, each pushed once.
+    let created = watcher.next_event().await;
+    assert_eq!(
+        (created["kind"].clone(), created["version"].clone()),
+        (json!("created"), first["version"].clone())
+    );
+    let gone = watcher.next_event().await;
+    assert_eq!(gone["kind"], "removed");
+    let marker = client
+        .request(json!({"op":"put","cache":"c","key":"marker","value":0}))
+        .await;
+    let next = watcher.next().await;
+    assert_eq!(next["sub"], sub.as_str());
+    assert_eq!(next["event"]["key"], "marker", "nothing between: {next}");
+    assert_eq!(next["event"]["version"], marker["version"]);
+}

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::owners::MemberId;
 use super::segment::{EntryView, Precondition, PutOutcome};
-use super::{CacheName, GridError, JsonValue, Key, SegmentId, Version};
+use super::{CacheName, GridError, JsonValue, Key, OpId, SegmentId, Version};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Forwarded {
@@ -26,11 +26,15 @@ pub enum Forwarded {
         value: JsonValue,
         precondition: Precondition,
         lifespan_ms: Option<u64>,
+        #[serde(default)]
+        op: Option<OpId>,
     },
     Remove {
         cache: CacheName,
         key: Key,
         precondition: Precondition,
+        #[serde(default)]
+        op: Option<OpId>,
     },
     /// One segment's part of a listing.
     List {

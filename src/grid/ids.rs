@@ -1,7 +1,8 @@
 //! The numbers that place a write: which segment of its cache it fell in
 //! ([`SegmentId`]), where in that segment's sequence it stands
 //! ([`Version`]), and which history that sequence belongs to
-//! ([`Incarnation`]). Together they are the position of an event.
+//! ([`Incarnation`]). Together they are the position of an event. And the
+//! name a client gives a write so it is applied once ([`OpId`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -64,9 +65,54 @@ impl<'de> Deserialize<'de> for Incarnation {
     }
 }
 
+/// A client's name for one write (`op_id` on the WebSocket,
+/// `Idempotency-Key` over REST), so that the write sent again after a lost
+/// reply or a failover is answered with what the first attempt did rather
+/// than applied twice. 1 to 128 bytes of visible ASCII.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct OpId(pub std::sync::Arc<str>);
+
+/// The longest op id accepted.
+pub const MAX_OP_ID_BYTES: usize = 128;
+
+impl OpId {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let visible = |b: &u8| (0x21..=0x7e).contains(b);
+        if text.is_empty() || text.len() > MAX_OP_ID_BYTES || !text.bytes().all(|b| visible(&b)) {
+            return Err(format!(
+                "op id {text:.40?}: 1 to {MAX_OP_ID_BYTES} bytes of visible ASCII"
+            ));
+        }
+        Ok(OpId(text.into()))
+    }
+}
+
+impl std::fmt::Display for OpId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for OpId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        OpId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn op_ids_are_short_visible_ascii() {
+        assert_eq!(OpId::parse("w-1/retry").unwrap().to_string(), "w-1/retry");
+        let long = "x".repeat(MAX_OP_ID_BYTES + 1);
+        for bad in ["", "has space", "tab\t", "é", long.as_str()] {
+            assert!(OpId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn incarnations_are_8_hex_digits_both_ways() {

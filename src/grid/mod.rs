@@ -28,7 +28,7 @@ pub use cache::CacheConfig;
 pub use error::GridError;
 pub use event::{now_ms, CacheDeleted, Event, EventKind, EventSink, Published};
 pub use handle::{Cache, Creation, Grid, GridLimits, GridSetup, Page, MAX_PAGE};
-pub use ids::{Incarnation, SegmentId, Version};
+pub use ids::{Incarnation, OpId, SegmentId, Version, MAX_OP_ID_BYTES};
 pub use metrics::GridMetrics;
 pub use names::{check_prefix, parse_key, CacheName, Key, MAX_KEY_BYTES};
 pub use segment::{EntryView, Precondition, PutOutcome};

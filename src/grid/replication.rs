@@ -162,6 +162,12 @@ pub struct Replication {
     /// Whether the segment is moving here: a primary taking over (until
     /// every backup is level) or a copy departing (until handed over).
     pub moving: bool,
+    /// A primary's doubt: a batch (or a take-over) did not reach every
+    /// backup, so this copy may hold writes another owner lacks. Until a
+    /// batch reaches them all again, what a client would see of such a
+    /// write (a read, a retried write's remembered outcome) waits for the
+    /// backups to be brought level.
+    pub uncertain: bool,
 }
 
 impl Replication {
@@ -171,6 +177,7 @@ impl Replication {
             batch: 0,
             fenced: 0,
             moving: false,
+            uncertain: false,
         }
     }
 
@@ -295,6 +302,7 @@ mod tests {
             value: JsonValue::parse(value).unwrap(),
             precondition: Precondition::None,
             lifespan_ms,
+            op: None,
         })
     }
 
@@ -340,6 +348,7 @@ mod tests {
         let removed = Remove {
             key: Arc::from("a"),
             precondition: Precondition::None,
+            op: None,
         };
         primary.send(removed).await.unwrap().unwrap();
         for n in 0..6 {

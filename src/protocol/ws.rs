@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::codec::{Format, WireFrame};
 use super::{ErrorCode, SnapshotChunk};
-use crate::grid::{CacheName, EntryView, Incarnation, JsonValue, SegmentId, Version};
+use crate::grid::{CacheName, EntryView, Incarnation, JsonValue, OpId, SegmentId, Version};
 
 /// A request id, echoed in the reply exactly as sent: a number or a string,
 /// held in its connection's own form (a reply is encoded in the format its
@@ -61,12 +61,18 @@ pub enum ClientOp {
         if_absent: bool,
         #[serde(default)]
         lifespan_ms: Option<u64>,
+        /// The client's name for the write: sent again, it is answered
+        /// as the first time instead of being applied twice.
+        #[serde(default)]
+        op_id: Option<OpId>,
     },
     Remove {
         cache: String,
         key: String,
         #[serde(default)]
         if_version: Option<u64>,
+        #[serde(default)]
+        op_id: Option<OpId>,
     },
     Ping {},
     /// Presents a token; its grants replace the connection's.

@@ -9,7 +9,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::auth::Access;
-use crate::grid::{parse_key, EntryView, Grid, GridError, JsonValue, Key, Precondition, Version};
+use crate::grid::segment::PutRequest;
+use crate::grid::{parse_key, EntryView, Grid, GridError, JsonValue, Key, OpId, Precondition, Version};
 use crate::protocol::ws::{ClientOp, RequestId, ServerMessage};
 use crate::protocol::ErrorDetail;
 use crate::push::filter::Filter;
@@ -47,11 +48,13 @@ pub enum GridCommand {
         value: JsonValue,
         precondition: Precondition,
         lifespan_ms: Option<u64>,
+        op: Option<OpId>,
     },
     Remove {
         cache: String,
         key: Key,
         precondition: Precondition,
+        op: Option<OpId>,
     },
 }
 
@@ -80,6 +83,7 @@ impl Command {
                 if_version,
                 if_absent,
                 lifespan_ms,
+                op_id,
             } => {
                 access.check_write(&cache)?;
                 let precondition = match (if_version, if_absent) {
@@ -99,12 +103,14 @@ impl Command {
                     value,
                     precondition,
                     lifespan_ms,
+                    op: op_id,
                 })
             }
             ClientOp::Remove {
                 cache,
                 key,
                 if_version,
+                op_id,
             } => {
                 access.check_write(&cache)?;
                 let key = parse_key(&key)?;
@@ -114,6 +120,7 @@ impl Command {
                     cache,
                     key,
                     precondition,
+                    op: op_id,
                 })
             }
             ClientOp::Subscribe {
@@ -158,8 +165,16 @@ impl GridCommand {
                 value,
                 precondition,
                 lifespan_ms,
+                op,
             } => {
-                let put = grid.put(&cache, key, value, precondition, lifespan_ms);
+                let request = PutRequest {
+                    key,
+                    value,
+                    precondition,
+                    lifespan_ms,
+                    op,
+                };
+                let put = grid.put_request(&cache, request);
                 Box::pin(async move {
                     let outcome = put.await?;
                     Ok(Outcome::Written {
@@ -172,8 +187,9 @@ impl GridCommand {
                 cache,
                 key,
                 precondition,
+                op,
             } => {
-                let remove = grid.remove(&cache, key, precondition);
+                let remove = grid.remove_once(&cache, key, precondition, op);
                 Box::pin(async move {
                     let version = remove.await?;
                     Ok(Outcome::Written {

@@ -16,8 +16,10 @@ use super::error::ApiError;
 use super::{check_query_utf8, resource};
 use super::{request_access, AppState};
 use crate::cluster::membership::{DeclareLost, DescribeCluster, DescribeStatus, RebalanceState};
+use crate::grid::segment::PutRequest;
 use crate::grid::{
-    check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, JsonValue, Key, Precondition, Version,
+    check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, JsonValue, Key, OpId, Precondition,
+    Version,
 };
 use crate::metrics::{CacheFigures, ClusterFigures};
 use crate::protocol::depth::json_within_depth;
@@ -328,10 +330,14 @@ async fn put_entry(
     let precondition = write_precondition(req.headers())?;
     let body = read_body(body, req.headers(), cache.config().max_value_bytes).await?;
     let value = parse_value(&body, state.limits.max_depth)?;
-    let outcome = state
-        .grid
-        .put(cache_name.as_str(), key, value, precondition, query.lifespan_ms)
-        .await?;
+    let request = PutRequest {
+        key,
+        value,
+        precondition,
+        lifespan_ms: query.lifespan_ms,
+        op: idempotency_key(req.headers())?,
+    };
+    let outcome = state.grid.put_request(cache_name.as_str(), request).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -354,8 +360,24 @@ async fn delete_entry(state: web::Data<AppState>, req: HttpRequest) -> Result<Ht
         }
         other => other,
     };
-    state.grid.remove(cache.as_str(), key, precondition).await?;
+    let op = idempotency_key(req.headers())?;
+    let remove = state.grid.remove_once(cache.as_str(), key, precondition, op);
+    remove.await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The client's name for a write (`Idempotency-Key`), so that the write
+/// sent again is answered as the first time instead of applied twice.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<OpId>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
+    OpId::parse(text.trim())
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(format!("Idempotency-Key: {e}")))
 }
 
 /// The cache and key of `/api/v1/caches/{cache}/entries/{key}`, read from

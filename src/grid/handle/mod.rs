@@ -28,7 +28,7 @@ use super::replication::ReplicaSink;
 use super::routing::{self, Route, RoutingTable};
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
 use super::{
-    CacheDeleted, CacheName, Event, EventSink, GridError, GridMetrics, Incarnation, JsonValue, Key,
+    CacheDeleted, CacheName, Event, EventSink, GridError, GridMetrics, Incarnation, JsonValue, Key, OpId,
     SegmentId, Version,
 };
 
@@ -351,7 +351,18 @@ impl Grid {
             value,
             precondition,
             lifespan_ms,
+            op: None,
         };
+        self.put_request(cache, request)
+    }
+
+    /// As [`Grid::put`], with the whole request: a write with an op id
+    /// sent again is answered as the first time, not applied twice.
+    pub fn put_request(
+        &self,
+        cache: &str,
+        request: PutRequest,
+    ) -> impl Future<Output = Result<PutOutcome, GridError>> + 'static {
         self.put_routed(cache, request, Forwarding::Allowed)
     }
 
@@ -389,6 +400,7 @@ impl Grid {
                         value: request.value,
                         precondition: request.precondition,
                         lifespan_ms: request.lifespan_ms,
+                        op: request.op,
                     };
                     Sent::Forwarded(forwarder.forward(member, forwarded))
                 }
@@ -411,7 +423,19 @@ impl Grid {
         key: Key,
         precondition: Precondition,
     ) -> impl Future<Output = Result<Version, GridError>> + 'static {
-        self.remove_routed(cache, key, precondition, Forwarding::Allowed)
+        self.remove_routed(cache, key, precondition, None, Forwarding::Allowed)
+    }
+
+    /// As [`Grid::remove`], named by the client's op id: sent again, it is
+    /// answered as the first time, not applied twice.
+    pub fn remove_once(
+        &self,
+        cache: &str,
+        key: Key,
+        precondition: Precondition,
+        op: Option<OpId>,
+    ) -> impl Future<Output = Result<Version, GridError>> + 'static {
+        self.remove_routed(cache, key, precondition, op, Forwarding::Allowed)
     }
 
     fn remove_routed(
@@ -419,20 +443,24 @@ impl Grid {
         cache: &str,
         key: Key,
         precondition: Precondition,
+        op: Option<OpId>,
         forwarding: Forwarding,
     ) -> impl Future<Output = Result<Version, GridError>> + 'static {
         let sent = self.cache(cache).and_then(|cache| {
             let segment = cache.segment_of(&key);
             Ok(match self.target(&cache, segment, forwarding)? {
-                Target::Local(partition) => {
-                    Sent::Local(partition.send(partition::Remove { key, precondition }))
-                }
+                Target::Local(partition) => Sent::Local(partition.send(partition::Remove {
+                    key,
+                    precondition,
+                    op,
+                })),
                 Target::Remote(forwarder, member) => {
                     let cache = cache.name().clone();
                     let forwarded = Forwarded::Remove {
                         cache,
                         key,
                         precondition,
+                        op,
                     };
                     Sent::Forwarded(forwarder.forward(member, forwarded))
                 }
@@ -469,12 +497,14 @@ impl Grid {
                 value,
                 precondition,
                 lifespan_ms,
+                op,
             } => {
                 let request = PutRequest {
                     key,
                     value,
                     precondition,
                     lifespan_ms,
+                    op,
                 };
                 ForwardedReply::Put(self.put_routed(cache.as_str(), request, local).await)
             }
@@ -482,7 +512,11 @@ impl Grid {
                 cache,
                 key,
                 precondition,
-            } => ForwardedReply::Removed(self.remove_routed(cache.as_str(), key, precondition, local).await),
+                op,
+            } => {
+                let removed = self.remove_routed(cache.as_str(), key, precondition, op, local);
+                ForwardedReply::Removed(removed.await)
+            }
             Forwarded::List {
                 cache,
                 segment,

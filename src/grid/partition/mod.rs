@@ -19,7 +19,7 @@ use super::replication::{Replication, Role};
 
 mod replica;
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
-use super::{now_ms, Event, EventSink, GridError, Key, Published, SegmentId, Version};
+use super::{now_ms, Event, EventSink, GridError, Key, OpId, Published, SegmentId, Version};
 pub use replica::{Replicate, SetRole, WriteReply};
 
 pub struct Partition {
@@ -204,6 +204,8 @@ pub struct Put(pub PutRequest);
 pub struct Remove {
     pub key: Key,
     pub precondition: Precondition,
+    /// The client's name for the removal, so that it is applied once.
+    pub op: Option<OpId>,
 }
 
 /// Up to `limit` entries with the prefix after `after`, in key order.
@@ -254,10 +256,11 @@ pub struct Ready {
 }
 
 impl Handler<Get> for Partition {
-    type Result = MessageResult<Get>;
+    type Result = WriteReply<Result<Option<EntryView>, GridError>>;
 
     fn handle(&mut self, msg: Get, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.serving().map(|()| self.segment.get(&msg.key, now_ms())))
+        let read = self.serving().map(|()| self.segment.get(&msg.key, now_ms()));
+        self.confirmed(read)
     }
 }
 
@@ -281,20 +284,21 @@ impl Handler<Remove> for Partition {
             return WriteReply::Now(Err(refused));
         }
         let result = self.write(ctx, |segment| {
-            segment.remove(&msg.key, msg.precondition, now_ms())
+            segment.remove(&msg.key, msg.precondition, msg.op, now_ms())
         });
         self.acknowledged(result)
     }
 }
 
 impl Handler<List> for Partition {
-    type Result = MessageResult<List>;
+    type Result = WriteReply<Result<Vec<EntryView>, GridError>>;
 
     fn handle(&mut self, msg: List, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.serving().map(|()| {
+        let listed = self.serving().map(|()| {
             self.segment
                 .list(&msg.prefix, msg.after.as_deref(), msg.limit, now_ms())
-        }))
+        });
+        self.confirmed(listed)
     }
 }
 
@@ -398,6 +402,7 @@ mod tests {
             value: crate::grid::JsonValue::parse(value).unwrap(),
             precondition: Precondition::None,
             lifespan_ms,
+            op: None,
         })
     }
 
@@ -410,6 +415,7 @@ mod tests {
             .send(Remove {
                 key: Arc::from("a"),
                 precondition: Precondition::None,
+                op: None,
             })
             .await
             .unwrap()

@@ -43,18 +43,44 @@ where
     }
 }
 
+/// What settles once every backup has what this copy has: `Err` when one
+/// could not be reached (a client's outcome is then unknown).
+type Barrier = ResponseActFuture<Partition, Result<(), GridError>>;
+
 impl Partition {
     /// A write's reply: at once when nothing is replicated, else once every
     /// backup acknowledged its changes (an owner that did not makes the
-    /// write's outcome unknown to the client: `unavailable`).
+    /// write's outcome unknown to the client: `unavailable`). A write that
+    /// changed nothing (a retry answered from memory, a failed
+    /// precondition) is answered as a read is ([`Partition::confirmed`]).
     pub(super) fn acknowledged<T: 'static>(
         &mut self,
         result: Result<T, GridError>,
     ) -> WriteReply<Result<T, GridError>> {
-        match self.replicate() {
+        let barrier = self.replicate().or_else(|| self.level_backups());
+        Self::after(barrier, result)
+    }
+
+    /// The reply to a request that shows a client what this copy holds (a
+    /// read, or a retried write's remembered outcome): at once, unless an
+    /// earlier batch may not have reached every backup; then once they
+    /// are brought level, so nothing is shown that a failover could lose.
+    pub(super) fn confirmed<T: 'static>(
+        &mut self,
+        result: Result<T, GridError>,
+    ) -> WriteReply<Result<T, GridError>> {
+        let barrier = self.level_backups();
+        Self::after(barrier, result)
+    }
+
+    fn after<T: 'static>(
+        barrier: Option<Barrier>,
+        result: Result<T, GridError>,
+    ) -> WriteReply<Result<T, GridError>> {
+        match barrier {
             None => WriteReply::Now(result),
-            Some(acks) => {
-                let reply = acks.map(move |acked, _, _| acked.and(result));
+            Some(barrier) => {
+                let reply = barrier.map(move |levelled, _, _| levelled.and(result));
                 WriteReply::AfterAcks(AtomicResponse::new(Box::pin(reply)))
             }
         }
@@ -71,7 +97,7 @@ impl Partition {
     /// Sends the changes made since the last batch to every backup, and a
     /// whole image to a backup that says it is behind; resolves once every
     /// backup applied them, and publishes the events then.
-    fn replicate(&mut self) -> Option<ResponseActFuture<Self, Result<(), GridError>>> {
+    fn replicate(&mut self) -> Option<Barrier> {
         let Role::Primary {
             epoch, backups, sink, ..
         } = self.replication.role.clone()
@@ -103,35 +129,87 @@ impl Partition {
                 .metrics
                 .replication_seconds
                 .observe(started.elapsed().as_secs_f64());
-            let mut failure = None;
-            let mut behind = Vec::new();
-            for (to, reply) in backups.iter().zip(replies) {
-                match reply {
-                    Ok(ReplicaReply::Applied) => {}
-                    Ok(ReplicaReply::Behind { .. }) => behind.push(to.clone()),
-                    Ok(refused) => failure = Some(format!("owner {} refused: {refused:?}", to.0)),
-                    Err(e) => failure = Some(format!("owner {} did not acknowledge: {e}", to.0)),
+            partition.settle(sink, backups, epoch, batch, replies)
+        });
+        Some(Box::pin(sent.map(|settled, partition, _| {
+            partition.publish();
+            settled
+        })))
+    }
+
+    /// Brings every backup level with this copy when a batch may not have
+    /// reached one (`uncertain`): tells each how far this copy got
+    /// (`Align`), and sends the whole segment to each that is behind.
+    /// `None` when there is no doubt.
+    fn level_backups(&mut self) -> Option<Barrier> {
+        let Role::Primary {
+            epoch, backups, sink, ..
+        } = self.replication.role.clone()
+        else {
+            return None;
+        };
+        if !self.replication.uncertain || backups.is_empty() {
+            return None;
+        }
+        self.replication.batch += 1;
+        let batch = self.replication.batch;
+        let (cache, segment) = (self.cache.name.clone(), self.segment.id());
+        let sequence = self.segment.position().0;
+        let aligns = backups.iter().map(|to| {
+            let message = ReplicaMessage::Align {
+                cache: cache.clone(),
+                segment,
+                epoch,
+                batch,
+                sequence,
+            };
+            sink.send(to, message)
+        });
+        let aligned = wrap_future::<_, Self>(join_all(aligns))
+            .then(move |replies, partition, _| partition.settle(sink, backups, epoch, batch, replies));
+        Some(Box::pin(aligned))
+    }
+
+    /// Given each backup's reply to a batch (or an `Align`) of `batch`:
+    /// sends the whole segment to each that answered behind, and resolves
+    /// once all have what this copy has, or with why one does not. Clears
+    /// or raises the primary's doubt accordingly.
+    fn settle(
+        &mut self,
+        sink: Arc<dyn ReplicaSink>,
+        backups: Vec<MemberId>,
+        epoch: u64,
+        batch: u64,
+        replies: Vec<Result<ReplicaReply, String>>,
+    ) -> Barrier {
+        let mut failure = None;
+        let mut behind = Vec::new();
+        for (to, reply) in backups.iter().zip(replies) {
+            match reply {
+                Ok(ReplicaReply::Applied) => {}
+                Ok(ReplicaReply::Behind { .. }) => behind.push(to.clone()),
+                Ok(refused) => failure = Some(format!("owner {} refused: {refused:?}", to.0)),
+                Err(e) => failure = Some(format!("owner {} did not acknowledge: {e}", to.0)),
+            }
+        }
+        let images = if failure.is_none() && !behind.is_empty() {
+            self.send_image(&sink, &behind, epoch, batch)
+        } else {
+            Vec::new()
+        };
+        let settled = wrap_future::<_, Self>(join_all(images)).map(move |replies, partition, _| {
+            for (to, reply) in behind.iter().zip(replies) {
+                if !matches!(reply, Ok(ReplicaReply::Applied)) {
+                    failure = Some(format!("owner {} did not take the segment: {reply:?}", to.0));
                 }
             }
-            let images = if failure.is_none() && !behind.is_empty() {
-                partition.send_image(&sink, &behind, epoch, batch)
-            } else {
-                Vec::new()
-            };
-            wrap_future::<_, Self>(join_all(images)).map(move |replies, partition, _| {
-                partition.publish();
-                for (to, reply) in behind.iter().zip(replies) {
-                    if !matches!(reply, Ok(ReplicaReply::Applied)) {
-                        failure = Some(format!("owner {} did not take the segment: {reply:?}", to.0));
-                    }
-                }
-                match failure {
-                    None => Ok(()),
-                    Some(why) => Err(GridError::Unavailable(why)),
-                }
-            })
+            partition.replication.uncertain = failure.is_some();
+            match failure {
+                None => Ok(()),
+                Some(why) => Err(GridError::Unavailable(why)),
+            }
         });
-        Some(Box::pin(sent))
+        Box::pin(settled)
     }
 }
 
@@ -159,6 +237,7 @@ impl Handler<SetRole> for Partition {
             // starts its own count.
             self.replication.batch = 0;
         }
+        self.replication.uncertain = false;
         self.replication.role = role;
         if backup {
             // A backup's entries expire when its primary says so.
@@ -392,6 +471,8 @@ impl Partition {
                     }
                 }
                 partition.aim_reaper(ctx);
+                // A backup not level yet may lack what this copy holds.
+                partition.replication.uncertain = !all_level;
                 let same_epoch =
                     matches!(partition.replication.role, Role::Primary { epoch: now, .. } if now == epoch);
                 if !all_level && same_epoch && attempts_left > 1 {

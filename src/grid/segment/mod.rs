@@ -14,9 +14,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CacheName, Event, EventKind, GridError, JsonValue, Key, SegmentId, Version};
+use super::{CacheName, Event, EventKind, GridError, JsonValue, Key, OpId, SegmentId, Version};
 
+mod completed;
 mod replica;
+pub use completed::{Completed, CompletedOps, REMEMBERED_OPS};
 pub use replica::{SegmentImage, SegmentOp};
 
 /// What a write requires of the entry's current state.
@@ -55,6 +57,8 @@ pub struct PutRequest {
     pub precondition: Precondition,
     /// The entry's lifespan; `None` means it never expires.
     pub lifespan_ms: Option<u64>,
+    /// The client's name for the write, so that it is applied once.
+    pub op: Option<OpId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +112,7 @@ pub struct Segment {
     /// Whether writes are recorded as [`SegmentOp`]s for other owners.
     replicating: bool,
     unreplicated: Vec<SegmentOp>,
+    completed: CompletedOps,
 }
 
 impl Segment {
@@ -125,6 +130,7 @@ impl Segment {
             bytes: 0,
             replicating: false,
             unreplicated: Vec::new(),
+            completed: CompletedOps::default(),
         }
     }
 
@@ -158,7 +164,19 @@ impl Segment {
         Some(self.view(key, entry))
     }
 
+    /// What the write named `op` did, if this segment remembers it.
+    pub fn completed(&self, op: &OpId) -> Option<Completed> {
+        self.completed.get(op)
+    }
+
+    /// Writes an entry; a write whose op id is remembered is answered with
+    /// what it did then, and changes nothing.
     pub fn put(&mut self, request: PutRequest, now_ms: u64) -> Result<PutOutcome, GridError> {
+        if let Some(op) = &request.op {
+            if let Some(done) = self.completed.get(op) {
+                return done.as_put(op);
+            }
+        }
         self.expire_if_due(&request.key, now_ms);
         let current = self.entries.get(&*request.key).map(|e| e.version);
         request.precondition.check(current)?;
@@ -183,6 +201,10 @@ impl Segment {
         } else {
             EventKind::Created
         };
+        let outcome = PutOutcome {
+            version,
+            created: current.is_none(),
+        };
         self.emit(
             kind,
             request.key,
@@ -191,26 +213,32 @@ impl Segment {
             now_ms,
             expires_at_ms,
         );
-        Ok(PutOutcome {
-            version,
-            created: current.is_none(),
-        })
+        self.complete(request.op, Completed::Put(outcome));
+        Ok(outcome)
     }
 
     /// Removes the entry; the precondition is checked before existence, so a
     /// failed `if_version` on a missing key is a mismatch, not `not_found`.
+    /// A remove whose op id is remembered is answered as it was then.
     pub fn remove(
         &mut self,
         key: &str,
         precondition: Precondition,
+        op: Option<OpId>,
         now_ms: u64,
     ) -> Result<Version, GridError> {
+        if let Some(op) = &op {
+            if let Some(done) = self.completed.get(op) {
+                return done.as_remove(op);
+            }
+        }
         self.expire_if_due(key, now_ms);
         precondition.check(self.entries.get(key).map(|e| e.version))?;
         let (key, old) = self.entries.remove_entry(key).ok_or(GridError::NotFound)?;
         self.unindex(&key, &old);
         let version = self.next_version();
         self.emit(EventKind::Removed, key, None, version, now_ms, None);
+        self.complete(op, Completed::Removed(version));
         Ok(version)
     }
 
@@ -343,6 +371,17 @@ impl Segment {
         self.record(event);
     }
 
+    /// Remembers what the write just made did under its client's op id,
+    /// and names it so in the change sent to the other owners, which
+    /// remember it too.
+    fn complete(&mut self, op: Option<OpId>, outcome: Completed) {
+        let Some(op) = op else { return };
+        if let Some(SegmentOp::Write { op: named, .. }) = self.unreplicated.last_mut() {
+            *named = Some(op.clone());
+        }
+        self.completed.remember(op, outcome);
+    }
+
     fn event(
         &self,
         id: Uuid,
@@ -410,6 +449,7 @@ mod tests {
                 value: json(value),
                 precondition: pre,
                 lifespan_ms: None,
+                op: None,
             },
             now,
         )
@@ -436,7 +476,7 @@ mod tests {
                 created: false
             }
         );
-        assert_eq!(seg.remove("b", Precondition::None, 0).unwrap(), Version(4));
+        assert_eq!(seg.remove("b", Precondition::None, None, 0).unwrap(), Version(4));
         let kinds: Vec<_> = seg.take_events().iter().map(|e| (e.kind, e.version.0)).collect();
         assert_eq!(
             kinds,
@@ -478,14 +518,17 @@ mod tests {
             Version(2)
         );
         assert_eq!(
-            seg.remove("a", Precondition::IfVersion(Version(1)), 0),
+            seg.remove("a", Precondition::IfVersion(Version(1)), None, 0),
             Err(GridError::VersionMismatch {
                 current: Some(Version(2))
             })
         );
-        assert_eq!(seg.remove("zz", Precondition::None, 0), Err(GridError::NotFound));
         assert_eq!(
-            seg.remove("zz", Precondition::IfVersion(Version(1)), 0),
+            seg.remove("zz", Precondition::None, None, 0),
+            Err(GridError::NotFound)
+        );
+        assert_eq!(
+            seg.remove("zz", Precondition::IfVersion(Version(1)), None, 0),
             Err(GridError::VersionMismatch { current: None })
         );
         // Failed writes take no sequence number.
@@ -501,6 +544,7 @@ mod tests {
                 value: json("1"),
                 precondition: Precondition::None,
                 lifespan_ms: Some(100),
+                op: None,
             },
             1_000,
         )
@@ -529,6 +573,7 @@ mod tests {
                 value: json("1"),
                 precondition: Precondition::None,
                 lifespan_ms: Some(10),
+                op: None,
             },
             0,
         )
@@ -572,7 +617,7 @@ mod tests {
         assert_eq!(seg.bytes(), 2 + 5 + 1 + 5);
         put(&mut seg, "ab", "7", Precondition::None, 0).unwrap();
         assert_eq!(seg.bytes(), 2 + 1 + 1 + 5, "a replaced value no longer counts");
-        seg.remove("c", Precondition::None, 0).unwrap();
+        seg.remove("c", Precondition::None, None, 0).unwrap();
         assert_eq!(seg.bytes(), 3);
         seg.put(
             PutRequest {
@@ -580,6 +625,7 @@ mod tests {
                 value: json("1"),
                 precondition: Precondition::None,
                 lifespan_ms: Some(10),
+                op: None,
             },
             0,
         )

@@ -11,8 +11,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{footprint, Segment, StoredEntry};
-use crate::grid::{Event, EventKind, JsonValue, Key, Version};
+use super::{footprint, Completed, PutOutcome, Segment, StoredEntry};
+use crate::grid::{Event, EventKind, JsonValue, Key, OpId, Version};
 
 /// One change of a segment, as its other owners apply it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub enum SegmentOp {
         expires_at_ms: Option<u64>,
         id: Uuid,
         ts: u64,
+        /// The client's op id for the write, for the owner to remember.
+        #[serde(default)]
+        op: Option<OpId>,
     },
     /// The least recently written entry made room: no event, no version.
     Evict { key: Key },
@@ -41,6 +44,7 @@ impl SegmentOp {
             expires_at_ms,
             id: event.id,
             ts: event.ts,
+            op: None,
         }
     }
 }
@@ -52,6 +56,9 @@ pub struct SegmentImage {
     pub entries: Vec<ImageEntry>,
     /// The history, oldest first, as writes.
     pub history: Vec<SegmentOp>,
+    /// The writes remembered by op id, oldest first.
+    #[serde(default)]
+    pub completed: Vec<(OpId, Completed)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -93,7 +100,18 @@ impl Segment {
                 expires_at_ms,
                 id,
                 ts,
+                op,
             } => {
+                if let Some(op) = op {
+                    let outcome = match value {
+                        Some(_) => Completed::Put(PutOutcome {
+                            version,
+                            created: kind == EventKind::Created,
+                        }),
+                        None => Completed::Removed(version),
+                    };
+                    self.completed.remember(op, outcome);
+                }
                 if let Some((old_key, old)) = self.entries.remove_entry(&key) {
                     self.unindex(&old_key, &old);
                 }
@@ -144,6 +162,7 @@ impl Segment {
             sequence: self.sequence,
             entries,
             history,
+            completed: self.completed.export(),
         }
     }
 
@@ -182,6 +201,7 @@ impl Segment {
                 }
             }
         }
+        self.completed.import(image.completed);
         self.sequence = image.sequence;
     }
 }
@@ -192,7 +212,7 @@ mod tests {
     use std::sync::Arc;
 
     use crate::grid::segment::{Precondition, PutRequest};
-    use crate::grid::{CacheName, SegmentId};
+    use crate::grid::{CacheName, GridError, SegmentId};
 
     fn segment() -> Segment {
         Segment::new(CacheName::parse("c").unwrap(), SegmentId(1), 8)
@@ -204,6 +224,7 @@ mod tests {
             value: JsonValue::parse(value).unwrap(),
             precondition: Precondition::None,
             lifespan_ms,
+            op: None,
         };
         segment.put(request, 1_000).unwrap();
     }
@@ -228,7 +249,7 @@ mod tests {
         put(&mut primary, "a", "0.22941408906430394", None);
         put(&mut primary, "b", "12345678901234567890123", Some(60_000));
         put(&mut primary, "a", "[1, 2]", None);
-        primary.remove("b", Precondition::None, 1_000).unwrap();
+        primary.remove("b", Precondition::None, None, 1_000).unwrap();
         put(&mut primary, "t", "true", Some(5));
         primary.reap(2_000);
         put(&mut primary, "c", "{}", None);
@@ -265,5 +286,55 @@ mod tests {
         assert_eq!(copy.bytes(), primary.bytes());
         assert_eq!(copy.next_deadline(), primary.next_deadline());
         assert!(copy.take_events().is_empty(), "an image publishes nothing");
+    }
+
+    #[test]
+    fn a_write_sent_again_with_its_op_id_is_answered_as_before_on_every_copy() {
+        let (mut primary, mut copy, mut imaged) = (segment(), segment(), segment());
+        primary.set_replicating(true);
+        let op = |id: &str| Some(OpId::parse(id).unwrap());
+        let named = |key: &str, value: &str, id: &str| PutRequest {
+            key: Arc::from(key),
+            value: JsonValue::parse(value).unwrap(),
+            precondition: Precondition::None,
+            lifespan_ms: None,
+            op: op(id),
+        };
+        let first = primary.put(named("a", "1", "w1"), 1_000).unwrap();
+        let again = primary.put(named("a", "2", "w1"), 1_000).unwrap();
+        assert_eq!(again, first, "answered as the first time");
+        assert_eq!(
+            primary.get("a", 1_000).unwrap().value.get(),
+            "1",
+            "not applied twice"
+        );
+        let removed = primary.remove("a", Precondition::None, op("r1"), 1_000).unwrap();
+        assert_eq!(
+            primary.remove("a", Precondition::None, op("r1"), 1_000),
+            Ok(removed)
+        );
+        assert!(matches!(
+            primary.remove("a", Precondition::None, op("w1"), 1_000),
+            Err(GridError::Conflict(_))
+        ));
+        let third = primary.put(named("b", "9", "w2"), 1_000).unwrap();
+        assert_eq!(primary.take_events().len(), 3, "two writes and a removal");
+
+        // The other owners remember them too: from the ops, or an image.
+        let wire = rmp_serde::to_vec_named(&primary.take_ops()).unwrap();
+        let ops: Vec<SegmentOp> = rmp_serde::from_slice(&wire).unwrap();
+        assert_eq!(ops.len(), 3);
+        for op in ops {
+            copy.apply(op);
+        }
+        imaged.import(rmp_serde::from_slice(&rmp_serde::to_vec_named(&primary.export()).unwrap()).unwrap());
+        for promoted in [&mut copy, &mut imaged] {
+            assert_eq!(promoted.put(named("b", "10", "w2"), 1_000), Ok(third));
+            assert_eq!(
+                promoted.remove("a", Precondition::None, op("r1"), 1_000),
+                Ok(removed)
+            );
+            assert_eq!(promoted.position(), Version(3), "nothing applied again");
+        }
     }
 }
