@@ -3,6 +3,7 @@
 //! the HTTP server ([`start`], which `main` calls; tests and benches start
 //! the binary itself, through `tests/common/node.rs`).
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::capacity::ConnectionBudget;
 use crate::cluster::member::{ClusterMember, Settings};
 use crate::cluster::membership::{Member, Membership};
 use crate::cluster::placement::{follow_topology, MemberLinks};
+use crate::cluster::relay::{keep_others_told, Relay, Watchers};
 use crate::config::Config;
 use crate::demo::{DemoFeed, DEMO_CACHE};
 use crate::grid::forward::Forwarder;
@@ -86,7 +88,6 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
 
     let metrics = Arc::new(Metrics::new());
     let cluster = join_cluster(&config, &address, &metrics).await?;
-    let clustered = cluster.is_some();
     let Core {
         grid,
         listener,
@@ -105,13 +106,8 @@ pub async fn start(config: Config) -> Result<RunningNode, String> {
         max_message_bytes: settings.message_limit(&config.caches),
         allowed_origins: settings.allowed_origins.clone(),
     });
-    if config.demo && clustered {
-        log::info!(
-            "demo feed off: in a cluster it would run once per member, and pages subscribe to every segment, \
-             which a member serves only for the segments it leads until push from any node"
-        );
-    } else if config.demo {
-        DemoFeed::start(grid.clone(), config.demo_rate)
+    if config.demo {
+        DemoFeed::start(grid.clone(), config.demo_rate, plays_demo(cluster.as_ref()))
             .await
             .map_err(|e| format!("cannot start the demo feed: {e}"))?;
         log::info!(
@@ -257,6 +253,17 @@ async fn join_cluster(
     Ok(Some(Arc::new(member)))
 }
 
+/// Whether this node plays the demo's matches now: always on its own; in
+/// a cluster, while it is the member with the lowest id, so the cluster
+/// plays one set of matches.
+fn plays_demo(cluster: Option<&Arc<ClusterMember>>) -> Box<dyn Fn() -> bool> {
+    let Some(cluster) = cluster else {
+        return Box::new(|| true);
+    };
+    let (me, topology) = (cluster.id(), cluster.topology());
+    Box::new(move || topology.borrow().members.keys().next() == Some(&me))
+}
+
 /// Starts the node's core inside the current actix system: the arbiters
 /// partitions run on, the listener and membership actors, and the grid with
 /// the configured caches. `address` is where clients reach this member.
@@ -276,7 +283,10 @@ pub async fn start_member_grid(
     let arbiters: Vec<_> = (0..Config::threads(config.arbiters))
         .map(|_| Arbiter::new().handle())
         .collect();
-    let listener = Listener::new(&config.listener, metrics.push.clone()).start();
+    let (watching, watched) = watch::channel(BTreeSet::new());
+    let listener = Listener::new(&config.listener, metrics.push.clone())
+        .reporting_to(watching)
+        .start();
     let local_member = match &cluster {
         Some(cluster) => cluster.id(),
         None => MemberId(
@@ -307,11 +317,21 @@ pub async fn start_member_grid(
         let lease = cluster.lease().clone();
         Arc::new(move || lease.holds()) as Arc<dyn Fn() -> bool + Send + Sync>
     });
+    // In a cluster, events pass through the relay, which also sends them
+    // to the members whose subscribers watch their cache.
+    let watchers = Arc::new(Watchers::default());
+    let events = match &cluster {
+        Some(cluster) => {
+            let relay = Relay::new(listener.clone().recipient(), watchers.clone(), cluster.clone());
+            relay.start().recipient()
+        }
+        None => listener.clone().recipient(),
+    };
     let grid = Grid::new(GridSetup {
         arbiters,
         owner_tables: OwnerTables::kept_by(&membership),
         local_member,
-        events: listener.clone().recipient(),
+        events,
         deletions: listener.clone().recipient(),
         metrics: metrics.grid.clone(),
         limits: GridLimits {
@@ -323,8 +343,9 @@ pub async fn start_member_grid(
         leased,
     });
     if let Some(cluster) = &cluster {
-        cluster.attach(grid.clone());
+        cluster.attach(grid.clone(), listener.clone().recipient(), watchers.clone());
         actix::spawn(follow_topology(grid.clone(), cluster.topology()));
+        actix::spawn(keep_others_told(cluster.clone(), watched, watchers));
     }
     for (name, cache) in &config.caches {
         let name = CacheName::parse(name).map_err(|e| format!("caches.{name}: {e}"))?;

@@ -12,9 +12,11 @@
 mod common;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::{until, Cluster, Firewall, History, Outcome, COUNTER};
+use serde_json::json;
 
 const FAILURE_TIMEOUT_MS: u64 = 1000;
 const CACHE: &str = "c";
@@ -544,4 +546,139 @@ async fn a_write_retried_with_its_idempotency_key_after_a_failover_is_applied_on
     let next = rest.put_entry_if(CACHE, key, "2", named("op-2")).await;
     assert_eq!(next.status, 200, "{}", next.text);
     assert_eq!(next.body["version"], version + 1);
+}
+
+/// A WebSocket subscriber to the whole of `CACHE` on node `i`, retried
+/// until its node can take it: the entries of its snapshot, by key.
+async fn subscriber(cluster: &Cluster, i: usize) -> (common::ws::WsClient, BTreeMap<String, (u64, u64)>) {
+    let mut ws = common::ws::WsClient::connect(cluster.node(i)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = ws
+            .request(json!({"op": "subscribe", "cache": CACHE, "filter": {}}))
+            .await;
+        // Its member may not hold its lease yet: then an error follows
+        // `subscribed` instead of the snapshot, and the subscription ends.
+        let started = match reply["type"].as_str() {
+            Some("subscribed") => Some(ws.next().await),
+            _ => None,
+        };
+        if let Some(first) = started.filter(|frame| frame["type"] == "snapshot") {
+            let sub = reply["sub"].as_str().unwrap().to_string();
+            let mut entries = first["entries"].as_array().unwrap().clone();
+            if first["done"] != true {
+                entries.extend(ws.read_snapshot(&sub).await.0);
+            }
+            let state = entries
+                .iter()
+                .map(|e| {
+                    let key = e["key"].as_str().unwrap().to_string();
+                    (
+                        key,
+                        (e["value"].as_u64().unwrap(), e["version"].as_u64().unwrap()),
+                    )
+                })
+                .collect();
+            return (ws, state);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n{} never took a subscriber: {reply}",
+            i + 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every event `ws` is sent until `until`, and after it until none comes
+/// for a second.
+async fn events_until(ws: &mut common::ws::WsClient, until: Instant) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    loop {
+        match ws.next_within(Duration::from_secs(1)).await {
+            Some(message) => {
+                assert_eq!(message["type"], "event", "{message}");
+                events.push(message["event"].clone());
+            }
+            None if Instant::now() >= until => return events,
+            None => {}
+        }
+    }
+}
+
+/// What a subscriber's snapshot and events add up to, checked on the way:
+/// no event twice, versions rising per key.
+fn replay(
+    snapshot: &BTreeMap<String, (u64, u64)>,
+    events: &[serde_json::Value],
+) -> BTreeMap<String, (u64, u64)> {
+    let mut state = snapshot.clone();
+    let mut ids = std::collections::HashSet::new();
+    let mut last: BTreeMap<String, u64> = snapshot.iter().map(|(k, (_, v))| (k.clone(), *v)).collect();
+    for event in events {
+        assert!(
+            ids.insert(event["id"].as_str().unwrap().to_string()),
+            "twice: {event}"
+        );
+        let key = event["key"].as_str().unwrap().to_string();
+        let version = event["version"].as_u64().unwrap();
+        if let Some(before) = last.insert(key.clone(), version) {
+            assert!(version > before, "{key}: version {version} after {before}");
+        }
+        match event["kind"].as_str().unwrap() {
+            "created" | "modified" => {
+                state.insert(key, (event["value"].as_u64().unwrap(), version));
+            }
+            _ => {
+                state.remove(&key);
+            }
+        }
+    }
+    state
+}
+
+#[actix::test]
+async fn subscribers_on_other_members_see_every_write_once_in_order_across_a_kill() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = three_members(110).await;
+    // The victim leads the counter's segment; subscribers and writers are
+    // on the others, so each subscriber gets events its node relays from
+    // other members, and the victim's from its backups once it is gone.
+    let victim = cluster.primary_of(CACHE, COUNTER).await;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let mut subscribers = Vec::new();
+    for &i in &survivors {
+        subscribers.push(subscriber(&cluster, i).await);
+    }
+    let stop = Instant::now() + Duration::from_secs(5);
+    let mut killed = false;
+    let load = under_load(&cluster, &survivors, Duration::from_secs(5), |elapsed| {
+        if !killed && elapsed > Duration::from_millis(1500) {
+            cluster.signal(victim, libc::SIGKILL);
+            killed = true;
+        }
+    });
+    let reads = futures_util::future::join_all(
+        subscribers
+            .iter_mut()
+            .map(|(ws, _)| events_until(ws, stop + Duration::from_secs(2))),
+    );
+    let (history, received) = futures_util::future::join(load, reads).await;
+    cluster.until_members(&survivors, 2).await;
+    let nodes = [cluster.rest(survivors[0]), cluster.rest(survivors[1])];
+    history.check(CACHE, SEGMENTS, &nodes).await;
+    let finally = common::cluster::final_state(&nodes[0], CACHE).await;
+    for ((_, snapshot), events) in subscribers.iter().zip(&received) {
+        let seen = replay(snapshot, events);
+        for write in history.acknowledged() {
+            assert!(
+                seen.contains_key(&write.key),
+                "{} acknowledged, never pushed",
+                write.key
+            );
+        }
+        assert_eq!(seen, finally, "the subscriber ends on the final state");
+        eprintln!("{} events pushed", events.len());
+    }
+    cluster.nodes[victim] = None;
 }

@@ -22,9 +22,11 @@ use super::gossip::{Gossip, Run};
 use super::lease::{Lease, LeaseGrant};
 use super::link::{Identity, LinkError, LinkTraffic, Links, Peer, Service};
 use super::messages::{PeerReply, PeerRequest};
+use super::relay::Watchers;
 use super::topology::{Applied, Change, MemberInfo, Topology};
 use crate::grid::owners::MemberId;
-use crate::grid::Grid;
+use crate::grid::{Grid, Published};
+use actix::Recipient;
 
 /// How this node takes part in a cluster.
 #[derive(Clone, Debug)]
@@ -58,6 +60,9 @@ struct Shared {
     /// The node's grid, once it runs: what replication and forwarded
     /// requests are served from.
     grid: OnceLock<Grid>,
+    /// Where events other members relay here go (the node's listener), and
+    /// who watches which cache; set with the grid.
+    events: OnceLock<(Recipient<Published>, Arc<Watchers>)>,
 }
 
 impl Shared {
@@ -91,6 +96,7 @@ impl ClusterMember {
             lease: lease.clone(),
             join: OnceLock::new(),
             grid: OnceLock::new(),
+            events: OnceLock::new(),
         });
         let epoch = Arc::new(AtomicU64::new(0));
         let identity = Identity {
@@ -197,8 +203,11 @@ impl ClusterMember {
         &self.shared.lease
     }
 
-    /// Serves replication and forwarded requests from `grid` from now on.
-    pub fn attach(&self, grid: Grid) {
+    /// Serves replication and forwarded requests from `grid` from now on,
+    /// hands the events other members relay to `listener`, and keeps
+    /// `watchers` told of what the others watch.
+    pub fn attach(&self, grid: Grid, listener: Recipient<Published>, watchers: Arc<Watchers>) {
+        let _ = self.shared.events.set((listener, watchers));
         let _ = self.shared.grid.set(grid);
     }
 
@@ -479,12 +488,32 @@ impl Service<PeerRequest, PeerReply> for Shared {
                 Some(grid) => Box::pin(async move { PeerReply::Replica(grid.replicate(message).await) }),
                 None => Box::pin(async { PeerReply::Refused("this member's grid is still starting".into()) }),
             },
-            PeerRequest::Forward(request) => match self.grid.get().cloned() {
-                Some(grid) => {
+            PeerRequest::Forward(request) => match (self.grid.get().cloned(), self.events.get()) {
+                (Some(grid), Some((_, watchers))) => {
+                    if request.watches() {
+                        // Before the snapshot is taken: every later event
+                        // goes to the asker.
+                        watchers.begin(MemberId(from), request.cache().clone());
+                    }
                     Box::pin(async move { PeerReply::Forwarded(grid.serve_forwarded(request).await) })
                 }
-                None => Box::pin(async { PeerReply::Refused("this member's grid is still starting".into()) }),
+                _ => Box::pin(async { PeerReply::Refused("this member's grid is still starting".into()) }),
             },
+            PeerRequest::Watch(caches) => {
+                if let Some((_, watchers)) = self.events.get() {
+                    watchers.set(MemberId(from), caches);
+                }
+                Box::pin(async { PeerReply::Done })
+            }
+            PeerRequest::Events(events) => {
+                // Handed on here, in the order the link read them.
+                if let Some((listener, _)) = self.events.get() {
+                    for event in events {
+                        listener.do_send(Published(event));
+                    }
+                }
+                Box::pin(async { PeerReply::Done })
+            }
         }
     }
 }

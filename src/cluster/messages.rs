@@ -2,6 +2,9 @@
 //! one member sends another and their replies. Each layer of the cluster
 //! adds its own variants; the link carries them without looking inside.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::consensus::{ProposeError, RaftReply, RaftRequest};
@@ -10,6 +13,7 @@ use super::link::Carried;
 use super::topology::{Applied, Change};
 use crate::grid::forward::{Forwarded, ForwardedReply};
 use crate::grid::replication::{ReplicaMessage, ReplicaReply};
+use crate::grid::{CacheName, Event};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -24,6 +28,11 @@ pub enum PeerRequest {
     Replica(ReplicaMessage),
     /// A request for a segment the receiver leads.
     Forward(Forwarded),
+    /// The caches the sender's subscribers watch: send it their events.
+    Watch(BTreeSet<CacheName>),
+    /// Events of caches the receiver watches, in the order the sender's
+    /// partitions published them.
+    Events(Vec<Arc<Event>>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +46,8 @@ pub enum PeerReply {
     Forwarded(ForwardedReply),
     /// The receiver cannot take this request now (still starting, say).
     Refused(String),
+    /// Taken (a watch list, events).
+    Done,
 }
 
 impl Carried for PeerRequest {

@@ -10,7 +10,9 @@
 //! openraft), [`messages`] (what members say over the link) and [`member`]
 //! (this node in a cluster: founding or joining it, proposing changes,
 //! removing members [`gossip`] (chitchat) has given up on, keeping the
-//! majority-backed [`lease`] it acts under).
+//! majority-backed [`lease`] it acts under). [`placement`] keeps the grid
+//! placed by the agreed tables; [`relay`] carries events to the members
+//! whose subscribers watch their cache.
 //! [`membership::Membership`] is the actor the rest of the node asks about
 //! members and owners; a node started without a cluster address is its own
 //! one-member cluster there.
@@ -24,5 +26,6 @@ pub mod member;
 pub mod membership;
 pub mod messages;
 pub mod placement;
+pub mod relay;
 pub mod topology;
 pub mod wire;

@@ -3,7 +3,10 @@
 //! the scoreboard move. Each match is written with compare-and-set on the
 //! version of its last write: when a person changes a score on the page, the
 //! feed's next write fails, and it adopts that score instead of overwriting
-//! it.
+//! it. In a cluster every member runs the feed, but only one plays it at a
+//! time (the one its `plays_here` says: the member with the lowest id), so
+//! the cluster's pages show one set of matches, which another member goes
+//! on with if that one leaves.
 
 mod clubs;
 pub mod fixture;
@@ -38,12 +41,18 @@ pub struct DemoFeed {
     /// Time between two writes: each match advances a game minute every
     /// second at rate 1.
     interval: Duration,
+    /// Whether this node plays the matches now (in a cluster, one member).
+    plays_here: Box<dyn Fn() -> bool>,
 }
 
 impl DemoFeed {
     /// Creates the `scores` cache if needed and starts the feed; `rate` is
-    /// game minutes per second.
-    pub async fn start(grid: Grid, rate: f64) -> Result<actix::Addr<DemoFeed>, GridError> {
+    /// game minutes per second. It writes only while `plays_here` says so.
+    pub async fn start(
+        grid: Grid,
+        rate: f64,
+        plays_here: Box<dyn Fn() -> bool>,
+    ) -> Result<actix::Addr<DemoFeed>, GridError> {
         let name = CacheName::parse(DEMO_CACHE)?;
         match grid.create_cache(name, CacheConfig::default()).await {
             Ok(Creation::Created | Creation::AlreadyExists) | Err(GridError::Conflict(_)) => {}
@@ -56,6 +65,7 @@ impl DemoFeed {
             cursor: 0,
             interval: Duration::from_secs_f64(1.0 / (rate.max(0.01) * MATCHES as f64)),
             rng: fastrand::Rng::new(),
+            plays_here,
         };
         for _ in 0..MATCHES {
             let slot = feed.new_slot(true);
@@ -95,6 +105,9 @@ impl DemoFeed {
     }
 
     fn step(&mut self, ctx: &mut Context<Self>) {
+        if !(self.plays_here)() {
+            return;
+        }
         let index = self.cursor;
         self.cursor = (self.cursor + 1) % self.slots.len();
         if self.slots[index].busy {
@@ -162,8 +175,10 @@ impl Actor for DemoFeed {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        for index in 0..self.slots.len() {
-            self.write(index, ctx);
+        if (self.plays_here)() {
+            for index in 0..self.slots.len() {
+                self.write(index, ctx);
+            }
         }
         ctx.run_interval(self.interval, |feed, ctx| feed.step(ctx));
     }

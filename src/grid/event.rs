@@ -21,13 +21,15 @@ pub enum EventKind {
     Expired,
 }
 
-/// One write. Its wire form is `protocol::event::WireEvent`.
-#[derive(Debug)]
+/// One write. Its wire form for clients is `protocol::event::WireEvent`;
+/// between members, its serde form.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Event {
     pub id: Uuid,
     pub kind: EventKind,
     pub cache: CacheName,
     pub key: Key,
+    #[serde(with = "super::value::optional_text")]
     pub value: Option<JsonValue>,
     pub version: Version,
     pub segment: SegmentId,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::owners::MemberId;
 use super::segment::{EntryView, Precondition, PutOutcome};
-use super::{CacheName, GridError, JsonValue, Key, OpId, SegmentId, Version};
+use super::{CacheName, Event, GridError, JsonValue, Key, KeyFilter, OpId, SegmentId, Version};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Forwarded {
@@ -36,6 +36,22 @@ pub enum Forwarded {
         #[serde(default)]
         op: Option<OpId>,
     },
+    /// One segment's entries matching `filter` (none without one) and its
+    /// position, for a subscriber on the asking member; the asker is
+    /// sent the cache's events from then on.
+    Snapshot {
+        cache: CacheName,
+        segment: SegmentId,
+        filter: Option<KeyFilter>,
+    },
+    /// One segment's events after `after`, for a subscriber resuming on
+    /// the asking member; the asker is sent the cache's events from then
+    /// on.
+    History {
+        cache: CacheName,
+        segment: SegmentId,
+        after: Version,
+    },
     /// One segment's part of a listing.
     List {
         cache: CacheName,
@@ -52,6 +68,8 @@ impl Forwarded {
             Forwarded::Get { cache, .. }
             | Forwarded::Put { cache, .. }
             | Forwarded::Remove { cache, .. }
+            | Forwarded::Snapshot { cache, .. }
+            | Forwarded::History { cache, .. }
             | Forwarded::List { cache, .. } => cache,
         }
     }
@@ -63,7 +81,15 @@ impl Forwarded {
             Forwarded::Put { .. } => ForwardedReply::Put(Err(error)),
             Forwarded::Remove { .. } => ForwardedReply::Removed(Err(error)),
             Forwarded::List { .. } => ForwardedReply::Listed(Err(error)),
+            Forwarded::Snapshot { .. } => ForwardedReply::Snapshot(Err(error)),
+            Forwarded::History { .. } => ForwardedReply::History(Err(error)),
         }
+    }
+
+    /// Whether the asker has a subscriber to the cache: it is to be sent
+    /// the cache's events.
+    pub fn watches(&self) -> bool {
+        matches!(self, Forwarded::Snapshot { .. } | Forwarded::History { .. })
     }
 }
 
@@ -73,6 +99,11 @@ pub enum ForwardedReply {
     Put(Result<PutOutcome, GridError>),
     Removed(Result<Version, GridError>),
     Listed(Result<Vec<Entry>, GridError>),
+    /// A segment's position and the entries asked for.
+    Snapshot(Result<(Version, Vec<Entry>), GridError>),
+    /// A segment's events after a position; `None` when its history no
+    /// longer reaches back.
+    History(Result<Option<Vec<Event>>, GridError>),
 }
 
 /// An entry on the link: its value as JSON text.

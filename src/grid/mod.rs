@@ -30,6 +30,6 @@ pub use event::{now_ms, CacheDeleted, Event, EventKind, EventSink, Published};
 pub use handle::{Cache, Creation, Grid, GridLimits, GridSetup, Page, MAX_PAGE};
 pub use ids::{Incarnation, OpId, SegmentId, Version, MAX_OP_ID_BYTES};
 pub use metrics::GridMetrics;
-pub use names::{check_prefix, parse_key, CacheName, Key, MAX_KEY_BYTES};
+pub use names::{check_prefix, parse_key, CacheName, Key, KeyFilter, MAX_KEY_BYTES};
 pub use segment::{EntryView, Precondition, PutOutcome};
 pub use value::{JsonValue, ValueError};

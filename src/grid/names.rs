@@ -17,6 +17,26 @@ pub const MAX_CACHE_NAME_CHARS: usize = 64;
 /// indexes and every event that names it.
 pub type Key = Arc<str>;
 
+/// Which keys of a cache a subscription (or a snapshot) wants: every key,
+/// one key, or the keys under a prefix. Sent between members with the
+/// snapshot requests of subscribers on other nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyFilter {
+    All,
+    Key(Key),
+    Prefix(Arc<str>),
+}
+
+impl KeyFilter {
+    pub fn matches(&self, key: &str) -> bool {
+        match self {
+            KeyFilter::All => true,
+            KeyFilter::Key(k) => **k == *key,
+            KeyFilter::Prefix(p) => key.starts_with(&**p),
+        }
+    }
+}
+
 /// Checks a key against the contract and makes it shareable. The rule for
 /// every path (REST, WebSocket, SSE, long polling): 1 to 1024 bytes of
 /// UTF-8 (the type says so; bytes that are not are refused where they are

@@ -309,7 +309,7 @@ mod tests {
     async fn state(partition: &Addr<Partition>) -> (Vec<(String, String, u64)>, u64) {
         let snapshot = partition
             .send(TakeSnapshot {
-                filter: Arc::new(|_: &str| true),
+                filter: Some(crate::grid::KeyFilter::All),
             })
             .await
             .unwrap();

@@ -143,6 +143,11 @@ impl<T> SubscriptionIndex<T> {
         self.len
     }
 
+    /// The caches with at least one subscription.
+    pub fn caches(&self) -> impl Iterator<Item = &CacheName> {
+        self.caches.keys()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

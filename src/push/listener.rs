@@ -13,12 +13,12 @@
 //! cross-thread wake per event per subscriber into one per feed per burst;
 //! when idle, a burst is one event and nothing waits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::dedup::DedupWindow;
 use super::filter::Filter;
@@ -48,7 +48,13 @@ pub struct Listener {
     metrics: PushMetrics,
     pending: HashMap<SessionId, Batch>,
     flush_scheduled: bool,
+    /// The caches subscribed to here, for a cluster's other members to
+    /// send this node their events.
+    watching: Option<watch::Sender<Watched>>,
 }
+
+/// The caches a node's subscribers watch.
+pub type Watched = BTreeSet<CacheName>;
 
 impl Listener {
     pub fn new(config: &ListenerConfig, metrics: PushMetrics) -> Self {
@@ -61,6 +67,26 @@ impl Listener {
             metrics,
             pending: HashMap::new(),
             flush_scheduled: false,
+            watching: None,
+        }
+    }
+
+    /// Keeps `watching` told of the caches subscribed to here.
+    pub fn reporting_to(self, watching: watch::Sender<Watched>) -> Self {
+        Listener {
+            watching: Some(watching),
+            ..self
+        }
+    }
+
+    fn report_watching(&self) {
+        if let Some(watching) = &self.watching {
+            watching.send_if_modified(|watched| {
+                let now: Watched = self.index.caches().cloned().collect();
+                let changed = *watched != now;
+                *watched = now;
+                changed
+            });
         }
     }
 }
@@ -188,6 +214,7 @@ impl Handler<Register> for Listener {
         };
         self.index.insert(msg.cache, &msg.filter, target);
         self.metrics.subscriptions.set(self.index.len() as i64);
+        self.report_watching();
     }
 }
 
@@ -199,6 +226,7 @@ impl Handler<Unregister> for Listener {
             t.session == msg.session && t.sub == msg.sub
         });
         self.metrics.subscriptions.set(self.index.len() as i64);
+        self.report_watching();
     }
 }
 
@@ -223,6 +251,7 @@ impl Handler<CacheDeleted> for Listener {
             });
         }
         self.metrics.subscriptions.set(self.index.len() as i64);
+        self.report_watching();
     }
 }
 

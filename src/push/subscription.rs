@@ -189,16 +189,13 @@ async fn read_replay(
 
 /// Every segment's current position, without reading any entry.
 async fn read_positions(grid: &Grid, cache: &str) -> Result<HashMap<SegmentId, Version>, GridError> {
-    let snapshots = grid.snapshot(cache, Arc::new(|_: &str| false)).await?;
+    let snapshots = grid.snapshot(cache, None).await?;
     Ok(snapshots.into_iter().map(|s| (s.segment, s.position)).collect())
 }
 
 async fn read_snapshot(grid: &Grid, cache: &str, filter: &Filter, reset: bool) -> Result<Start, GridError> {
     let incarnation = grid.cache(cache)?.incarnation();
-    let wanted = filter.clone();
-    let snapshots = grid
-        .snapshot(cache, Arc::new(move |key: &str| wanted.matches(key)))
-        .await?;
+    let snapshots = grid.snapshot(cache, Some(filter.clone())).await?;
     let mut entries = Vec::new();
     let mut positions = HashMap::new();
     for snapshot in snapshots {

@@ -13,7 +13,7 @@ use crate::grid::segment::PutRequest;
 use crate::grid::{parse_key, EntryView, Grid, GridError, JsonValue, Key, OpId, Precondition, Version};
 use crate::protocol::ws::{ClientOp, RequestId, ServerMessage};
 use crate::protocol::ErrorDetail;
-use crate::push::filter::Filter;
+use crate::push::filter::{self, Filter};
 use crate::push::subscription::StartFrom;
 
 /// What a valid op asks for.
@@ -130,7 +130,7 @@ impl Command {
                 resume,
             } => {
                 access.check_read(&cache)?;
-                let filter = Filter::from_spec(&filter)?;
+                let filter = filter::from_spec(&filter)?;
                 let from = match resume {
                     Some(resume) => StartFrom::Resume {
                         positions: resume.parse_positions().map_err(GridError::BadRequest)?,

@@ -11,7 +11,7 @@ use super::{request_access, AppState};
 use crate::grid::{Cache, SegmentId};
 use crate::protocol::position::{self, Positions, Token};
 use crate::protocol::ws::FilterSpec;
-use crate::push::filter::Filter;
+use crate::push::filter::{self, Filter};
 use crate::push::subscription::{segments_of, StartFrom};
 
 /// A cache and filter an HTTP client subscribes to.
@@ -42,7 +42,7 @@ impl HttpSubscription {
         access.check_read(cache)?;
         super::check_query_utf8(req)?;
         let cache = state.grid.cache(cache)?;
-        let filter = Filter::from_spec(&filter)?;
+        let filter = filter::from_spec(&filter)?;
         let segments = segments_of(&cache, &filter);
         Ok(HttpSubscription {
             cache,

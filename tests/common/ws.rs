@@ -227,6 +227,15 @@ impl WsClient {
         self.closed.clone().flatten().map(|reason| u16::from(reason.code))
     }
 
+    /// The next message, or `None` when none comes within `wait` or the
+    /// server closed the connection.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        if let Some(message) = self.inbox.pop_front() {
+            return Some(message);
+        }
+        tokio::time::timeout(wait, self.read()).await.ok().flatten()
+    }
+
     /// No message arrives within `wait` (pings are answered meanwhile).
     pub async fn assert_quiet(&mut self, wait: Duration) {
         assert!(self.inbox.is_empty(), "unexpected {:?}", self.inbox);

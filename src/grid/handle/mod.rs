@@ -28,8 +28,8 @@ use super::replication::ReplicaSink;
 use super::routing::{self, Route, RoutingTable};
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest};
 use super::{
-    CacheDeleted, CacheName, Event, EventSink, GridError, GridMetrics, Incarnation, JsonValue, Key, OpId,
-    SegmentId, Version,
+    CacheDeleted, CacheName, Event, EventSink, GridError, GridMetrics, Incarnation, JsonValue, Key,
+    KeyFilter, OpId, SegmentId, Version,
 };
 
 /// The most entries one listing page returns.
@@ -525,10 +525,7 @@ impl Grid {
                 limit,
             } => {
                 let listed = async {
-                    let cache = self.cache(cache.as_str())?;
-                    let Target::Local(partition) = self.target(&cache, segment, local)? else {
-                        unreachable!("a refused forwarding never targets another member")
-                    };
+                    let partition = self.local_primary(cache.as_str(), segment)?;
                     let entries = partition
                         .send(partition::List { prefix, after, limit })
                         .await
@@ -537,6 +534,49 @@ impl Grid {
                 };
                 ForwardedReply::Listed(listed.await)
             }
+            Forwarded::Snapshot {
+                cache,
+                segment,
+                filter,
+            } => {
+                let taken = async {
+                    let partition = self.local_primary(cache.as_str(), segment)?;
+                    let snapshot = partition
+                        .send(partition::TakeSnapshot { filter })
+                        .await
+                        .map_err(unavailable)?;
+                    let entries = snapshot.entries.into_iter().map(Entry::from).collect();
+                    Ok((snapshot.position, entries))
+                };
+                ForwardedReply::Snapshot(taken.await)
+            }
+            Forwarded::History {
+                cache,
+                segment,
+                after,
+            } => {
+                let read = async {
+                    let partition = self.local_primary(cache.as_str(), segment)?;
+                    let events = partition
+                        .send(partition::ReadHistory { after })
+                        .await
+                        .map_err(unavailable)?;
+                    // Shared here, owned on the wire: each event is copied once.
+                    let owned = |event: &Arc<Event>| Event::clone(event);
+                    Ok(events.map(|events| events.iter().map(owned).collect()))
+                };
+                ForwardedReply::History(read.await)
+            }
+        }
+    }
+
+    /// This node's primary of `segment`, for a request another member
+    /// forwarded (never forwarded on).
+    fn local_primary(&self, cache: &str, segment: SegmentId) -> Result<Addr<Partition>, GridError> {
+        let cache = self.cache(cache)?;
+        match self.target(&cache, segment, Forwarding::Refused)? {
+            Target::Local(partition) => Ok(partition.clone()),
+            Target::Remote(..) => unreachable!("a refused forwarding never targets another member"),
         }
     }
 
@@ -665,25 +705,46 @@ impl Grid {
         Ok(Page { entries, next })
     }
 
-    /// A snapshot of every segment of `cache`, each taken at one instant of
-    /// its segment, with that segment's position.
-    pub async fn snapshot(
-        &self,
-        cache: &str,
-        filter: Arc<dyn Fn(&str) -> bool + Send + Sync>,
-    ) -> Result<Vec<Snapshot>, GridError> {
+    /// Every segment's entries matching `filter` (none without one) and
+    /// position, each taken at one instant of its segment: from this
+    /// node's primaries, and asked of the member leading each other
+    /// segment (which sends this node the cache's events from then on).
+    pub async fn snapshot(&self, cache: &str, filter: Option<KeyFilter>) -> Result<Vec<Snapshot>, GridError> {
         let cache = self.cache(cache)?;
-        let requests = cache.routes.send_all(|_| partition::TakeSnapshot {
-            filter: filter.clone(),
-        })?;
-        join_all(requests)
-            .await
-            .into_iter()
-            .map(|r| r.map_err(unavailable))
-            .collect()
+        let mut requests = Vec::new();
+        for segment in (0..cache.routes.segments()).map(SegmentId) {
+            let filter = filter.clone();
+            requests.push(match self.target(&cache, segment, Forwarding::Allowed)? {
+                Target::Local(partition) => Sent::Local(partition.send(partition::TakeSnapshot { filter })),
+                Target::Remote(forwarder, member) => {
+                    let forwarded = Forwarded::Snapshot {
+                        cache: cache.name().clone(),
+                        segment,
+                        filter,
+                    };
+                    Sent::Forwarded(forwarder.forward(member, forwarded))
+                }
+            });
+        }
+        let replies = requests.into_iter().zip(0..).map(|(sent, segment)| async move {
+            match sent {
+                Sent::Local(request) => request.await.map_err(unavailable),
+                Sent::Forwarded(reply) => match reply.await? {
+                    ForwardedReply::Snapshot(part) => part.map(|(position, entries)| Snapshot {
+                        segment: SegmentId(segment),
+                        entries: entries.into_iter().map(EntryView::from).collect(),
+                        position,
+                    }),
+                    other => Err(forward::mismatched(other)),
+                },
+            }
+        });
+        join_all(replies).await.into_iter().collect()
     }
 
-    /// The events of `segment` after `position`, if its history reaches back.
+    /// The events of `segment` after `position`, if its history reaches
+    /// back: from this node's primary, or asked of the member leading it
+    /// (which sends this node the cache's events from then on).
     pub async fn history(
         &self,
         cache: &str,
@@ -691,10 +752,24 @@ impl Grid {
         position: Version,
     ) -> Result<Option<Vec<Arc<Event>>>, GridError> {
         let cache = self.cache(cache)?;
-        cache
-            .routes
-            .send(segment, partition::ReadHistory { after: position })?
-            .await
-            .map_err(unavailable)
+        match self.target(&cache, segment, Forwarding::Allowed)? {
+            Target::Local(partition) => partition
+                .send(partition::ReadHistory { after: position })
+                .await
+                .map_err(unavailable),
+            Target::Remote(forwarder, member) => {
+                let forwarded = Forwarded::History {
+                    cache: cache.name().clone(),
+                    segment,
+                    after: position,
+                };
+                match forwarder.forward(member, forwarded).await? {
+                    ForwardedReply::History(events) => {
+                        events.map(|events| events.map(|e| e.into_iter().map(Arc::new).collect()))
+                    }
+                    other => Err(forward::mismatched(other)),
+                }
+            }
+        }
     }
 }

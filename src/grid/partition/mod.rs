@@ -19,7 +19,7 @@ use super::replication::{Replication, Role};
 
 mod replica;
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
-use super::{now_ms, Event, EventSink, GridError, Key, OpId, Published, SegmentId, Version};
+use super::{now_ms, Event, EventSink, GridError, Key, KeyFilter, OpId, Published, SegmentId, Version};
 pub use replica::{Replicate, SetRole, WriteReply};
 
 pub struct Partition {
@@ -217,12 +217,12 @@ pub struct List {
     pub limit: usize,
 }
 
-/// The entries matching a filter and the segment's position, taken at one
-/// instant of the segment.
+/// The entries matching a filter (none without one) and the segment's
+/// position, taken at one instant of the segment.
 #[derive(Message)]
 #[rtype(result = "Snapshot")]
 pub struct TakeSnapshot {
-    pub filter: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    pub filter: Option<KeyFilter>,
 }
 
 pub struct Snapshot {
@@ -306,7 +306,8 @@ impl Handler<TakeSnapshot> for Partition {
     type Result = MessageResult<TakeSnapshot>;
 
     fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
-        let (entries, position) = self.segment.snapshot(|key| (msg.filter)(key), now_ms());
+        let wanted = |key: &str| msg.filter.as_ref().is_some_and(|f| f.matches(key));
+        let (entries, position) = self.segment.snapshot(wanted, now_ms());
         MessageResult(Snapshot {
             segment: self.segment.id(),
             entries,
@@ -481,7 +482,7 @@ mod tests {
         }
         let snapshot = partition
             .send(TakeSnapshot {
-                filter: Arc::new(|k: &str| k.starts_with("a/")),
+                filter: Some(KeyFilter::Prefix(Arc::from("a/"))),
             })
             .await
             .unwrap();

@@ -1,0 +1,211 @@
+//! Events across members, so a subscriber on any member sees every write
+//! of the cluster. The [`Relay`] actor stands between this node's
+//! partitions and its listener: it passes every event they publish (as
+//! primary or as backup: every owner reports each write) to the listener
+//! and to each member that watches the event's cache, and hands the
+//! events other members relay here to the listener, which drops the
+//! second copy of each by its id.
+//!
+//! [`Watchers`] is who watches which cache: each member's list of the
+//! caches its subscribers watch ([`keep_others_told`] sends it on every
+//! change and every [`WATCH_REFRESH`]), and each snapshot or history
+//! request a member makes for a subscriber, which counts at once, before
+//! the snapshot is taken, so no event after the snapshot's position is
+//! missed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Context, Handler, Recipient};
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
+
+use super::member::ClusterMember;
+use super::messages::{PeerReply, PeerRequest};
+use crate::grid::owners::MemberId;
+use crate::grid::{CacheName, Event, Published};
+
+/// How often each member tells the others what it watches, whether or not
+/// it changed: how a member that joined, or missed a message, learns it.
+pub const WATCH_REFRESH: Duration = Duration::from_secs(2);
+
+/// How long a watch begun by a snapshot or history request holds against
+/// a watch list without its cache: the list may have been sent before the
+/// subscription that made the request.
+const WATCH_GRACE: Duration = Duration::from_secs(10);
+
+/// Events queued for one member before the oldest are dropped: a member
+/// that cannot take them is cut off or gone.
+const OUTBOX: usize = 65_536;
+
+/// The most events in one message to a member.
+const BATCH: usize = 1024;
+
+/// Who watches which cache.
+#[derive(Default)]
+pub struct Watchers {
+    /// Per member, the caches it watches and since when each was begun by a
+    /// request (`None`: only by its list).
+    lists: Mutex<HashMap<MemberId, HashMap<CacheName, Option<Instant>>>>,
+    /// The members watching each cache, read for every event.
+    by_cache: ArcSwap<HashMap<CacheName, Arc<[MemberId]>>>,
+}
+
+impl Watchers {
+    /// `member` asked for a snapshot or history of `cache` for a
+    /// subscriber: it watches the cache from now on.
+    pub fn begin(&self, member: MemberId, cache: CacheName) {
+        self.change(|lists| {
+            lists
+                .entry(member)
+                .or_default()
+                .insert(cache, Some(Instant::now()));
+        });
+    }
+
+    /// `member` watches exactly `caches` (and those it began to watch
+    /// within the grace period).
+    pub fn set(&self, member: MemberId, caches: BTreeSet<CacheName>) {
+        self.change(|lists| {
+            let list = lists.entry(member).or_default();
+            list.retain(|cache, begun| {
+                caches.contains(cache) || begun.is_some_and(|at| at.elapsed() < WATCH_GRACE)
+            });
+            for cache in caches {
+                list.entry(cache).or_insert(None);
+            }
+        });
+    }
+
+    /// Forgets the members not in `members`.
+    pub fn keep_only(&self, members: &BTreeSet<MemberId>) {
+        self.change(|lists| lists.retain(|member, _| members.contains(member)));
+    }
+
+    /// The members watching `cache`.
+    pub fn of(&self, cache: &CacheName) -> Option<Arc<[MemberId]>> {
+        self.by_cache.load().get(cache).cloned()
+    }
+
+    fn change(&self, change: impl FnOnce(&mut HashMap<MemberId, HashMap<CacheName, Option<Instant>>>)) {
+        let mut lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut lists);
+        let mut by_cache: HashMap<CacheName, Vec<MemberId>> = HashMap::new();
+        for (member, caches) in lists.iter() {
+            for cache in caches.keys() {
+                by_cache.entry(cache.clone()).or_default().push(member.clone());
+            }
+        }
+        let by_cache = by_cache
+            .into_iter()
+            .map(|(cache, members)| (cache, Arc::from(members)))
+            .collect();
+        self.by_cache.store(Arc::new(by_cache));
+    }
+}
+
+/// Passes this node's events to its listener and to the members watching
+/// their cache.
+pub struct Relay {
+    listener: Recipient<Published>,
+    watchers: Arc<Watchers>,
+    member: Arc<ClusterMember>,
+    outboxes: HashMap<MemberId, mpsc::Sender<Arc<Event>>>,
+}
+
+impl Relay {
+    pub fn new(listener: Recipient<Published>, watchers: Arc<Watchers>, member: Arc<ClusterMember>) -> Self {
+        Relay {
+            listener,
+            watchers,
+            member,
+            outboxes: HashMap::new(),
+        }
+    }
+
+    /// The queue of events for `to`, with the task that sends them.
+    fn outbox(&mut self, to: &MemberId) -> &mpsc::Sender<Arc<Event>> {
+        let member = &self.member;
+        self.outboxes.entry(to.clone()).or_insert_with(|| {
+            let (queue, events) = mpsc::channel(OUTBOX);
+            tokio::spawn(send_events(member.clone(), to.clone(), events));
+            queue
+        })
+    }
+}
+
+impl Actor for Relay {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(65_536);
+    }
+}
+
+impl Handler<Published> for Relay {
+    type Result = ();
+
+    fn handle(&mut self, published: Published, _: &mut Context<Self>) {
+        if let Some(watchers) = self.watchers.of(&published.0.cache) {
+            let me = self.member.id();
+            for to in watchers.iter().filter(|to| **to != me) {
+                if self.outbox(to).try_send(published.0.clone()).is_err() {
+                    log::warn!("events for member {} are not leaving; dropping one", to.0);
+                }
+            }
+        }
+        self.listener.do_send(published);
+    }
+}
+
+/// Sends the events queued for `to`, in order, as many at a time as are
+/// waiting (up to [`BATCH`]); one message at a time, so they arrive in
+/// the order they were published.
+async fn send_events(member: Arc<ClusterMember>, to: MemberId, mut events: mpsc::Receiver<Arc<Event>>) {
+    let timeout = member.failure_timeout();
+    while let Some(first) = events.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        let count = batch.len();
+        match member.request(&to, &PeerRequest::Events(batch), timeout).await {
+            Ok(PeerReply::Done) => {}
+            Ok(other) => log::debug!("member {} did not take {count} events: {other:?}", to.0),
+            Err(e) => log::debug!("member {} did not take {count} events: {e}", to.0),
+        }
+    }
+}
+
+/// Tells every other member which caches this node's subscribers watch:
+/// whenever that changes, and every [`WATCH_REFRESH`]. Forgets, in
+/// `watchers`, the members that left. Runs until the topology log stops.
+pub async fn keep_others_told(
+    member: Arc<ClusterMember>,
+    mut watched: watch::Receiver<BTreeSet<CacheName>>,
+    watchers: Arc<Watchers>,
+) {
+    let mut topology = member.topology();
+    let me = member.id();
+    loop {
+        let members: BTreeSet<MemberId> = topology.borrow_and_update().members.keys().cloned().collect();
+        watchers.keep_only(&members);
+        let list: BTreeSet<CacheName> = watched.borrow_and_update().clone();
+        let others = members.iter().filter(|m| **m != me);
+        let told = others.map(|to| {
+            let request = PeerRequest::Watch(list.clone());
+            let member = member.clone();
+            async move { member.request(to, &request, member.failure_timeout()).await }
+        });
+        futures_util::future::join_all(told).await;
+        tokio::select! {
+            changed = topology.changed() => if changed.is_err() { return },
+            changed = watched.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(WATCH_REFRESH) => {}
+        }
+    }
+}
