@@ -638,3 +638,64 @@ async fn a_page_without_a_token_says_so_and_takes_one() {
         page.close().await.unwrap();
     }
 }
+
+/// In a cluster the page works on every member: the demo feed plays once
+/// (on n1), pages on n2 and n3 show the same matches, and a score written
+/// through one member shows on the page of another.
+#[actix_web::test]
+async fn pages_on_two_members_of_a_cluster_show_the_same_matches() {
+    if !browser_available() {
+        return;
+    }
+    let cluster = common::cluster::Cluster::start_playing_demo(120, 3, 3000).await;
+    let driver = Driver::start().await;
+    let (on_n2, on_n3) = (driver.browser().await, driver.browser().await);
+    for (page, i) in [(&on_n2, 1), (&on_n3, 2)] {
+        page.goto(&format!("{}/", cluster.node(i).base)).await.unwrap();
+        let cards = eventually(page, CARD_COUNT, Duration::from_secs(20), |v| {
+            v.as_u64() >= Some(6)
+        })
+        .await;
+        assert!(
+            cards.as_u64() >= Some(6),
+            "the matches are on n{}'s page: {cards}",
+            i + 1
+        );
+    }
+    let keys =
+        "return [...document.querySelectorAll('#board .card:not(.leaving)')].map(c => c.dataset.key).sort()";
+    let shown_on_n2 = on_n2.execute(keys, vec![]).await.unwrap();
+    let shown_on_n3 = eventually(&on_n3, keys, Duration::from_secs(10), |v| *v == shown_on_n2).await;
+    assert_eq!(shown_on_n3, shown_on_n2, "one set of matches for the cluster");
+
+    // A score written through n3 (read, then compare-and-set on its
+    // version, as the page does) shows on the page of n2.
+    let key = shown_on_n2[0].as_str().unwrap().to_string();
+    let rest = Rest::new(cluster.node(2));
+    let written = loop {
+        let current = rest.get_entry("scores", &key).await;
+        let Some(version) = current
+            .headers
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string())
+        else {
+            continue;
+        };
+        let mut fixture = current.body.clone();
+        fixture["home_score"] = json!(42);
+        let put = rest
+            .put_entry_if("scores", &key, &fixture.to_string(), ("If-Match", &version))
+            .await;
+        if put.status.is_success() {
+            break put;
+        }
+    };
+    assert!(written.status.is_success());
+    let score = eventually(&on_n2, &score_of(&key, "home"), Duration::from_secs(10), |v| {
+        v == "42"
+    })
+    .await;
+    assert_eq!(score, "42", "n3's write on n2's page");
+    on_n2.close().await.unwrap();
+    on_n3.close().await.unwrap();
+}

@@ -19,6 +19,8 @@ pub struct Cluster {
     pub nodes: Vec<Option<TestNode>>,
     pub ips: Vec<String>,
     failure_timeout_ms: u64,
+    /// Whether the nodes run the demo feed (at 4 game minutes a second).
+    demo: bool,
 }
 
 /// A cluster port unlikely to be taken: each node has its own address.
@@ -36,6 +38,21 @@ impl Cluster {
     /// As [`Cluster::start`], with addresses for `places` nodes of which
     /// the first `count` start now (the others may join later).
     pub async fn start_some(base: u8, places: usize, count: usize, failure_timeout_ms: u64) -> Cluster {
+        Cluster::start_nodes(base, places, count, failure_timeout_ms, false).await
+    }
+
+    /// As [`Cluster::start`], every node running the demo feed.
+    pub async fn start_playing_demo(base: u8, count: usize, failure_timeout_ms: u64) -> Cluster {
+        Cluster::start_nodes(base, count, count, failure_timeout_ms, true).await
+    }
+
+    async fn start_nodes(
+        base: u8,
+        places: usize,
+        count: usize,
+        failure_timeout_ms: u64,
+        demo: bool,
+    ) -> Cluster {
         let ips = (1..=places)
             .map(|i| format!("127.0.0.{}", base as usize + i))
             .collect();
@@ -43,6 +60,7 @@ impl Cluster {
             nodes: Vec::new(),
             ips,
             failure_timeout_ms,
+            demo,
         };
         for i in 0..places {
             let node = (i < count).then(|| cluster.launcher(i).start());
@@ -76,10 +94,17 @@ impl Cluster {
         if i != 0 {
             args.extend(["--join", seeds.as_str()]);
         }
-        Launch::new()
+        if self.demo {
+            args.extend(["--demo-rate", "4"]);
+        }
+        let launch = Launch::new()
             .on(&self.ips[i])
             .args(&args)
-            .log_level("warn,openraft=error,chitchat=error")
+            .log_level("warn,openraft=error,chitchat=error");
+        match self.demo {
+            true => launch.demo(),
+            false => launch,
+        }
     }
 
     /// The inter-node address of node `i`.
