@@ -551,35 +551,54 @@ async fn a_write_retried_with_its_idempotency_key_after_a_failover_is_applied_on
 /// A WebSocket subscriber to the whole of `CACHE` on node `i`, retried
 /// until its node can take it: the entries of its snapshot, by key.
 async fn subscriber(cluster: &Cluster, i: usize) -> (common::ws::WsClient, BTreeMap<String, (u64, u64)>) {
+    let subscribe = json!({"op": "subscribe", "cache": CACHE, "filter": {}});
+    let (ws, frames) = subscribed(cluster, i, subscribe).await;
+    let state = frames
+        .iter()
+        .flat_map(|frame| frame["entries"].as_array().unwrap())
+        .map(|e| {
+            let key = e["key"].as_str().unwrap().to_string();
+            (
+                key,
+                (e["value"].as_u64().unwrap(), e["version"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    (ws, state)
+}
+
+/// Sends `subscribe` to node `i` until its subscription starts (its member
+/// may not hold its lease yet: then an error follows `subscribed`, and the
+/// subscription ends); returns the client and the snapshot frames read
+/// (none for a resume that replays).
+async fn subscribed(
+    cluster: &Cluster,
+    i: usize,
+    subscribe: serde_json::Value,
+) -> (common::ws::WsClient, Vec<serde_json::Value>) {
     let mut ws = common::ws::WsClient::connect(cluster.node(i)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let reply = ws
-            .request(json!({"op": "subscribe", "cache": CACHE, "filter": {}}))
-            .await;
-        // Its member may not hold its lease yet: then an error follows
-        // `subscribed` instead of the snapshot, and the subscription ends.
-        let started = match reply["type"].as_str() {
-            Some("subscribed") => Some(ws.next().await),
+        let reply = ws.request(subscribe.clone()).await;
+        let first = match reply["type"].as_str() {
+            Some("subscribed") => ws.next_within(Duration::from_secs(2)).await,
             _ => None,
         };
-        if let Some(first) = started.filter(|frame| frame["type"] == "snapshot") {
-            let sub = reply["sub"].as_str().unwrap().to_string();
-            let mut entries = first["entries"].as_array().unwrap().clone();
-            if first["done"] != true {
-                entries.extend(ws.read_snapshot(&sub).await.0);
+        match first {
+            Some(frame) if frame["type"] == "snapshot" => {
+                let mut frames = vec![frame];
+                while frames.last().unwrap()["done"] != true {
+                    frames.push(ws.next().await);
+                }
+                return (ws, frames);
             }
-            let state = entries
-                .iter()
-                .map(|e| {
-                    let key = e["key"].as_str().unwrap().to_string();
-                    (
-                        key,
-                        (e["value"].as_u64().unwrap(), e["version"].as_u64().unwrap()),
-                    )
-                })
-                .collect();
-            return (ws, state);
+            Some(frame) if frame["type"] == "event" => {
+                ws.push_back(frame);
+                return (ws, Vec::new());
+            }
+            // A resume with nothing to replay sends nothing.
+            None if reply["type"] == "subscribed" => return (ws, Vec::new()),
+            _ => {}
         }
         assert!(
             Instant::now() < deadline,
@@ -681,4 +700,51 @@ async fn subscribers_on_other_members_see_every_write_once_in_order_across_a_kil
         eprintln!("{} events pushed", events.len());
     }
     cluster.nodes[victim] = None;
+}
+
+#[actix::test]
+async fn a_subscriber_whose_member_dies_resumes_on_another_with_exactly_what_it_missed() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = three_members(130).await;
+    let subscribe = json!({"op": "subscribe", "cache": CACHE, "filter": {}});
+    let (mut ws, frames) = subscribed(&cluster, 0, subscribe).await;
+    let done = frames.last().expect("a snapshot").clone();
+    let incarnation = done["incarnation"].clone();
+    let mut positions: BTreeMap<String, u64> = done["positions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(s, v)| (s.clone(), v.as_u64().unwrap()))
+        .collect();
+    let before = write_keys(&cluster.rest(1), CACHE, 40).await;
+    let seen = events_until(&mut ws, Instant::now()).await;
+    assert_eq!(seen.len(), before.len(), "every write pushed to n1's subscriber");
+    for event in &seen {
+        positions.insert(event["segment"].to_string(), event["version"].as_u64().unwrap());
+    }
+
+    // Its member dies; the writes go on; the client resumes on n2.
+    cluster.signal(0, libc::SIGKILL);
+    cluster.nodes[0] = None;
+    cluster.until_members(&[1, 2], 2).await;
+    let missed: Vec<(String, u64)> = write_keys(&cluster.rest(2), CACHE, 40).await;
+    let resume = json!({"op": "subscribe", "cache": CACHE, "filter": {},
+                        "resume": {"positions": positions, "incarnation": incarnation}});
+    let (mut resumed, frames) = subscribed(&cluster, 1, resume).await;
+    assert!(frames.is_empty(), "a replay, not a reset snapshot: {frames:?}");
+    let replayed = events_until(&mut resumed, Instant::now()).await;
+    let got: Vec<(String, u64)> = replayed
+        .iter()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_string(),
+                e["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = missed.clone();
+    expected.sort();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "exactly the writes it missed, once each");
 }

@@ -14,8 +14,8 @@ use pushgrid::grid::owners::{MemberId, OwnerTable, OwnerTables, SegmentOwners};
 use pushgrid::grid::replication::{ReplicaFuture, ReplicaMessage, ReplicaReply, ReplicaSink};
 use pushgrid::grid::segment::PutRequest;
 use pushgrid::grid::{
-    CacheConfig, CacheDeleted, CacheName, Grid, GridError, GridLimits, GridSetup, JsonValue, OpId,
-    Precondition, Published, SegmentId,
+    CacheConfig, CacheDeleted, CacheName, Grid, GridError, GridLimits, GridSetup, Incarnation, JsonValue,
+    OpId, Precondition, Published, SegmentId,
 };
 use pushgrid::metrics::Metrics;
 
@@ -271,7 +271,7 @@ async fn a_lost_segment_is_unavailable_until_declared_lost_then_starts_again_emp
     // incarnation, and segment 0 keeps its data.
     let declared = OwnerTable {
         declared_lost: 1,
-        losses: 1,
+        incarnation: Some(Incarnation(0x5eed)),
         ..table(&[&["b"], &["b"]], 3)
     };
     b.set_owners("c", &declared, true).await.unwrap();

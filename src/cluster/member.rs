@@ -694,6 +694,7 @@ mod tests {
 
         // Proposed on a member that may not lead: agreed everywhere all the same.
         let create = Change::CreateCache {
+            incarnation: None,
             name: "scores".into(),
             config: CacheConfig {
                 segments: 16,

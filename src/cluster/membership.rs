@@ -20,7 +20,7 @@ use super::assignment;
 use super::member::ClusterMember;
 use super::topology::{Applied, Change, Topology};
 use crate::grid::owners::{AssignSegments, ForgetCache, MemberId, OwnerRange, OwnerTable, SegmentOwners};
-use crate::grid::{CacheName, GridError};
+use crate::grid::{CacheName, GridError, Incarnation};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Member {
@@ -188,6 +188,7 @@ impl Handler<AssignSegments> for Membership {
             let change = Change::CreateCache {
                 name: msg.cache.to_string(),
                 config: msg.config.clone(),
+                incarnation: Some(Incarnation::new()),
             };
             cluster.propose(change).await.map_err(|e| {
                 GridError::Unavailable(format!("the cluster did not agree on the cache: {e}"))
@@ -250,6 +251,7 @@ impl Handler<DeclareLost> for Membership {
             let change = Change::DeclareLost {
                 name: msg.cache.to_string(),
                 segments: msg.segments,
+                incarnation: Some(Incarnation::new()),
             };
             let applied = cluster.propose(change).await.map_err(|e| {
                 GridError::Unavailable(format!("the cluster did not agree on the declaration: {e}"))

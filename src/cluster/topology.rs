@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::assignment;
 use crate::grid::owners::{MemberId, OwnerTable, SegmentOwners};
-use crate::grid::{CacheConfig, SegmentId};
+use crate::grid::{CacheConfig, Incarnation, SegmentId};
 
 /// How the cluster reaches one member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,10 +51,11 @@ pub struct CacheTopology {
     /// Segments an operator declared lost, which started again empty.
     #[serde(default)]
     pub declared_lost: BTreeSet<u32>,
-    /// How many times an operator declared segments of the cache lost:
-    /// each starts a new incarnation of its histories.
+    /// Which life of the cache's histories positions belong to, the same
+    /// on every member (so a client resumes on any of them): new when the
+    /// cache is created, and whenever segments are declared lost.
     #[serde(default)]
-    pub losses: u64,
+    pub incarnation: Option<Incarnation>,
 }
 
 impl CacheTopology {
@@ -66,7 +67,7 @@ impl CacheTopology {
             previous: self.previous.clone().map(Arc::new),
             lost: Arc::new(self.lost.clone()),
             declared_lost: self.declared_lost.len(),
-            losses: self.losses,
+            incarnation: self.incarnation,
         }
     }
 }
@@ -102,6 +103,9 @@ pub enum Change {
     CreateCache {
         name: String,
         config: CacheConfig,
+        /// Chosen by the member that proposes it.
+        #[serde(default)]
+        incarnation: Option<Incarnation>,
     },
     DeleteCache {
         name: String,
@@ -111,6 +115,10 @@ pub enum Change {
     DeclareLost {
         name: String,
         segments: Option<BTreeSet<u32>>,
+        /// The cache's next incarnation, chosen by the member that
+        /// proposes it.
+        #[serde(default)]
+        incarnation: Option<Incarnation>,
     },
 }
 
@@ -159,7 +167,11 @@ impl Topology {
                 self.handing_over = graceful.then(|| id.clone());
                 self.members_changed(None)
             }
-            Change::CreateCache { name, config } => match self.caches.get(name) {
+            Change::CreateCache {
+                name,
+                config,
+                incarnation,
+            } => match self.caches.get(name) {
                 Some(existing) if existing.config == *config => Applied::Unchanged,
                 Some(_) => Applied::CacheConflict,
                 None => {
@@ -171,7 +183,7 @@ impl Topology {
                         previous: None,
                         lost: BTreeSet::new(),
                         declared_lost: BTreeSet::new(),
-                        losses: 0,
+                        incarnation: *incarnation,
                     };
                     self.caches.insert(name.clone(), cache);
                     Applied::CacheCreated
@@ -181,14 +193,23 @@ impl Topology {
                 Some(_) => Applied::CacheDeleted,
                 None => Applied::UnknownCache,
             },
-            Change::DeclareLost { name, segments } => self.declare_lost(name, segments.as_ref()),
+            Change::DeclareLost {
+                name,
+                segments,
+                incarnation,
+            } => self.declare_lost(name, segments.as_ref(), *incarnation),
         }
     }
 
     /// Starts the lost segments among `segments` (all, when `None`) again,
     /// empty, in a new epoch: their owners place fresh copies, and the
     /// cache's histories start a new incarnation.
-    fn declare_lost(&mut self, name: &str, segments: Option<&BTreeSet<u32>>) -> Applied {
+    fn declare_lost(
+        &mut self,
+        name: &str,
+        segments: Option<&BTreeSet<u32>>,
+        incarnation: Option<Incarnation>,
+    ) -> Applied {
         let Some(cache) = self.caches.get_mut(name) else {
             return Applied::UnknownCache;
         };
@@ -202,7 +223,7 @@ impl Topology {
         self.epoch += 1;
         cache.lost.retain(|s| !declared.contains(s));
         cache.declared_lost.extend(&declared);
-        cache.losses += 1;
+        cache.incarnation = incarnation;
         cache.previous = Some(cache.owners.clone());
         cache.epoch = self.epoch;
         log::warn!(
@@ -287,12 +308,14 @@ mod tests {
         let create = Change::CreateCache {
             name: "c".into(),
             config: config(2),
+            incarnation: None,
         };
         assert_eq!(topology.apply(&create), Applied::CacheCreated);
         assert_eq!(topology.apply(&create), Applied::Unchanged);
         let other = Change::CreateCache {
             name: "c".into(),
             config: config(1),
+            incarnation: None,
         };
         assert_eq!(topology.apply(&other), Applied::CacheConflict);
         assert_eq!(topology.caches["c"].epoch, 1);
@@ -339,6 +362,7 @@ mod tests {
         topology.apply(&Change::CreateCache {
             name: "c".into(),
             config: config(2),
+            incarnation: None,
         });
         let before = topology.caches["c"].owners.clone();
         let (id, mut info) = member(2);
@@ -367,6 +391,7 @@ mod tests {
             topology.apply(&Change::CreateCache {
                 name: name.into(),
                 config: config(owners),
+                incarnation: None,
             });
         }
         let (n2, _) = member(2);
@@ -398,6 +423,7 @@ mod tests {
         let declare = |segments| Change::DeclareLost {
             name: "one".into(),
             segments,
+            incarnation: Some(Incarnation(7)),
         };
         assert_eq!(
             topology.apply(&declare(Some(only.clone()))),
@@ -407,10 +433,8 @@ mod tests {
             }
         );
         let cache = &topology.caches["one"];
-        assert_eq!(
-            (cache.epoch, cache.losses, &cache.declared_lost),
-            (epoch + 1, 1, &only)
-        );
+        assert_eq!((cache.epoch, &cache.declared_lost), (epoch + 1, &only));
+        assert_eq!(cache.incarnation, Some(Incarnation(7)), "a new life");
         assert!(matches!(
             topology.apply(&declare(None)),
             Applied::DeclaredLost { .. }

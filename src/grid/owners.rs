@@ -12,7 +12,7 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Message, Recipient};
 use serde::{Deserialize, Serialize};
 
-use super::{CacheConfig, CacheName, GridError, SegmentId};
+use super::{CacheConfig, CacheName, GridError, Incarnation, SegmentId};
 
 /// A member's stable identity within the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -119,9 +119,9 @@ pub struct OwnerTable {
     pub lost: Arc<BTreeSet<u32>>,
     /// How many segments were declared lost and started again empty.
     pub declared_lost: usize,
-    /// How many times segments were declared lost: each declaration
-    /// starts a new incarnation of the cache's histories.
-    pub losses: u64,
+    /// The incarnation of the cache's histories, the same on every member;
+    /// `None` on a node on its own, which picks its own.
+    pub incarnation: Option<Incarnation>,
 }
 
 impl OwnerTable {
@@ -134,7 +134,7 @@ impl OwnerTable {
             previous: None,
             lost: Arc::default(),
             declared_lost: 0,
-            losses: 0,
+            incarnation: None,
         }
     }
 }

@@ -227,6 +227,11 @@ impl WsClient {
         self.closed.clone().flatten().map(|reason| u16::from(reason.code))
     }
 
+    /// Puts `message` back, to be the next one read.
+    pub fn push_back(&mut self, message: Value) {
+        self.inbox.push_front(message);
+    }
+
     /// The next message, or `None` when none comes within `wait` or the
     /// server closed the connection.
     pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {

@@ -41,9 +41,6 @@ pub struct Cache {
     shared: Arc<CacheShared>,
     routes: RoutingTable,
     incarnation: Incarnation,
-    /// The owner table's count of declarations of lost data, which the
-    /// incarnation follows.
-    losses: u64,
     /// Segments declared lost since the cache was made, for the metrics.
     declared_lost: usize,
 }
@@ -242,8 +239,7 @@ impl Grid {
         let cache = Arc::new(Cache {
             shared,
             routes,
-            incarnation: Incarnation::new(),
-            losses: table.losses,
+            incarnation: table.incarnation.unwrap_or_else(Incarnation::new),
             declared_lost: table.declared_lost,
         });
         self.inner.caches.rcu(|caches| {

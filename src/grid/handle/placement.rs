@@ -14,7 +14,7 @@ use crate::grid::owners::{MemberId, OwnerTable};
 use crate::grid::partition::{self, EvictionRing, Partition, Replicate, SetRole};
 use crate::grid::replication::{ReplicaMessage, ReplicaReply, Role};
 use crate::grid::routing::{Route, RoutingTable};
-use crate::grid::{GridError, Incarnation, SegmentId};
+use crate::grid::{GridError, SegmentId};
 
 impl Grid {
     /// Places a cache's segments on this node as `table` says: a
@@ -156,16 +156,10 @@ impl Grid {
         let (routes, retired) = self
             .place(&cache.shared, table, Some(&cache.routes), keep_departing)
             .await?;
-        let incarnation = if table.losses == cache.losses {
-            cache.incarnation
-        } else {
-            Incarnation::new()
-        };
         let placed = Arc::new(Cache {
             shared: cache.shared.clone(),
             routes,
-            incarnation,
-            losses: table.losses,
+            incarnation: table.incarnation.unwrap_or(cache.incarnation),
             declared_lost: table.declared_lost,
         });
         self.inner.caches.rcu(|caches| {
