@@ -10,7 +10,12 @@
 //!   joins while writes go on; the time until it holds its share, the
 //!   state-transfer bytes and the writes refused meanwhile;
 //! - failover: a member killed with SIGKILL under writes; the time until a
-//!   write to every segment is acknowledged again.
+//!   write to every segment is acknowledged again;
+//! - push from any member: WebSocket subscribers to a whole cache spread
+//!   over the three members while writers spread over them too; events
+//!   delivered/s and put-to-delivery p50/p99, against the same workload on
+//!   one node started in the same run, and the inter-node bytes per
+//!   delivered event.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +23,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
+use super::clients::{self, now_us, Format};
 use super::node::ServerProcess;
 use super::report::Report;
 
@@ -84,6 +92,51 @@ pub async fn run(workload: &Workload, report: &mut Report) {
             json!(bytes_per_write),
         );
     }
+
+    // Push from any member, against one node doing the same alone.
+    create_cache(&addrs[0], "push", 2).await;
+    let sent_before = link_bytes(&addrs).await;
+    let spread = push_load(
+        &addrs,
+        "push",
+        PUSH_SUBSCRIBERS,
+        workload.connections,
+        workload.duration,
+    )
+    .await;
+    let sent = link_bytes(&addrs).await - sent_before;
+    let alone = {
+        let node = tokio::task::spawn_blocking(|| ServerProcess::pushgrid("demo = false\n"))
+            .await
+            .expect("a single node starts");
+        create_cache(&node.addr, "push", 1).await;
+        let single = [node.addr.clone()];
+        push_load(
+            &single,
+            "push",
+            PUSH_SUBSCRIBERS,
+            workload.connections,
+            workload.duration,
+        )
+        .await
+    };
+    for (name, run) in [("3 members", &spread), ("1 node", &alone)] {
+        eprintln!(
+            "   push on {name}: {} events delivered/s to {PUSH_SUBSCRIBERS} subscribers, put-to-delivery p50 {:.2} ms, p99 {:.2} ms ({} writes acknowledged)",
+            run.per_s(workload.duration), run.quantile_ms(0.5), run.quantile_ms(0.99), run.writes
+        );
+    }
+    let bytes_per_event = (sent / spread.delivered.max(1) as f64).round();
+    eprintln!("   push on 3 members: {bytes_per_event} link bytes per delivered event");
+    for (prefix, run) in [("push_3_members", &spread), ("push_1_node", &alone)] {
+        figures.insert(
+            format!("{prefix}_events_per_s"),
+            json!(run.per_s(workload.duration)),
+        );
+        figures.insert(format!("{prefix}_delivery_p50_ms"), json!(run.quantile_ms(0.5)));
+        figures.insert(format!("{prefix}_delivery_p99_ms"), json!(run.quantile_ms(0.99)));
+    }
+    figures.insert("push_link_bytes_per_event".into(), json!(bytes_per_event));
 
     // Rebalance: a fourth member joins a cache of `entries` under writes.
     create_cache(&addrs[0], "rebalance", 2).await;
@@ -153,6 +206,92 @@ pub async fn run(workload: &Workload, report: &mut Report) {
     members[1] = None;
 
     report.add("cluster", "rest", "pushgrid", figures);
+}
+
+/// Subscribers in the push phase, spread over the members.
+const PUSH_SUBSCRIBERS: usize = 12;
+
+/// What a push load did.
+struct Pushed {
+    writes: u64,
+    delivered: u64,
+    delivery_us: Histogram<u64>,
+}
+
+impl Pushed {
+    fn per_s(&self, duration: Duration) -> f64 {
+        (self.delivered as f64 / duration.as_secs_f64()).round()
+    }
+
+    fn quantile_ms(&self, q: f64) -> f64 {
+        self.delivery_us.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// `subscribers` WebSocket clients to the whole of `cache` and
+/// `connections` writers, both spread over `addrs`, for `duration`: each
+/// write carries its send time, each delivery is timed against it.
+async fn push_load(
+    addrs: &[String],
+    cache: &str,
+    subscribers: usize,
+    connections: usize,
+    duration: Duration,
+) -> Pushed {
+    let mut sockets = Vec::new();
+    for s in 0..subscribers {
+        let url = format!("ws://{}/ws", addrs[s % addrs.len()]);
+        let mut ws = clients::connect(&url, Format::Json).await;
+        clients::subscribe(&mut ws, Format::Json, cache, "").await;
+        sockets.push(ws);
+    }
+    let started = Instant::now();
+    let give_up = started + duration + Duration::from_secs(3);
+    let receivers = join_all(sockets.into_iter().map(|mut ws| async move {
+        let mut delivered = 0u64;
+        let mut delivery_us = Histogram::new(3).expect("histogram");
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(give_up.into(), ws.next()).await {
+            let Message::Text(text) = message else { continue };
+            let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            if let Some(sent) = frame["event"]["value"]["t"].as_u64() {
+                delivered += 1;
+                let _ = delivery_us.record(now_us().saturating_sub(sent));
+            }
+        }
+        (delivered, delivery_us)
+    }));
+    let writers = join_all((0..connections).map(|c| {
+        let addr = addrs[c % addrs.len()].clone();
+        async move {
+            let mut http = Http::connect(&addr).await;
+            let mut acked = 0u64;
+            let mut n = 0u64;
+            while started.elapsed() < duration {
+                let path = format!("/api/v1/caches/{cache}/entries/p{c}-{}", n % 100);
+                let body = format!("{{\"t\":{},\"c\":{n}}}", now_us());
+                match http.request("PUT", &path, &body).await {
+                    Some((200 | 201, _)) => acked += 1,
+                    Some(_) => {}
+                    None => http = Http::connect(&addr).await,
+                }
+                n += 1;
+            }
+            acked
+        }
+    }));
+    let (received, written) = futures_util::future::join(receivers, writers).await;
+    let mut pushed = Pushed {
+        writes: written.iter().sum(),
+        delivered: 0,
+        delivery_us: Histogram::new(3).expect("histogram"),
+    };
+    for (delivered, histogram) in received {
+        pushed.delivered += delivered;
+        pushed.delivery_us.add(&histogram).expect("same histogram bounds");
+    }
+    pushed
 }
 
 /// What a write load did.
