@@ -161,7 +161,10 @@ impl Handler<Published> for Relay {
 
 /// Sends the events queued for `to`, in order, as many at a time as are
 /// waiting (up to [`BATCH`]); one message at a time, so they arrive in
-/// the order they were published.
+/// the order they were published. A message not taken is sent again
+/// (the listener there drops what it already has) for as long as `to` is
+/// a member: a member cut off for a while gets its subscribers' events
+/// once the link is back, as long as they fit in its outbox.
 async fn send_events(member: Arc<ClusterMember>, to: MemberId, mut events: mpsc::Receiver<Arc<Event>>) {
     let timeout = member.failure_timeout();
     while let Some(first) = events.recv().await {
@@ -172,14 +175,26 @@ async fn send_events(member: Arc<ClusterMember>, to: MemberId, mut events: mpsc:
                 Err(_) => break,
             }
         }
-        let count = batch.len();
-        match member.request(&to, &PeerRequest::Events(batch), timeout).await {
-            Ok(PeerReply::Done) => {}
-            Ok(other) => log::debug!("member {} did not take {count} events: {other:?}", to.0),
-            Err(e) => log::debug!("member {} did not take {count} events: {e}", to.0),
+        let request = PeerRequest::Events(batch);
+        loop {
+            let why = match member.request(&to, &request, timeout).await {
+                Ok(PeerReply::Done) => break,
+                Ok(other) => format!("{other:?}"),
+                Err(e) => e,
+            };
+            if !member.topology().borrow().members.contains_key(&to) {
+                log::debug!("member {} left; its events are dropped", to.0);
+                break;
+            }
+            log::debug!("member {} did not take events ({why}); sending them again", to.0);
+            tokio::time::sleep(RESEND_PAUSE).await;
         }
     }
 }
+
+/// How long a relay waits before sending events again to a member that
+/// did not take them.
+const RESEND_PAUSE: Duration = Duration::from_millis(100);
 
 /// Tells every other member which caches this node's subscribers watch:
 /// whenever that changes, and every [`WATCH_REFRESH`]. Forgets, in
