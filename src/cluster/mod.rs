@@ -12,7 +12,7 @@
 //! removing members [`gossip`] (chitchat) has given up on, keeping the
 //! majority-backed [`lease`] it acts under). [`placement`] keeps the grid
 //! placed by the agreed tables; [`relay`] carries events to the members
-//! whose subscribers watch their cache.
+//! whose subscribers watch their cache ([`watchers`]).
 //! [`membership::Membership`] is the actor the rest of the node asks about
 //! members and owners; a node started without a cluster address is its own
 //! one-member cluster there.
@@ -28,4 +28,5 @@ pub mod messages;
 pub mod placement;
 pub mod relay;
 pub mod topology;
+pub mod watchers;
 pub mod wire;

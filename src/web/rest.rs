@@ -177,13 +177,8 @@ async fn declare_lost(
 ) -> Result<HttpResponse, ApiError> {
     let name = CacheName::parse(&path.into_inner())?;
     request_access(&state, &req)?.check_write(name.as_str())?;
-    let body = read_body(body, req.headers(), MAX_CONFIG_BODY).await?;
-    let asked: LostSegments = if body.iter().all(u8::is_ascii_whitespace) {
-        LostSegments { segments: None }
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid list of segments: {e}")))?
-    };
+    let asked: LostSegments =
+        json_body_or(body, &req, LostSegments { segments: None }, "list of segments").await?;
     let declared = state
         .membership
         .send(DeclareLost {
@@ -242,13 +237,7 @@ async fn create_cache(
 ) -> Result<HttpResponse, ApiError> {
     let name = CacheName::parse(&path.into_inner())?;
     request_access(&state, &req)?.check_write(name.as_str())?;
-    let body = read_body(body, req.headers(), MAX_CONFIG_BODY).await?;
-    let config: CacheConfig = if body.iter().all(u8::is_ascii_whitespace) {
-        CacheConfig::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid cache config: {e}")))?
-    };
+    let config: CacheConfig = json_body_or(body, &req, CacheConfig::default(), "cache config").await?;
     let status = match state.grid.create_cache(name.clone(), config).await? {
         Creation::Created => StatusCode::CREATED,
         Creation::AlreadyExists => StatusCode::OK,
@@ -448,6 +437,21 @@ fn write_precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
             "If-None-Match supports only *, not {tag}"
         ))),
     }
+}
+
+/// A small JSON request body (at most [`MAX_CONFIG_BODY`]) as a `T`, or
+/// `empty` when the body is empty; `what` names it in the error.
+async fn json_body_or<T: serde::de::DeserializeOwned>(
+    body: web::Payload,
+    req: &HttpRequest,
+    empty: T,
+    what: &str,
+) -> Result<T, ApiError> {
+    let body = read_body(body, req.headers(), MAX_CONFIG_BODY).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(empty);
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
 }
 
 /// Reads a request body of at most `limit` bytes. A body announced or found
