@@ -18,9 +18,11 @@ use super::cache::CacheShared;
 use super::replication::{Replication, Role};
 
 mod replica;
+mod role;
 use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
 use super::{now_ms, Event, EventSink, GridError, Key, KeyFilter, OpId, Published, SegmentId, Version};
-pub use replica::{Replicate, SetRole, WriteReply};
+pub use replica::{Replicate, WriteReply};
+pub use role::SetRole;
 
 pub struct Partition {
     segment: Segment,
