@@ -40,6 +40,8 @@ pub struct Relay {
     listener: Recipient<Published>,
     watchers: Arc<Watchers>,
     member: Arc<ClusterMember>,
+    /// This member's id, which the watchers of a cache may include.
+    me: MemberId,
     outboxes: HashMap<MemberId, mpsc::Sender<Arc<Event>>>,
 }
 
@@ -48,6 +50,7 @@ impl Relay {
         Relay {
             listener,
             watchers,
+            me: member.id(),
             member,
             outboxes: HashMap::new(),
         }
@@ -77,8 +80,10 @@ impl Handler<Published> for Relay {
 
     fn handle(&mut self, published: Published, _: &mut Context<Self>) {
         if let Some(watchers) = self.watchers.of(&published.0.cache) {
-            let me = self.member.id();
-            for to in watchers.iter().filter(|to| **to != me) {
+            for to in watchers.iter() {
+                if *to == self.me {
+                    continue;
+                }
                 if self.outbox(to).try_send(published.0.clone()).is_err() {
                     log::warn!("events for member {} are not leaving; dropping one", to.0);
                 }
