@@ -10,12 +10,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
-use std::collections::BTreeSet;
 
+use super::cluster;
 use super::error::ApiError;
 use super::{check_query_utf8, resource};
 use super::{request_access, AppState};
-use crate::cluster::membership::{DeclareLost, DescribeCluster, DescribeStatus, RebalanceState};
+use crate::cluster::membership::DescribeStatus;
 use crate::grid::segment::PutRequest;
 use crate::grid::{
     check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, JsonValue, Key, OpId, Precondition,
@@ -34,7 +34,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics", "GET").route(web::get().to(metrics)))
         .service(
             web::scope("/api/v1")
-                .service(resource("/cluster", "GET").route(web::get().to(cluster)))
+                .service(resource("/cluster", "GET").route(web::get().to(cluster::view)))
                 .service(resource("/caches", "GET").route(web::get().to(list_caches)))
                 .service(
                     resource("/caches/{cache}", "GET, PUT, DELETE")
@@ -42,7 +42,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::put().to(create_cache))
                         .route(web::delete().to(delete_cache)),
                 )
-                .service(resource("/caches/{cache}/lost", "POST").route(web::post().to(declare_lost)))
+                .service(
+                    resource("/caches/{cache}/lost", "POST").route(web::post().to(cluster::declare_lost)),
+                )
                 .service(resource("/caches/{cache}/entries", "GET").route(web::get().to(list_entries)))
                 .service(
                     resource("/caches/{cache}/entries/{key:.*}", "GET, PUT, DELETE")
@@ -87,43 +89,6 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .body(state.metrics.render(cluster, figures)))
 }
 
-#[derive(Deserialize)]
-struct ClusterQuery {
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
-/// Caches per page of the cluster view, by default and at most.
-const CLUSTER_PAGE: (usize, usize) = (100, 1000);
-
-async fn cluster(
-    state: web::Data<AppState>,
-    query: web::Query<ClusterQuery>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    check_query_utf8(&req)?;
-    let query = query.into_inner();
-    let limit = query.limit.unwrap_or(CLUSTER_PAGE.0);
-    if !(1..=CLUSTER_PAGE.1).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: must be 1 to {}, not {limit}",
-            CLUSTER_PAGE.1
-        )));
-    }
-    let mut view = state
-        .membership
-        .send(DescribeCluster {
-            after: query.after,
-            limit,
-        })
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("membership unavailable: {e}")))?;
-    if state.metrics.grid.segments_moving.get() > 0 {
-        view.rebalance = RebalanceState::Moving;
-    }
-    Ok(HttpResponse::Ok().json(view))
-}
-
 fn summary(cache: &Cache) -> CacheSummary {
     CacheSummary {
         name: cache.name().clone(),
@@ -158,64 +123,6 @@ async fn delete_cache(
     log::info!("cache {name} deleted");
     Ok(HttpResponse::NoContent().finish())
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LostSegments {
-    segments: Option<BTreeSet<u32>>,
-}
-
-/// An operator accepts that segments of a cache lost their data with
-/// every owner (`{"segments":[..]}`, or every lost one for an empty
-/// body): they start again, empty, in a new incarnation. Answers once this
-/// node serves them again.
-async fn declare_lost(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    body: web::Payload,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let name = CacheName::parse(&path.into_inner())?;
-    request_access(&state, &req)?.check_write(name.as_str())?;
-    let asked: LostSegments =
-        json_body_or(body, &req, LostSegments { segments: None }, "list of segments").await?;
-    let declared = state
-        .membership
-        .send(DeclareLost {
-            cache: name.clone(),
-            segments: asked.segments,
-        })
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("membership unavailable: {e}")))??;
-    if !declared.declared.is_empty() {
-        log::warn!(
-            "an operator declared the data of cache {name}'s segments {:?} lost (epoch {})",
-            declared.declared,
-            declared.epoch
-        );
-        let placed = async {
-            while state.grid.cache(name.as_str())?.owner_epoch() < declared.epoch {
-                tokio::time::sleep(PLACEMENT_POLL).await;
-            }
-            Ok::<_, ApiError>(())
-        };
-        tokio::time::timeout(PLACEMENT_WAIT, placed).await.map_err(|_| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "segments {:?} were declared lost at epoch {}, but this node has not placed them yet",
-                    declared.declared, declared.epoch
-                ),
-            )
-        })??;
-    }
-    Ok(HttpResponse::Ok().json(declared))
-}
-
-/// How often, and how long, a declaration of lost data waits for this
-/// node to place the segments again.
-const PLACEMENT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
-const PLACEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn list_caches(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let access = request_access(&state, &req)?;
@@ -441,7 +348,7 @@ fn write_precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
 
 /// A small JSON request body (at most [`MAX_CONFIG_BODY`]) as a `T`, or
 /// `empty` when the body is empty; `what` names it in the error.
-async fn json_body_or<T: serde::de::DeserializeOwned>(
+pub(super) async fn json_body_or<T: serde::de::DeserializeOwned>(
     body: web::Payload,
     req: &HttpRequest,
     empty: T,
