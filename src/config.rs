@@ -147,6 +147,9 @@ pub struct ListenerConfig {
     pub dedup_capacity: usize,
     /// How long an event id is remembered, in milliseconds.
     pub dedup_max_age_ms: u64,
+    /// How long a segment's events may wait past a gap for the missing
+    /// versions (from another owner) before they are read from history.
+    pub gap_fill_after_ms: u64,
 }
 
 impl Default for ListenerConfig {
@@ -154,6 +157,7 @@ impl Default for ListenerConfig {
         ListenerConfig {
             dedup_capacity: 100_000,
             dedup_max_age_ms: 60_000,
+            gap_fill_after_ms: 250,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct PushMetrics {
     pub subscriptions: IntGauge,
     pub listener_events: IntCounter,
     pub duplicates_dropped: IntCounter,
+    pub gaps_filled: IntCounter,
+    pub gaps_skipped: IntCounter,
     pub events_delivered: IntCounter,
     pub events_conflated: IntCounter,
     pub slow_consumer_closes: IntCounter,
@@ -67,7 +69,15 @@ impl PushMetrics {
             ),
             duplicates_dropped: counter(
                 "pushgrid_listener_duplicates_dropped_total",
-                "Events dropped by the listener because their id was already seen",
+                "Events dropped by the listener as already passed on (by id or by version)",
+            ),
+            gaps_filled: counter(
+                "pushgrid_listener_gaps_filled_total",
+                "Gaps in a segment's events the listener filled from an owner's history",
+            ),
+            gaps_skipped: counter(
+                "pushgrid_listener_gaps_skipped_total",
+                "Gaps in a segment's events no history held any longer, skipped",
             ),
             events_delivered: counter(
                 "pushgrid_events_delivered_total",

@@ -26,7 +26,7 @@ use crate::grid::owners::{MemberId, OwnerTables};
 use crate::grid::replication::ReplicaSink;
 use crate::grid::{CacheName, Grid, GridLimits, GridSetup};
 use crate::metrics::Metrics;
-use crate::push::listener::Listener;
+use crate::push::listener::{FillGapsFrom, Listener};
 use crate::push::outbox::OutboxLimits;
 use crate::push::PushSettings;
 use crate::web::websocket::WebSocketSettings;
@@ -343,6 +343,7 @@ pub async fn start_member_grid(
         forwarder: links.map(|l| l as Arc<dyn Forwarder>),
         leased,
     });
+    listener.do_send(FillGapsFrom(grid.clone()));
     if let Some(cluster) = &cluster {
         cluster.attach(grid.clone(), listener.clone().recipient(), watchers.clone());
         actix::spawn(follow_topology(grid.clone(), cluster.topology()));

@@ -25,7 +25,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use super::filter::Filter;
-use super::listener::{Listener, Push, PushSink, Register, Unregister};
+use super::listener::{Listener, Positioned, Push, PushSink, Register, Unregister};
 use super::outbox::{Admission, Outbox, OutboxLimits, Outgoing};
 use super::subscription::{read_start, Start, StartFrom, Subscription};
 use super::{new_session_id, SessionId, SubId};
@@ -288,6 +288,11 @@ impl Feed {
                 positions
             }
         };
+        self.listener.do_send(Positioned {
+            session: self.id,
+            sub,
+            positions: covered.clone(),
+        });
         for event in followed.subscription.go_live(covered) {
             self.admit(sub, event)?;
         }

@@ -1,7 +1,9 @@
 //! The listener actor: every event of every partition passes through it. It
 //! drops an event whose id it has already seen (the [`DedupWindow`]: the same
 //! write can arrive from a primary and a backup owner, or again during a
-//! rebalance), finds the subscriptions that want it in the
+//! rebalance), passes on only the next version of each segment (the
+//! [`Sequencer`], which holds events past a gap and has the listener fill
+//! it from an owner's history), finds the subscriptions that want it in the
 //! [`SubscriptionIndex`], and pushes it to their sessions as a shared
 //! [`EncodedEvent`], so each format is encoded once whatever the fan-out.
 //!
@@ -17,15 +19,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Recipient, WrapFuture};
 use tokio::sync::{mpsc, watch};
 
 use super::dedup::DedupWindow;
 use super::filter::Filter;
 use super::index::SubscriptionIndex;
+use super::sequencer::{Fill, HistoryRead, Sequenced, Sequencer};
 use super::{SessionId, SubId};
 use crate::config::ListenerConfig;
-use crate::grid::{CacheDeleted, CacheName, Published};
+use crate::grid::{CacheDeleted, CacheName, Event, Grid, GridError, Published, SegmentId, Version};
 use crate::metrics::PushMetrics;
 use crate::protocol::event::EncodedEvent;
 
@@ -44,6 +47,14 @@ struct Batch {
 
 pub struct Listener {
     dedup: DedupWindow,
+    sequencer: Sequencer,
+    /// Subscriptions registered whose start the sequencer awaits.
+    starting: HashMap<(SessionId, SubId), CacheName>,
+    /// Where gaps are filled from; none in tests that feed events by hand.
+    history: Option<Grid>,
+    /// How long a gap may last before it is read from history.
+    gap_wait: Duration,
+    gap_check_scheduled: bool,
     index: SubscriptionIndex<Target>,
     metrics: PushMetrics,
     pending: HashMap<SessionId, Batch>,
@@ -63,6 +74,11 @@ impl Listener {
                 config.dedup_capacity,
                 Duration::from_millis(config.dedup_max_age_ms),
             ),
+            sequencer: Sequencer::default(),
+            starting: HashMap::new(),
+            history: None,
+            gap_wait: Duration::from_millis(config.gap_fill_after_ms),
+            gap_check_scheduled: false,
             index: SubscriptionIndex::default(),
             metrics,
             pending: HashMap::new(),
@@ -76,6 +92,109 @@ impl Listener {
         Listener {
             watching: Some(watching),
             ..self
+        }
+    }
+
+    /// An event as it arrives, from a partition or from history: dropped if
+    /// seen, otherwise sequenced, and what that passes on is routed.
+    fn take(&mut self, event: Arc<Event>, ctx: &mut Context<Self>) {
+        if !self.dedup.first_sighting(event.id, Instant::now()) {
+            self.metrics.duplicates_dropped.inc();
+            return;
+        }
+        match self.sequencer.offer(event, Instant::now()) {
+            Sequenced::Duplicate => self.metrics.duplicates_dropped.inc(),
+            Sequenced::Pass(events) if events.is_empty() => self.check_gaps_later(ctx),
+            Sequenced::Pass(events) => self.route_all(events, ctx),
+        }
+    }
+
+    fn route_all(&mut self, events: Vec<Arc<Event>>, ctx: &mut Context<Self>) {
+        for event in events {
+            self.route(event);
+        }
+        if !self.pending.is_empty() && !self.flush_scheduled {
+            // Runs once the mailbox is empty: everything queued until then
+            // goes out in the same batches.
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+    }
+
+    /// Queues `event` for every subscription that wants it.
+    fn route(&mut self, event: Arc<Event>) {
+        self.metrics.listener_events.inc();
+        let mut encoded: Option<Arc<EncodedEvent>> = None;
+        let pending = &mut self.pending;
+        self.index
+            .for_each_match(event.cache.as_str(), &event.key, |target| {
+                let event = encoded.get_or_insert_with(|| EncodedEvent::new(event.clone()));
+                pending
+                    .entry(target.session)
+                    .or_insert_with(|| Batch {
+                        pushes: target.pushes.clone(),
+                        events: Vec::new(),
+                    })
+                    .events
+                    .push((target.sub, event.clone()));
+            });
+    }
+
+    fn check_gaps_later(&mut self, ctx: &mut Context<Self>) {
+        if !self.gap_check_scheduled {
+            self.gap_check_scheduled = true;
+            ctx.notify_later(CheckGaps, self.gap_wait);
+        }
+    }
+
+    /// Reads each fill from history; the answers come back as [`Filled`].
+    fn read_history(&mut self, fills: Vec<Fill>, ctx: &mut Context<Self>) {
+        let Some(grid) = &self.history else {
+            return;
+        };
+        for fill in fills {
+            let grid = grid.clone();
+            let read = async move {
+                let events = grid.history(fill.cache.as_str(), fill.segment, fill.after).await;
+                (fill, events)
+            };
+            ctx.spawn(read.into_actor(self).map(|(fill, events), listener, ctx| {
+                listener.filled(fill, events, ctx);
+            }));
+        }
+    }
+
+    fn filled(&mut self, fill: Fill, events: Result<Option<Vec<Arc<Event>>>, GridError>, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        match events {
+            Ok(Some(events)) => {
+                self.sequencer.filled(&fill, HistoryRead::Read, now);
+                let mut filled = false;
+                for event in events.into_iter().filter(|e| e.version > fill.after) {
+                    filled = true;
+                    self.take(event, ctx);
+                }
+                if filled {
+                    self.metrics.gaps_filled.inc();
+                }
+            }
+            Ok(None) => {
+                log::warn!(
+                    "cache {} segment {}: events after version {} are no longer in any history; \
+                     subscribers here skip them",
+                    fill.cache,
+                    fill.segment.0,
+                    fill.after.0
+                );
+                self.metrics.gaps_skipped.inc();
+                let released = self.sequencer.filled(&fill, HistoryRead::NoLongerHeld, now);
+                self.route_all(released, ctx);
+            }
+            Err(err) => {
+                log::debug!("cache {} segment {}: gap not filled yet: {err}", fill.cache, fill.segment.0);
+                self.sequencer.filled(&fill, HistoryRead::Failed, now);
+                self.check_gaps_later(ctx);
+            }
         }
     }
 
@@ -161,31 +280,76 @@ impl Handler<Published> for Listener {
     type Result = ();
 
     fn handle(&mut self, Published(event): Published, ctx: &mut Context<Self>) {
-        if !self.dedup.first_sighting(event.id, Instant::now()) {
-            self.metrics.duplicates_dropped.inc();
-            return;
+        self.take(event, ctx);
+    }
+}
+
+/// Reads from history the gaps that lasted long enough; the listener
+/// sends it to itself.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CheckGaps;
+
+impl Handler<CheckGaps> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, _: CheckGaps, ctx: &mut Context<Self>) {
+        self.gap_check_scheduled = false;
+        let fills = self.sequencer.gaps_older_than(self.gap_wait, Instant::now());
+        self.read_history(fills, ctx);
+        if self.sequencer.has_gaps() {
+            self.check_gaps_later(ctx);
         }
-        self.metrics.listener_events.inc();
-        let mut encoded: Option<Arc<EncodedEvent>> = None;
-        let pending = &mut self.pending;
-        self.index
-            .for_each_match(event.cache.as_str(), &event.key, |target| {
-                let event = encoded.get_or_insert_with(|| EncodedEvent::new(event.clone()));
-                pending
-                    .entry(target.session)
-                    .or_insert_with(|| Batch {
-                        pushes: target.pushes.clone(),
-                        events: Vec::new(),
-                    })
-                    .events
-                    .push((target.sub, event.clone()));
-            });
-        if !self.pending.is_empty() && !self.flush_scheduled {
-            // Runs once the mailbox is empty: everything queued until then
-            // goes out in the same batches.
-            self.flush_scheduled = true;
-            ctx.notify(Flush);
+    }
+}
+
+/// Where to read history to fill gaps from: given once the grid exists
+/// (the grid publishes to the listener, so the listener comes first).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FillGapsFrom(pub Grid);
+
+impl Handler<FillGapsFrom> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, FillGapsFrom(grid): FillGapsFrom, _: &mut Context<Self>) {
+        self.history = Some(grid);
+    }
+}
+
+/// A starting subscription's snapshot or replay covered `positions`
+/// (empty: it read none): its cache's segments start there.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Positioned {
+    pub session: SessionId,
+    pub sub: SubId,
+    pub positions: HashMap<SegmentId, Version>,
+}
+
+impl Handler<Positioned> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, msg: Positioned, ctx: &mut Context<Self>) {
+        if let Some(cache) = self.starting.remove(&(msg.session, msg.sub)) {
+            let released = self.sequencer.positioned(cache.as_str(), &msg.positions);
+            self.route_all(released, ctx);
         }
+    }
+}
+
+/// Reads every watched segment's history past what was passed on: a node
+/// that was cut off from the others catches its subscribers up.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CatchUp;
+
+impl Handler<CatchUp> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUp, ctx: &mut Context<Self>) {
+        let fills = self.sequencer.catch_up();
+        self.read_history(fills, ctx);
     }
 }
 
@@ -212,6 +376,8 @@ impl Handler<Register> for Listener {
             sub: msg.sub,
             pushes: msg.pushes,
         };
+        self.sequencer.watch(&msg.cache, true);
+        self.starting.insert((msg.session, msg.sub), msg.cache.clone());
         self.index.insert(msg.cache, &msg.filter, target);
         self.metrics.subscriptions.set(self.index.len() as i64);
         self.report_watching();
@@ -221,10 +387,17 @@ impl Handler<Register> for Listener {
 impl Handler<Unregister> for Listener {
     type Result = ();
 
-    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) {
         self.index.remove(msg.cache.as_str(), &msg.filter, |t| {
             t.session == msg.session && t.sub == msg.sub
         });
+        if self.starting.remove(&(msg.session, msg.sub)).is_some() {
+            let released = self.sequencer.positioned(msg.cache.as_str(), &HashMap::new());
+            self.route_all(released, ctx);
+        }
+        if !self.index.caches().any(|c| *c == msg.cache) {
+            self.sequencer.forget(msg.cache.as_str());
+        }
         self.metrics.subscriptions.set(self.index.len() as i64);
         self.report_watching();
     }
@@ -237,6 +410,8 @@ impl Handler<CacheDeleted> for Listener {
         // Events routed but not yet flushed go first.
         self.handle(Flush, ctx);
         let mut ended: HashMap<SessionId, (PushSink, Vec<SubId>)> = HashMap::new();
+        self.sequencer.forget(cache.as_str());
+        self.starting.retain(|_, c| *c != cache);
         for target in self.index.remove_cache(cache.as_str()) {
             ended
                 .entry(target.session)

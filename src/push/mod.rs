@@ -14,6 +14,7 @@ pub mod filter;
 pub mod index;
 pub mod listener;
 pub mod outbox;
+pub mod sequencer;
 pub mod subscription;
 
 /// A feed's number, unique within the node.
