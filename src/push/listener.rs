@@ -164,7 +164,12 @@ impl Listener {
         }
     }
 
-    fn filled(&mut self, fill: Fill, events: Result<Option<Vec<Arc<Event>>>, GridError>, ctx: &mut Context<Self>) {
+    fn filled(
+        &mut self,
+        fill: Fill,
+        events: Result<Option<Vec<Arc<Event>>>, GridError>,
+        ctx: &mut Context<Self>,
+    ) {
         let now = Instant::now();
         match events {
             Ok(Some(events)) => {
@@ -191,7 +196,11 @@ impl Listener {
                 self.route_all(released, ctx);
             }
             Err(err) => {
-                log::debug!("cache {} segment {}: gap not filled yet: {err}", fill.cache, fill.segment.0);
+                log::debug!(
+                    "cache {} segment {}: gap not filled yet: {err}",
+                    fill.cache,
+                    fill.segment.0
+                );
                 self.sequencer.filled(&fill, HistoryRead::Failed, now);
                 self.check_gaps_later(ctx);
             }

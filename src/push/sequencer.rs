@@ -263,7 +263,11 @@ impl Stream {
             }
         }
         self.passed = Some(passed);
-        self.gap_since = if self.held.is_empty() { None } else { self.gap_since.or(Some(Instant::now())) };
+        self.gap_since = if self.held.is_empty() {
+            None
+        } else {
+            self.gap_since.or(Some(Instant::now()))
+        };
     }
 }
 
@@ -357,7 +361,10 @@ mod tests {
                 after: Version(1)
             }]
         );
-        assert!(sequencer.gaps_older_than(wait, later).is_empty(), "one read at a time");
+        assert!(
+            sequencer.gaps_older_than(wait, later).is_empty(),
+            "one read at a time"
+        );
         assert!(sequencer.filled(&fills[0], HistoryRead::Read, later).is_empty());
         assert_eq!(versions(sequencer.offer(event(0, 2), later)), vec![2]);
         assert_eq!(versions(sequencer.offer(event(0, 3), later)), vec![3, 4]);
@@ -372,7 +379,10 @@ mod tests {
         sequencer.offer(event(0, 6), now);
         let fills = sequencer.gaps_older_than(Duration::ZERO, now);
         let released = sequencer.filled(&fills[0], HistoryRead::NoLongerHeld, now);
-        assert_eq!(released.iter().map(|e| e.version.0).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(
+            released.iter().map(|e| e.version.0).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
     }
 
     #[test]
