@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::capacity::ConnectionBudget;
+use crate::cluster::lease::Lease;
 use crate::cluster::member::{ClusterMember, Settings};
 use crate::cluster::membership::{Member, Membership};
 use crate::cluster::placement::{follow_topology, MemberLinks};
@@ -26,8 +27,9 @@ use crate::grid::owners::{MemberId, OwnerTables};
 use crate::grid::replication::ReplicaSink;
 use crate::grid::{CacheName, Grid, GridLimits, GridSetup};
 use crate::metrics::Metrics;
-use crate::push::listener::{FillGapsFrom, Listener};
+use crate::push::listener::{CatchUp, FillGapsFrom, HealthChanged, Listener};
 use crate::push::outbox::OutboxLimits;
+use crate::push::Health;
 use crate::push::PushSettings;
 use crate::web::websocket::WebSocketSettings;
 use crate::web::{configure, observe_latency, AppState};
@@ -346,7 +348,11 @@ pub async fn start_member_grid(
     listener.do_send(FillGapsFrom(grid.clone()));
     if let Some(cluster) = &cluster {
         cluster.attach(grid.clone(), listener.clone().recipient(), watchers.clone());
-        actix::spawn(follow_topology(grid.clone(), cluster.topology()));
+        let catch_up = listener.clone();
+        actix::spawn(follow_topology(grid.clone(), cluster.topology(), move || {
+            catch_up.do_send(CatchUp)
+        }));
+        actix::spawn(report_health(cluster.lease().clone(), listener.clone()));
         actix::spawn(keep_others_told(cluster.clone(), watched, watchers));
     }
     for (name, cache) in &config.caches {
@@ -362,4 +368,35 @@ pub async fn start_member_grid(
         listener,
         membership,
     })
+}
+
+/// Tells the listener when this member loses its lease (cut off from the
+/// majority: its subscribers are told) and when it holds one again (they
+/// are told and caught up). A member that never held one, or that is
+/// leaving, is not degraded; two missed checks in a row are needed, so a
+/// renewal a moment late is not reported.
+async fn report_health(lease: Lease, listener: Addr<Listener>) {
+    let mut ticks = tokio::time::interval((lease.term() / 5).max(Duration::from_millis(20)));
+    let (mut held_once, mut degraded, mut missed) = (false, false, 0);
+    loop {
+        ticks.tick().await;
+        if lease.holds() {
+            missed = 0;
+            held_once = true;
+            if degraded {
+                degraded = false;
+                log::info!("this member holds a lease again: its subscribers are caught up");
+                listener.do_send(HealthChanged(Health::Recovered));
+            }
+        } else if held_once && !lease.is_surrendered() {
+            missed += 1;
+            if missed >= 2 && !degraded {
+                degraded = true;
+                log::warn!(
+                    "this member lost its lease (cut off from the majority): its subscribers are told"
+                );
+                listener.do_send(HealthChanged(Health::Degraded));
+            }
+        }
+    }
 }

@@ -748,3 +748,74 @@ async fn a_subscriber_whose_member_dies_resumes_on_another_with_exactly_what_it_
     sorted.sort();
     assert_eq!(sorted, expected, "exactly the writes it missed, once each");
 }
+
+#[actix::test]
+async fn a_subscriber_on_a_member_cut_off_is_told_and_caught_up_after_the_heal() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = three_members(140).await;
+    // n3 is cut off from both others for longer than the failure timeout:
+    // they count it out and stop sending it events, while its subscriber
+    // stays connected to it. Writes go on through n1.
+    let (mut ws, snapshot) = subscriber(&cluster, 2).await;
+    let firewall = Firewall::new("subscriber");
+    let (mut cut, mut healed) = (false, false);
+    let stop = Instant::now() + Duration::from_secs(9);
+    let load = under_load(&cluster, &[0], Duration::from_secs(9), |elapsed| {
+        if !cut && elapsed > Duration::from_secs(1) {
+            firewall.cut(&cluster.ips[2], &cluster.ips[0]);
+            firewall.cut(&cluster.ips[2], &cluster.ips[1]);
+            cut = true;
+        }
+        if !healed && elapsed > Duration::from_secs(5) {
+            firewall.heal();
+            healed = true;
+        }
+    });
+    let mut notices = Vec::new();
+    let mut events = Vec::new();
+    let read = async {
+        while Instant::now() < stop {
+            read_into(&mut ws, &mut events, &mut notices).await;
+        }
+    };
+    let (history, ()) = futures_util::future::join(load, read).await;
+    drop(firewall);
+    cluster.until_members(&[0, 1, 2], 3).await;
+    let finally = common::cluster::final_state(&cluster.rest(0), CACHE).await;
+    // Caught up: what it missed arrives after the heal.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replay(&snapshot, &events) != finally && Instant::now() < deadline {
+        read_into(&mut ws, &mut events, &mut notices).await;
+    }
+    assert_eq!(
+        notices,
+        ["degraded", "recovered"],
+        "the subscriber was told of the cut and of the heal"
+    );
+    let seen = replay(&snapshot, &events);
+    for write in history.acknowledged() {
+        assert!(
+            seen.contains_key(&write.key),
+            "{} acknowledged, never pushed",
+            write.key
+        );
+    }
+    assert_eq!(seen, finally, "the subscriber ends on the final state");
+    eprintln!("{} events pushed", events.len());
+}
+
+/// Reads what arrives within a second: events into `events`, the node's
+/// health notices (`degraded`, `recovered`) into `notices`.
+async fn read_into(
+    ws: &mut common::ws::WsClient,
+    events: &mut Vec<serde_json::Value>,
+    notices: &mut Vec<String>,
+) {
+    if let Some(message) = ws.next_within(Duration::from_secs(1)).await {
+        match message["type"].as_str() {
+            Some("event") => events.push(message["event"].clone()),
+            Some(notice @ ("degraded" | "recovered")) => notices.push(notice.to_string()),
+            _ => panic!("unexpected: {message}"),
+        }
+    }
+}

@@ -65,10 +65,11 @@ impl Forwarder for MemberLinks {
 
 /// Keeps `grid`'s caches as the agreed topology says, until the topology
 /// log stops.
-pub async fn follow_topology(grid: Grid, mut topology: watch::Receiver<Arc<Topology>>) {
+pub async fn follow_topology(grid: Grid, mut topology: watch::Receiver<Arc<Topology>>, placed: impl Fn()) {
     loop {
         let agreed = topology.borrow_and_update().clone();
         place_caches(&grid, &agreed, &grid.local_member().clone()).await;
+        placed();
         if topology.changed().await.is_err() {
             return;
         }

@@ -42,6 +42,12 @@ pub fn sse_cache_deleted(out: &mut BytesMut, cache: &CacheName) {
     sse_message(out, "cache_deleted", None, &data);
 }
 
+/// A notice about the node rather than a subscription (`degraded`,
+/// `recovered`): its name as the event, an empty object as data.
+pub fn sse_notice(out: &mut BytesMut, name: &str) {
+    sse_message(out, name, None, b"{}");
+}
+
 fn sse_message(out: &mut BytesMut, name: &str, id: Option<&str>, data: &[u8]) {
     out.reserve(data.len() + name.len() + id.map_or(0, str::len) + 24);
     out.put_slice(b"event: ");

@@ -165,6 +165,11 @@ pub enum ServerMessage<'a> {
     },
     /// The subscription's cache was deleted; the subscription is over.
     CacheDeleted { sub: &'a str, cache: &'a CacheName },
+    /// The node is cut off from the cluster's majority: its subscriptions
+    /// stay open but receive nothing until `recovered`.
+    Degraded,
+    /// The node is back; what its subscriptions missed follows.
+    Recovered,
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,

@@ -28,7 +28,7 @@ use super::filter::Filter;
 use super::listener::{Listener, Positioned, Push, PushSink, Register, Unregister};
 use super::outbox::{Admission, Outbox, OutboxLimits, Outgoing};
 use super::subscription::{read_start, Start, StartFrom, Subscription};
-use super::{new_session_id, SessionId, SubId};
+use super::{new_session_id, Health, SessionId, SubId};
 use crate::grid::{CacheName, Grid, GridError};
 use crate::metrics::PushMetrics;
 use crate::protocol::codec::{Format, WireFrame};
@@ -83,6 +83,8 @@ pub enum Item<'a> {
         cache: &'a CacheName,
     },
     Heartbeat,
+    /// The node's health changed: the client is told.
+    Health(Health),
     Pong(bytes::Bytes),
 }
 
@@ -328,6 +330,9 @@ impl Feed {
                 self.admit(sub, event)?;
             }
         }
+        if let Some(health) = push.health {
+            self.outbox.push(Outgoing::Health(health));
+        }
         for sub in push.ended {
             // The listener has already dropped it: nothing to unregister.
             if let Some(followed) = self.subscriptions.remove(&sub) {
@@ -383,6 +388,7 @@ impl Feed {
             match outgoing {
                 Outgoing::Message(frame) => write(Item::Message(frame)),
                 Outgoing::Heartbeat => write(Item::Heartbeat),
+                Outgoing::Health(health) => write(Item::Health(health)),
                 Outgoing::Ended { sub, cache } => write(Item::Ended {
                     sub: &sub,
                     cache: &cache,

@@ -139,6 +139,15 @@ impl<T> SubscriptionIndex<T> {
         }
     }
 
+    /// Calls `visit` with every subscription.
+    pub fn for_each(&self, mut visit: impl FnMut(&T)) {
+        for entries in self.caches.values() {
+            entries.all.iter().for_each(&mut visit);
+            entries.by_key.values().flatten().for_each(&mut visit);
+            entries.by_prefix.values().flatten().for_each(&mut visit);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -26,7 +26,7 @@ use super::dedup::DedupWindow;
 use super::filter::Filter;
 use super::index::SubscriptionIndex;
 use super::sequencer::{Fill, HistoryRead, Sequenced, Sequencer};
-use super::{SessionId, SubId};
+use super::{Health, SessionId, SubId};
 use crate::config::ListenerConfig;
 use crate::grid::{CacheDeleted, CacheName, Event, Grid, GridError, Published, SegmentId, Version};
 use crate::metrics::PushMetrics;
@@ -235,6 +235,8 @@ impl Actor for Listener {
 pub struct Push {
     pub events: Vec<(SubId, Arc<EncodedEvent>)>,
     pub ended: Vec<SubId>,
+    /// The node's health changed (after these events).
+    pub health: Option<Health>,
 }
 
 /// Where a feed receives its pushes: the mailbox of the actor that holds it
@@ -347,8 +349,41 @@ impl Handler<Positioned> for Listener {
     }
 }
 
-/// Reads every watched segment's history past what was passed on: a node
-/// that was cut off from the others catches its subscribers up.
+/// The node's health changed. Every feed with a subscription is told
+/// (after the events routed so far); on recovery, every watched segment's
+/// history past what was passed on is read: the events a node cut off from
+/// the others missed reach its subscribers, in order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HealthChanged(pub Health);
+
+impl Handler<HealthChanged> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, HealthChanged(health): HealthChanged, ctx: &mut Context<Self>) {
+        self.handle(Flush, ctx);
+        let mut feeds: HashMap<SessionId, PushSink> = HashMap::new();
+        self.index.for_each(|target| {
+            feeds
+                .entry(target.session)
+                .or_insert_with(|| target.pushes.clone());
+        });
+        for pushes in feeds.values() {
+            pushes.send(Push {
+                health: Some(health),
+                ..Push::default()
+            });
+        }
+        if health == Health::Recovered {
+            self.handle(CatchUp, ctx);
+        }
+    }
+}
+
+/// Reads every watched segment's history past what was passed on, from
+/// its current owners: sent after each new topology, so what a member
+/// missed while the others counted it out reaches its subscribers even
+/// if no later write to the segment shows the gap.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CatchUp;
@@ -370,7 +405,7 @@ impl Handler<Flush> for Listener {
         for (_, batch) in self.pending.drain() {
             batch.pushes.send(Push {
                 events: batch.events,
-                ended: Vec::new(),
+                ..Push::default()
             });
         }
     }
@@ -430,8 +465,8 @@ impl Handler<CacheDeleted> for Listener {
         }
         for (_, (pushes, subs)) in ended {
             pushes.send(Push {
-                events: Vec::new(),
                 ended: subs,
+                ..Push::default()
             });
         }
         self.metrics.subscriptions.set(self.index.len() as i64);

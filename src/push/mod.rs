@@ -17,6 +17,25 @@ pub mod outbox;
 pub mod sequencer;
 pub mod subscription;
 
+/// Whether this node can serve its subscribers: in a cluster, a node cut
+/// off from the majority tells them ([`Health::Degraded`]) and, once back,
+/// catches them up and says so ([`Health::Recovered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Degraded,
+    Recovered,
+}
+
+impl Health {
+    /// The message's `type` (the SSE event's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Degraded => "degraded",
+            Health::Recovered => "recovered",
+        }
+    }
+}
+
 /// A feed's number, unique within the node.
 pub type SessionId = u64;
 /// A subscription's number within its feed; `s<n>` on the wire.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::SubId;
+use super::{Health, SubId};
 use crate::grid::{CacheName, Key};
 use crate::protocol::codec::{Format, WireFrame};
 use crate::protocol::event::EncodedEvent;
@@ -46,6 +46,8 @@ pub enum Outgoing {
     Ended { sub: Arc<str>, cache: CacheName },
     /// The transport's keep-alive: a WebSocket ping, an SSE comment.
     Heartbeat,
+    /// The node's health changed.
+    Health(Health),
     /// A WebSocket pong, answering the client's ping.
     Pong(Bytes),
 }
@@ -111,7 +113,9 @@ impl Outbox {
         let bytes = match &item {
             Outgoing::Message(frame) => frame.len(),
             Outgoing::Pong(b) => b.len(),
-            Outgoing::Heartbeat | Outgoing::Covered { .. } | Outgoing::Ended { .. } => 0,
+            Outgoing::Heartbeat | Outgoing::Health(_) | Outgoing::Covered { .. } | Outgoing::Ended { .. } => {
+                0
+            }
             Outgoing::Event { event, .. } => event.encoded(self.format, false).len(),
         };
         self.queued_bytes += bytes;

@@ -209,18 +209,19 @@ impl Sequencer {
         };
         stream.filling = false;
         match read {
-            HistoryRead::Read => {}
+            HistoryRead::Read => {
+                if stream.held.is_empty() {
+                    stream.gap_since = None;
+                }
+            }
             HistoryRead::NoLongerHeld => {
                 if let Some((&first, _)) = stream.held.first_key_value() {
                     stream.passed = Some(Version(first.0 - 1));
                     stream.release(&mut released);
                 }
             }
-            HistoryRead::Failed => {
-                if stream.gap_since.is_some() {
-                    stream.gap_since = Some(now);
-                }
-            }
+            // Tried again after the wait, a catch-up's read too.
+            HistoryRead::Failed => stream.gap_since = Some(now),
         }
         released
     }

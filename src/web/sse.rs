@@ -24,7 +24,7 @@ use super::http_subscription::HttpSubscription;
 use super::{AppState, ConnectionSlot};
 use crate::metrics::PushMetrics;
 use crate::protocol::codec::{Format, WireFrame};
-use crate::protocol::fallback::{sse_cache_deleted, sse_event, sse_snapshot, SSE_HEARTBEAT};
+use crate::protocol::fallback::{sse_cache_deleted, sse_event, sse_notice, sse_snapshot, SSE_HEARTBEAT};
 use crate::protocol::ws::FilterSpec;
 use crate::push::feed::{Feed, Item, Pushes};
 use crate::push::outbox::Outgoing;
@@ -192,6 +192,7 @@ impl SseStream {
             Item::Message(message) => out.extend_from_slice(message.payload()),
             Item::Ended { cache, .. } => sse_cache_deleted(&mut out, cache),
             Item::Heartbeat => out.extend_from_slice(SSE_HEARTBEAT.as_bytes()),
+            Item::Health(health) => sse_notice(&mut out, health.name()),
             Item::Pong(_) => {}
         });
         out.freeze()

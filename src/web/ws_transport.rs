@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use crate::protocol::codec::{Format, WireFrame};
 use crate::protocol::ws::ServerMessage;
 use crate::push::feed::{Feed, Item};
+use crate::push::Health;
 
 /// Batches waiting between a session and its socket. With up to
 /// `WRITE_BATCH` frames each, a client that stops reading
@@ -237,6 +238,16 @@ impl FrameBatch {
                 WireFrame::Text(text) => self.text(text.as_bytes()),
                 WireFrame::Binary(bytes) => self.binary(&bytes),
             },
+            Item::Health(health) => {
+                let message = match health {
+                    Health::Degraded => ServerMessage::Degraded,
+                    Health::Recovered => ServerMessage::Recovered,
+                };
+                match format.frame(&message) {
+                    WireFrame::Text(text) => self.text(text.as_bytes()),
+                    WireFrame::Binary(bytes) => self.binary(&bytes),
+                }
+            }
             Item::Heartbeat => self.ping(b""),
             Item::Pong(bytes) => self.pong(&bytes),
         }
