@@ -19,6 +19,12 @@
 //   await client.put("scores", "match/1", { home_score: 1 }, { if_version: 7 });
 //
 // Over SSE and long polling, reads and writes go through the REST API.
+//
+// In a cluster the client learns the members from the page's node
+// (`GET /api/v1/cluster`, again after every connection) and, when its
+// WebSocket drops, reconnects to the next member in turn and resumes
+// there. A node cut off from the cluster's majority says so: the status
+// turns "degraded" until it is back ("live" again, with what was missed).
 
 const PROTOCOL = "pushgrid.v1.json";
 const BACKOFF_START_MS = 250;
@@ -50,11 +56,16 @@ export class PushgridClient {
    *   tries WebSocket, then SSE, then long polling, moving on when one cannot connect.
    * @param {number} [options.upgradeAfterMs] with "auto", live on SSE or long polling, how often to
    *   try a WebSocket again (default 30 s); once one opens, the client moves back to it.
-   * @param {(status: "connecting"|"live"|"reconnecting"|"offline"|"unauthorized", transport: string) => void} [options.onStatus]
+   * @param {(status: "connecting"|"live"|"degraded"|"reconnecting"|"offline"|"unauthorized", transport: string) => void} [options.onStatus]
    *   "unauthorized": the node refused the token (or its lack); nothing is retried until setToken.
+   *   "degraded": connected to a node cut off from its cluster's majority; nothing arrives until it is back.
    */
   constructor(options = {}) {
     this.origin = options.origin || location.origin;
+    // The origins a WebSocket may connect to: this node's first, then the
+    // other members of its cluster once learnt.
+    this.webSocketOrigins = [this.origin];
+    this.webSocketOrigin = 0;
     this.token = options.token;
     const forced = options.transport && options.transport !== "auto";
     this.candidates = forced ? [options.transport] : TRANSPORTS;
@@ -190,6 +201,30 @@ export class PushgridClient {
     this.failures = 0;
     this.setStatus("live");
     this.planUpgrade(attempt);
+    this.learnMembers();
+  }
+
+  /**
+   * Asks the page's node (or, if it is gone, the one connected to) for the
+   * members of its cluster: the WebSocket origins to fail over to. A
+   * single node, or a node that does not answer, leaves the list as it is.
+   */
+  async learnMembers() {
+    const scheme = this.origin.startsWith("https:") ? "https" : "http";
+    for (const origin of [this.origin, this.webSocketOrigins[this.webSocketOrigin]]) {
+      try {
+        const response = await fetch(`${origin}/api/v1/cluster`, { cache: "no-store" });
+        if (!response.ok) continue;
+        const view = await response.json();
+        const others = view.members.map((m) => `${scheme}://${m.address}`).filter((o) => o !== this.origin);
+        const current = this.webSocketOrigins[this.webSocketOrigin];
+        this.webSocketOrigins = [this.origin, ...others];
+        this.webSocketOrigin = Math.max(0, this.webSocketOrigins.indexOf(current));
+        return;
+      } catch {
+        // Not reachable (or another origin, unreadable here): try the next.
+      }
+    }
   }
 
   /** Live on a fallback that `auto` chose: try a WebSocket again in a while. */
@@ -250,6 +285,10 @@ export class PushgridClient {
       backoff = Math.min(BACKOFF_START_MS * 2 ** (this.failures - 1), BACKOFF_MAX_MS);
     }
     this.setStatus(this.failures >= OFFLINE_AFTER ? "offline" : "reconnecting");
+    // A WebSocket that dropped or did not open goes to the next member.
+    if (attempt.transport === "websocket") {
+      this.webSocketOrigin = (this.webSocketOrigin + 1) % this.webSocketOrigins.length;
+    }
     setTimeout(() => this.connect(), backoff * (0.75 + Math.random() / 2));
   }
 
@@ -296,8 +335,9 @@ export class PushgridClient {
   // --- WebSocket ---
 
   webSocketUrl() {
-    const scheme = this.origin.startsWith("https:") ? "wss" : "ws";
-    const url = `${scheme}://${this.origin.replace(/^https?:\/\//, "")}/ws`;
+    const origin = this.webSocketOrigins[this.webSocketOrigin];
+    const scheme = origin.startsWith("https:") ? "wss" : "ws";
+    const url = `${scheme}://${origin.replace(/^https?:\/\//, "")}/ws`;
     return this.token ? `${url}?access_token=${encodeURIComponent(this.token)}` : url;
   }
 
@@ -356,6 +396,10 @@ export class PushgridClient {
         this.applyEvent(subscription, event);
         return;
       }
+      case "degraded":
+      case "recovered":
+        this.health(message.type === "degraded");
+        return;
       case "cache_deleted": {
         const subscription = this.bySub.get(message.sub);
         this.bySub.delete(message.sub);
@@ -395,6 +439,8 @@ export class PushgridClient {
       subscription.token = message.lastEventId;
       this.applyEvent(subscription, JSON.parse(message.data));
     });
+    stream.addEventListener("degraded", () => this.health(true));
+    stream.addEventListener("recovered", () => this.health(false));
     stream.addEventListener("cache_deleted", (message) => {
       stream.close();
       const { cache } = JSON.parse(message.data);
@@ -456,6 +502,11 @@ export class PushgridClient {
     if (event.kind === "removed" || event.kind === "expired") subscription.versions.delete(event.key);
     else subscription.versions.set(event.key, event.version);
     subscription.handlers.onEvent?.(event);
+  }
+
+  /** The node said it is cut off from its cluster (or back). */
+  health(degraded) {
+    if (this.attempt?.opened) this.setStatus(degraded ? "degraded" : "live");
   }
 
   setStatus(status) {

@@ -21,7 +21,7 @@ const TOKEN_KEY = "pushgrid-token";
 const STATUS_TEXT = { scheduled: "Soon", live: "Live", half_time: "Half time", full_time: "Full time" };
 const STATUS_ORDER = { live: 0, half_time: 1, scheduled: 2, full_time: 3 };
 const CONNECTION_TEXT = {
-  connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", offline: "Offline", unauthorized: "Not authorized",
+  connecting: "Connecting…", live: "Live", degraded: "Cut off from the cluster", reconnecting: "Reconnecting…", offline: "Offline", unauthorized: "Not authorized",
 };
 
 /** key -> { value, version, card } */

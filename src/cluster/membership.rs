@@ -292,6 +292,28 @@ impl Handler<ForgetCache> for Membership {
     }
 }
 
+/// Whether `address` (`host:port`) is the HTTP API of a member: a page
+/// served by one member may open a WebSocket to another.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsMemberApi(pub String);
+
+impl Handler<IsMemberApi> for Membership {
+    type Result = bool;
+
+    fn handle(&mut self, IsMemberApi(address): IsMemberApi, _: &mut Context<Self>) -> bool {
+        match &self.cluster {
+            Some(cluster) => cluster
+                .topology()
+                .borrow()
+                .members
+                .values()
+                .any(|info| info.api == address),
+            None => self.local.address == address,
+        }
+    }
+}
+
 impl Handler<DescribeCluster> for Membership {
     type Result = MessageResult<DescribeCluster>;
 

@@ -34,6 +34,13 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
         .is_some_and(|authority| Some(authority.as_str()) == host)
 }
 
+/// The `host:port` of the handshake's `Origin`, if it has one.
+pub fn origin_authority(headers: &HeaderMap) -> Option<String> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    let uri = origin.parse::<Uri>().ok()?;
+    uri.authority().map(|a| a.as_str().to_string())
+}
+
 /// The format of the first subprotocol the client offers that pushgrid
 /// speaks; JSON when it offers none. Offering only unknown ones is an error.
 pub fn negotiate_format(headers: &HeaderMap) -> Result<Format, ApiError> {
