@@ -32,6 +32,8 @@ const BACKOFF_MAX_MS = 5000;
 /// Failed attempts in a row after which the status says "offline".
 const OFFLINE_AFTER = 6;
 const POLL_TIMEOUT_MS = 25000;
+/// How long a subscribe the node could not serve yet waits to be sent again.
+const RESUBSCRIBE_AFTER_MS = 500;
 /// How long `auto` stays on SSE or long polling before it tries a WebSocket again.
 const UPGRADE_AFTER_MS = 30000;
 
@@ -205,25 +207,24 @@ export class PushgridClient {
   }
 
   /**
-   * Asks the page's node (or, if it is gone, the one connected to) for the
-   * members of its cluster: the WebSocket origins to fail over to. A
-   * single node, or a node that does not answer, leaves the list as it is.
+   * Asks the page's node for the members of its cluster: the WebSocket
+   * origins to fail over to. A single node, or a node that does not
+   * answer (it died: the list learnt before stays), changes nothing.
    */
   async learnMembers() {
     const scheme = this.origin.startsWith("https:") ? "https" : "http";
-    for (const origin of [this.origin, this.webSocketOrigins[this.webSocketOrigin]]) {
-      try {
-        const response = await fetch(`${origin}/api/v1/cluster`, { cache: "no-store" });
-        if (!response.ok) continue;
-        const view = await response.json();
-        const others = view.members.map((m) => `${scheme}://${m.address}`).filter((o) => o !== this.origin);
-        const current = this.webSocketOrigins[this.webSocketOrigin];
-        this.webSocketOrigins = [this.origin, ...others];
-        this.webSocketOrigin = Math.max(0, this.webSocketOrigins.indexOf(current));
-        return;
-      } catch {
-        // Not reachable (or another origin, unreadable here): try the next.
-      }
+    try {
+      const response = await fetch(`${this.origin}/api/v1/cluster`, { cache: "no-store" });
+      if (!response.ok) return;
+      const view = await response.json();
+      // The page's node is reached as `this.origin` (perhaps through a
+      // proxy): only the others are added.
+      const others = view.members.filter((m) => m.id !== view.node.id).map((m) => `${scheme}://${m.address}`);
+      const current = this.webSocketOrigins[this.webSocketOrigin];
+      this.webSocketOrigins = [this.origin, ...others];
+      this.webSocketOrigin = Math.max(0, this.webSocketOrigins.indexOf(current));
+    } catch {
+      // Not reachable: keep what was learnt.
     }
   }
 
@@ -363,13 +364,30 @@ export class PushgridClient {
       if (subscription.incarnation) message.resume.incarnation = subscription.incarnation;
     }
     subscription.incoming = [];
+    subscription.requestId = id;
     this.pending.set(id, {
       resolve: (reply) => this.bySub.set(reply.sub, subscription),
-      reject: (error) => {
-        if (error.code !== "unavailable") this.refuse(subscription, error);
-      },
+      reject: (error) => this.subscribeFailed(subscription, error),
     });
     this.attempt.ws.send(JSON.stringify(message));
+  }
+
+  /**
+   * A subscribe was refused, at once or (its start could not be read)
+   * after `subscribed`. A node that cannot serve it yet (`unavailable`:
+   * taking over a dead member's segments, or cut off) is asked again.
+   */
+  subscribeFailed(subscription, error) {
+    if (error.code !== "unavailable") {
+      this.refuse(subscription, error);
+      return;
+    }
+    const attempt = this.attempt;
+    setTimeout(() => {
+      if (attempt === this.attempt && !attempt.stopped && attempt.ws?.readyState === WebSocket.OPEN) {
+        this.sendSubscribe(subscription);
+      }
+    }, RESUBSCRIBE_AFTER_MS);
   }
 
   dispatch(message) {
@@ -408,7 +426,15 @@ export class PushgridClient {
       }
       default: {
         const waiting = message.id !== undefined && this.pending.get(message.id);
-        if (!waiting) return;
+        if (!waiting) {
+          // A subscription's start failed after `subscribed`: it is over.
+          const failed = message.type === "error" && this.subscriptions.find((s) => s.requestId === message.id);
+          if (failed) {
+            for (const [sub, subscription] of this.bySub) if (subscription === failed) this.bySub.delete(sub);
+            this.subscribeFailed(failed, new PushgridError(message));
+          }
+          return;
+        }
         this.pending.delete(message.id);
         if (message.type === "error") waiting.reject(new PushgridError(message));
         else waiting.resolve(message);

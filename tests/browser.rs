@@ -699,3 +699,92 @@ async fn pages_on_two_members_of_a_cluster_show_the_same_matches() {
     on_n2.close().await.unwrap();
     on_n3.close().await.unwrap();
 }
+
+#[actix_web::test]
+async fn a_page_whose_node_dies_reconnects_to_another_member_and_shows_what_changed_meanwhile() {
+    if !browser_available() {
+        return;
+    }
+    let mut cluster = common::cluster::Cluster::start_playing_demo(150, 3, 3000).await;
+    let driver = Driver::start().await;
+    let (on_n2, on_n3) = (driver.browser().await, driver.browser().await);
+    for (page, i) in [(&on_n2, 1), (&on_n3, 2)] {
+        page.goto(&format!("{}/", cluster.node(i).base)).await.unwrap();
+        let cards = eventually(page, CARD_COUNT, Duration::from_secs(20), |v| {
+            v.as_u64() >= Some(6)
+        })
+        .await;
+        assert!(
+            cards.as_u64() >= Some(6),
+            "the matches are on n{}'s page: {cards}",
+            i + 1
+        );
+    }
+    // The page learns the members as it goes live: let that answer come.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    cluster.signal(1, libc::SIGKILL);
+    cluster.nodes[1] = None;
+    // A score written through n3 while n2's page has no node.
+    let key = on_n3
+        .execute(
+            "return document.querySelector('#board .card:not(.leaving)').dataset.key",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rest = Rest::new(cluster.node(2));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no write through n3 after n2 died");
+        let current = rest.get_entry("scores", &key).await;
+        let Some(version) = current
+            .headers
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string())
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut fixture = current.body.clone();
+        fixture["away_score"] = json!(77);
+        let put = rest
+            .put_entry_if("scores", &key, &fixture.to_string(), ("If-Match", &version))
+            .await;
+        if put.status.is_success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let score = eventually(&on_n2, &score_of(&key, "away"), Duration::from_secs(20), |v| {
+        v == "77"
+    })
+    .await;
+    assert_eq!(
+        score, "77",
+        "n2's page, reconnected elsewhere, shows the write made meanwhile"
+    );
+    let state = eventually(&on_n2, CONNECTION, Duration::from_secs(5), |v| v == "live").await;
+    assert_eq!(state, "live");
+    // Both pages show the same scores (the demo plays on: compare until
+    // they agree at one moment).
+    let scores = "return [...document.querySelectorAll('#board .card:not(.leaving)')]\
+                  .map(c => c.dataset.key + ' ' + c.querySelector('.home-score').textContent + '-' \
+                  + c.querySelector('.away-score').textContent).sort().join(', ')";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut left, mut right);
+    loop {
+        left = on_n2.execute(scores, vec![]).await.unwrap();
+        right = on_n3.execute(scores, vec![]).await.unwrap();
+        if left == right || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, right, "the pages show the same scores");
+    on_n2.close().await.unwrap();
+    on_n3.close().await.unwrap();
+}
