@@ -10,7 +10,9 @@
 //!   joins while writes go on; the time until it holds its share, the
 //!   state-transfer bytes and the writes refused meanwhile;
 //! - failover: a member killed with SIGKILL under writes; the time until a
-//!   write to every segment is acknowledged again;
+//!   write to every segment is acknowledged again, and what subscribers on
+//!   the other members saw across it: every acknowledged write delivered to
+//!   each, counted as lost if not, duplicated if twice;
 //! - push from any member: WebSocket subscribers to a whole cache spread
 //!   over the three members while writers spread over them too; events
 //!   delivered/s and put-to-delivery p50/p99, against the same workload on
@@ -179,8 +181,15 @@ pub async fn run(workload: &Workload, report: &mut Report) {
     figures.insert("rebalance_writes_refused".into(), json!(run.refused));
     members.push(Some(fourth));
 
-    // Failover: kill n2 under writes through the others.
+    // Failover: kill n2 under writes through the others, subscribers on
+    // each of them.
     let survivors: Vec<String> = vec![addrs[0].clone(), addrs[2].clone(), all[3].clone()];
+    let mut subscribers = Vec::new();
+    for addr in &survivors {
+        let mut ws = clients::connect(&format!("ws://{addr}/ws"), Format::Json).await;
+        clients::subscribe(&mut ws, Format::Json, "owners2", "").await;
+        subscribers.push(ws);
+    }
     let stop = Arc::new(AtomicU64::new(0));
     let writes = write_load(
         &survivors,
@@ -197,12 +206,31 @@ pub async fn run(workload: &Workload, report: &mut Report) {
         stop.store(1, Ordering::Release);
         killed.elapsed()
     };
-    let (_, took) = futures_util::future::join(writes, failover).await;
+    let receiving = join_all(subscribers.into_iter().map(|ws| receive_until_quiet(ws, Duration::from_secs(3))));
+    let ((run, took), received) = futures_util::future::join(
+        futures_util::future::join(writes, failover),
+        receiving,
+    )
+    .await;
     eprintln!(
         "   failover: every segment writable again {:.2} s after kill -9",
         took.as_secs_f64()
     );
     figures.insert("failover_seconds".into(), json!(took.as_secs_f64()));
+    let (mut lost, mut duplicated, mut delivered) = (0, 0, 0);
+    for seen in &received {
+        lost += run.acknowledged.iter().filter(|w| !seen.writes.contains(*w)).count();
+        duplicated += seen.duplicated;
+        delivered += seen.writes.len();
+    }
+    eprintln!(
+        "   across the kill -9: {} acknowledged writes, {delivered} deliveries to {} subscribers on the survivors, {lost} lost, {duplicated} duplicated",
+        run.acknowledged.len(),
+        received.len()
+    );
+    figures.insert("failover_push_deliveries".into(), json!(delivered));
+    figures.insert("failover_push_lost".into(), json!(lost));
+    figures.insert("failover_push_duplicated".into(), json!(duplicated));
     members[1] = None;
 
     report.add("cluster", "rest", "pushgrid", figures);
@@ -294,11 +322,45 @@ async fn push_load(
     pushed
 }
 
+/// What one subscriber received: the writes (key, `n`) its events carried,
+/// and how many events came a second time (by id).
+struct Received {
+    writes: std::collections::HashSet<(String, u64)>,
+    duplicated: usize,
+}
+
+/// Reads `ws`'s events until none came for `quiet`.
+async fn receive_until_quiet(mut ws: clients::Ws, quiet: Duration) -> Received {
+    let mut received = Received {
+        writes: Default::default(),
+        duplicated: 0,
+    };
+    let mut ids = std::collections::HashSet::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(quiet, ws.next()).await {
+        let Message::Text(text) = message else { continue };
+        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let event = &frame["event"];
+        let (Some(id), Some(key), Some(n)) = (event["id"].as_str(), event["key"].as_str(), event["value"]["n"].as_u64())
+        else {
+            continue;
+        };
+        if !ids.insert(id.to_string()) {
+            received.duplicated += 1;
+        }
+        received.writes.insert((key.to_string(), n));
+    }
+    received
+}
+
 /// What a write load did.
 struct Run {
     acked: u64,
     refused: u64,
     latency_us: Histogram<u64>,
+    /// The writes acknowledged: (key, `n`).
+    acknowledged: Vec<(String, u64)>,
 }
 
 impl Run {
@@ -326,15 +388,18 @@ async fn write_load(
                 acked: 0,
                 refused: 0,
                 latency_us: Histogram::new(3).expect("histogram"),
+                acknowledged: Vec::new(),
             };
             let mut n = 0u64;
             while started.elapsed() < duration && stop.as_ref().is_none_or(|s| s.load(Ordering::Acquire) == 0)
             {
-                let path = format!("/api/v1/caches/{cache}/entries/w{c}-{}", n % 1000);
+                let key = format!("w{c}-{}", n % 1000);
+                let path = format!("/api/v1/caches/{cache}/entries/{key}");
                 let sent = Instant::now();
                 match http.request("PUT", &path, &format!("{{\"n\":{n}}}")).await {
                     Some((200 | 201, _)) => {
                         run.acked += 1;
+                        run.acknowledged.push((key, n));
                         let _ = run.latency_us.record(sent.elapsed().as_micros() as u64);
                     }
                     Some(_) => run.refused += 1,
@@ -354,9 +419,11 @@ async fn write_load(
         acked: 0,
         refused: 0,
         latency_us: Histogram::new(3).expect("histogram"),
+        acknowledged: Vec::new(),
     };
     for run in runs {
         total.acked += run.acked;
+        total.acknowledged.extend(run.acknowledged);
         total.refused += run.refused;
         total
             .latency_us
