@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::{until, Cluster, Firewall, History, Outcome, COUNTER};
+use common::followers::{subscribed, Follower, Transport};
 use serde_json::json;
 
 const FAILURE_TIMEOUT_MS: u64 = 1000;
@@ -78,6 +79,40 @@ async fn under_load(
     let acknowledged = history.acknowledged().count();
     eprintln!("{acknowledged} of {} writes acknowledged", history.writes.len());
     assert!(acknowledged > 50, "too few writes acknowledged to tell anything");
+    history
+}
+
+/// Followers of the whole cache on each member of `on`: a WebSocket on
+/// each, SSE on the first, long polling on the last.
+async fn followers_on(cluster: &Cluster, on: &[usize]) -> Vec<Follower> {
+    let mut followers = Vec::new();
+    for &i in on {
+        followers.push(Follower::start(cluster, i, CACHE, Transport::WebSocket).await);
+    }
+    followers.push(Follower::start(cluster, on[0], CACHE, Transport::Sse).await);
+    followers.push(Follower::start(cluster, on[on.len() - 1], CACHE, Transport::Poll).await);
+    followers
+}
+
+/// Runs `load` while every follower reads, each at its own pace, and a
+/// while after it.
+async fn followed(load: impl std::future::Future<Output = History>, followers: &mut [Follower]) -> History {
+    let done = std::cell::Cell::new(false);
+    let load = async {
+        let history = load.await;
+        done.set(true);
+        history
+    };
+    let reads = futures_util::future::join_all(followers.iter_mut().map(|follower| {
+        let done = &done;
+        async move {
+            while !done.get() {
+                follower.read_a_while().await;
+            }
+            follower.read_a_while().await;
+        }
+    }));
+    let (history, _) = futures_util::future::join(load, reads).await;
     history
 }
 
@@ -154,10 +189,12 @@ async fn a_member_paused_longer_than_the_failure_timeout_comes_back_without_harm
     // The paused member leads the counter's segment: once it runs again,
     // a read it served from its old copy would be stale.
     let paused = cluster.primary_of(CACHE, COUNTER).await;
+    let others: Vec<usize> = (0..3).filter(|&i| i != paused).collect();
+    let mut followers = followers_on(&cluster, &others).await;
     let (mut stopped, mut continued) = (false, false);
     // Clients on all three, the paused one included: its requests wait in
     // its sockets and are answered (or refused) once it runs again.
-    let history = under_load(&cluster, &[0, 1, 2], Duration::from_secs(9), |elapsed| {
+    let load = under_load(&cluster, &[0, 1, 2], Duration::from_secs(9), |elapsed| {
         if !stopped && elapsed > Duration::from_secs(1) {
             cluster.signal(paused, libc::SIGSTOP);
             stopped = true;
@@ -166,13 +203,17 @@ async fn a_member_paused_longer_than_the_failure_timeout_comes_back_without_harm
             cluster.signal(paused, libc::SIGCONT);
             continued = true;
         }
-    })
-    .await;
+    });
+    let history = followed(load, &mut followers).await;
     // It was given up on while paused, and rejoins.
     cluster.until_members(&[0, 1, 2], 3).await;
     writable_again(&cluster, paused).await;
     let nodes = [cluster.rest(0), cluster.rest(1), cluster.rest(2)];
     history.check(CACHE, SEGMENTS, &nodes).await;
+    let finally = common::cluster::final_state(&nodes[0], CACHE).await;
+    for follower in &mut followers {
+        follower.check(&history, &finally).await;
+    }
 }
 
 #[actix::test]
@@ -284,10 +325,15 @@ async fn a_member_joins_and_another_leaves_gracefully_under_writes() {
         .await;
     assert!(solo.status.is_success(), "{}", solo.text);
     let solo_written = write_keys(&cluster.rest(0), "solo", 200).await;
+    until("the cache on n1 and n2", Duration::from_secs(10), async || {
+        cluster.rest(0).get("/api/v1/caches/c").await.status.is_success()
+    })
+    .await;
+    let mut followers = followers_on(&cluster, &[0, 1]).await;
 
     let launcher = cluster.launcher(3);
     let (mut joining, mut left_at) = (None, None);
-    let history = under_load(&cluster, &[0, 1, 2], Duration::from_secs(10), |elapsed| {
+    let load = under_load(&cluster, &[0, 1, 2], Duration::from_secs(10), |elapsed| {
         if joining.is_none() && elapsed > Duration::from_secs(1) {
             let launcher = launcher.clone();
             joining = Some(std::thread::spawn(move || launcher.start()));
@@ -296,8 +342,8 @@ async fn a_member_joins_and_another_leaves_gracefully_under_writes() {
             cluster.node(2).terminate();
             left_at = Some(Instant::now());
         }
-    })
-    .await;
+    });
+    let history = followed(load, &mut followers).await;
     cluster.nodes[3] = Some(joining.unwrap().join().expect("n4 started"));
     let exited = cluster.nodes[2]
         .as_mut()
@@ -318,6 +364,10 @@ async fn a_member_joins_and_another_leaves_gracefully_under_writes() {
     let nodes = [cluster.rest(0), cluster.rest(1), cluster.rest(3)];
     history.check(CACHE, SEGMENTS, &nodes).await;
     all_there(&nodes, "solo", &solo_written, "handed over").await;
+    let finally = common::cluster::final_state(&nodes[0], CACHE).await;
+    for follower in &mut followers {
+        follower.check(&history, &finally).await;
+    }
 }
 
 /// Writes keys `s0..s{count}` of `cache` through `rest`, retrying each
@@ -548,69 +598,7 @@ async fn a_write_retried_with_its_idempotency_key_after_a_failover_is_applied_on
     assert_eq!(next.body["version"], version + 1);
 }
 
-/// A WebSocket subscriber to the whole of `CACHE` on node `i`, retried
-/// until its node can take it: the entries of its snapshot, by key.
-async fn subscriber(cluster: &Cluster, i: usize) -> (common::ws::WsClient, BTreeMap<String, (u64, u64)>) {
-    let subscribe = json!({"op": "subscribe", "cache": CACHE, "filter": {}});
-    let (ws, frames) = subscribed(cluster, i, subscribe).await;
-    let state = frames
-        .iter()
-        .flat_map(|frame| frame["entries"].as_array().unwrap())
-        .map(|e| {
-            let key = e["key"].as_str().unwrap().to_string();
-            (
-                key,
-                (e["value"].as_u64().unwrap(), e["version"].as_u64().unwrap()),
-            )
-        })
-        .collect();
-    (ws, state)
-}
-
-/// Sends `subscribe` to node `i` until its subscription starts (its member
-/// may not hold its lease yet: then an error follows `subscribed`, and the
-/// subscription ends); returns the client and the snapshot frames read
-/// (none for a resume that replays).
-async fn subscribed(
-    cluster: &Cluster,
-    i: usize,
-    subscribe: serde_json::Value,
-) -> (common::ws::WsClient, Vec<serde_json::Value>) {
-    let mut ws = common::ws::WsClient::connect(cluster.node(i)).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = ws.request(subscribe.clone()).await;
-        let first = match reply["type"].as_str() {
-            Some("subscribed") => ws.next_within(Duration::from_secs(2)).await,
-            _ => None,
-        };
-        match first {
-            Some(frame) if frame["type"] == "snapshot" => {
-                let mut frames = vec![frame];
-                while frames.last().unwrap()["done"] != true {
-                    frames.push(ws.next().await);
-                }
-                return (ws, frames);
-            }
-            Some(frame) if frame["type"] == "event" => {
-                ws.push_back(frame);
-                return (ws, Vec::new());
-            }
-            // A resume with nothing to replay sends nothing.
-            None if reply["type"] == "subscribed" => return (ws, Vec::new()),
-            _ => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n{} never took a subscriber: {reply}",
-            i + 1
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every event `ws` is sent until `until`, and after it until none comes
-/// for a second.
+/// The events `ws` receives until nothing came for a second after `until`.
 async fn events_until(ws: &mut common::ws::WsClient, until: Instant) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
     loop {
@@ -625,37 +613,6 @@ async fn events_until(ws: &mut common::ws::WsClient, until: Instant) -> Vec<serd
     }
 }
 
-/// What a subscriber's snapshot and events add up to, checked on the way:
-/// no event twice, versions rising per key.
-fn replay(
-    snapshot: &BTreeMap<String, (u64, u64)>,
-    events: &[serde_json::Value],
-) -> BTreeMap<String, (u64, u64)> {
-    let mut state = snapshot.clone();
-    let mut ids = std::collections::HashSet::new();
-    let mut last: BTreeMap<String, u64> = snapshot.iter().map(|(k, (_, v))| (k.clone(), *v)).collect();
-    for event in events {
-        assert!(
-            ids.insert(event["id"].as_str().unwrap().to_string()),
-            "twice: {event}"
-        );
-        let key = event["key"].as_str().unwrap().to_string();
-        let version = event["version"].as_u64().unwrap();
-        if let Some(before) = last.insert(key.clone(), version) {
-            assert!(version > before, "{key}: version {version} after {before}");
-        }
-        match event["kind"].as_str().unwrap() {
-            "created" | "modified" => {
-                state.insert(key, (event["value"].as_u64().unwrap(), version));
-            }
-            _ => {
-                state.remove(&key);
-            }
-        }
-    }
-    state
-}
-
 #[actix::test]
 async fn subscribers_on_other_members_see_every_write_once_in_order_across_a_kill() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -665,11 +622,7 @@ async fn subscribers_on_other_members_see_every_write_once_in_order_across_a_kil
     // other members, and the victim's from its backups once it is gone.
     let victim = cluster.primary_of(CACHE, COUNTER).await;
     let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
-    let mut subscribers = Vec::new();
-    for &i in &survivors {
-        subscribers.push(subscriber(&cluster, i).await);
-    }
-    let stop = Instant::now() + Duration::from_secs(5);
+    let mut followers = followers_on(&cluster, &survivors).await;
     let mut killed = false;
     let load = under_load(&cluster, &survivors, Duration::from_secs(5), |elapsed| {
         if !killed && elapsed > Duration::from_millis(1500) {
@@ -677,27 +630,13 @@ async fn subscribers_on_other_members_see_every_write_once_in_order_across_a_kil
             killed = true;
         }
     });
-    let reads = futures_util::future::join_all(
-        subscribers
-            .iter_mut()
-            .map(|(ws, _)| events_until(ws, stop + Duration::from_secs(2))),
-    );
-    let (history, received) = futures_util::future::join(load, reads).await;
+    let history = followed(load, &mut followers).await;
     cluster.until_members(&survivors, 2).await;
     let nodes = [cluster.rest(survivors[0]), cluster.rest(survivors[1])];
     history.check(CACHE, SEGMENTS, &nodes).await;
     let finally = common::cluster::final_state(&nodes[0], CACHE).await;
-    for ((_, snapshot), events) in subscribers.iter().zip(&received) {
-        let seen = replay(snapshot, events);
-        for write in history.acknowledged() {
-            assert!(
-                seen.contains_key(&write.key),
-                "{} acknowledged, never pushed",
-                write.key
-            );
-        }
-        assert_eq!(seen, finally, "the subscriber ends on the final state");
-        eprintln!("{} events pushed", events.len());
+    for follower in &mut followers {
+        follower.check(&history, &finally).await;
     }
     cluster.nodes[victim] = None;
 }
@@ -756,10 +695,9 @@ async fn a_subscriber_on_a_member_cut_off_is_told_and_caught_up_after_the_heal()
     // n3 is cut off from both others for longer than the failure timeout:
     // they count it out and stop sending it events, while its subscriber
     // stays connected to it. Writes go on through n1.
-    let (mut ws, snapshot) = subscriber(&cluster, 2).await;
+    let mut followers = followers_on(&cluster, &[2]).await;
     let firewall = Firewall::new("subscriber");
     let (mut cut, mut healed) = (false, false);
-    let stop = Instant::now() + Duration::from_secs(9);
     let load = under_load(&cluster, &[0], Duration::from_secs(9), |elapsed| {
         if !cut && elapsed > Duration::from_secs(1) {
             firewall.cut(&cluster.ips[2], &cluster.ips[0]);
@@ -771,51 +709,16 @@ async fn a_subscriber_on_a_member_cut_off_is_told_and_caught_up_after_the_heal()
             healed = true;
         }
     });
-    let mut notices = Vec::new();
-    let mut events = Vec::new();
-    let read = async {
-        while Instant::now() < stop {
-            read_into(&mut ws, &mut events, &mut notices).await;
-        }
-    };
-    let (history, ()) = futures_util::future::join(load, read).await;
+    let history = followed(load, &mut followers).await;
     drop(firewall);
     cluster.until_members(&[0, 1, 2], 3).await;
     let finally = common::cluster::final_state(&cluster.rest(0), CACHE).await;
-    // Caught up: what it missed arrives after the heal.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while replay(&snapshot, &events) != finally && Instant::now() < deadline {
-        read_into(&mut ws, &mut events, &mut notices).await;
+    // Caught up: what they missed arrives after the heal.
+    for follower in &mut followers {
+        follower.check(&history, &finally).await;
     }
-    assert_eq!(
-        notices,
-        ["degraded", "recovered"],
-        "the subscriber was told of the cut and of the heal"
-    );
-    let seen = replay(&snapshot, &events);
-    for write in history.acknowledged() {
-        assert!(
-            seen.contains_key(&write.key),
-            "{} acknowledged, never pushed",
-            write.key
-        );
-    }
-    assert_eq!(seen, finally, "the subscriber ends on the final state");
-    eprintln!("{} events pushed", events.len());
-}
-
-/// Reads what arrives within a second: events into `events`, the node's
-/// health notices (`degraded`, `recovered`) into `notices`.
-async fn read_into(
-    ws: &mut common::ws::WsClient,
-    events: &mut Vec<serde_json::Value>,
-    notices: &mut Vec<String>,
-) {
-    if let Some(message) = ws.next_within(Duration::from_secs(1)).await {
-        match message["type"].as_str() {
-            Some("event") => events.push(message["event"].clone()),
-            Some(notice @ ("degraded" | "recovered")) => notices.push(notice.to_string()),
-            _ => panic!("unexpected: {message}"),
-        }
+    // A long poll is not told; the streams are, of the cut and of the heal.
+    for follower in &followers[..2] {
+        assert_eq!(follower.notices, ["degraded", "recovered"], "{}", follower.label);
     }
 }

@@ -206,12 +206,13 @@ pub async fn run(workload: &Workload, report: &mut Report) {
         stop.store(1, Ordering::Release);
         killed.elapsed()
     };
-    let receiving = join_all(subscribers.into_iter().map(|ws| receive_until_quiet(ws, Duration::from_secs(3))));
-    let ((run, took), received) = futures_util::future::join(
-        futures_util::future::join(writes, failover),
-        receiving,
-    )
-    .await;
+    let receiving = join_all(
+        subscribers
+            .into_iter()
+            .map(|ws| receive_until_quiet(ws, Duration::from_secs(3))),
+    );
+    let ((run, took), received) =
+        futures_util::future::join(futures_util::future::join(writes, failover), receiving).await;
     eprintln!(
         "   failover: every segment writable again {:.2} s after kill -9",
         took.as_secs_f64()
@@ -219,7 +220,11 @@ pub async fn run(workload: &Workload, report: &mut Report) {
     figures.insert("failover_seconds".into(), json!(took.as_secs_f64()));
     let (mut lost, mut duplicated, mut delivered) = (0, 0, 0);
     for seen in &received {
-        lost += run.acknowledged.iter().filter(|w| !seen.writes.contains(*w)).count();
+        lost += run
+            .acknowledged
+            .iter()
+            .filter(|w| !seen.writes.contains(*w))
+            .count();
         duplicated += seen.duplicated;
         delivered += seen.writes.len();
     }
@@ -342,8 +347,11 @@ async fn receive_until_quiet(mut ws: clients::Ws, quiet: Duration) -> Received {
             continue;
         };
         let event = &frame["event"];
-        let (Some(id), Some(key), Some(n)) = (event["id"].as_str(), event["key"].as_str(), event["value"]["n"].as_u64())
-        else {
+        let (Some(id), Some(key), Some(n)) = (
+            event["id"].as_str(),
+            event["key"].as_str(),
+            event["value"]["n"].as_u64(),
+        ) else {
             continue;
         };
         if !ids.insert(id.to_string()) {

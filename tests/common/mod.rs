@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod followers;
 pub mod node;
 pub mod sse;
 pub mod ws;

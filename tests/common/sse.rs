@@ -57,10 +57,18 @@ impl SseClient {
         path: &str,
         last_event_id: Option<&str>,
     ) -> Result<SseClient, (StatusCode, Value)> {
+        SseClient::try_open_url(&node.url(path), last_event_id).await
+    }
+
+    /// [`SseClient::try_open`] for a whole URL.
+    pub async fn try_open_url(
+        url: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseClient, (StatusCode, Value)> {
         let mut request = awc::Client::builder()
             .timeout(Duration::from_secs(30))
             .finish()
-            .get(node.url(path))
+            .get(url)
             .insert_header(("Accept", "text/event-stream"));
         if let Some(id) = last_event_id {
             request = request.insert_header(("Last-Event-ID", id));
