@@ -42,6 +42,8 @@ pub struct PushMetrics {
     pub listener_events: IntCounter,
     pub duplicates_dropped: IntCounter,
     pub gaps_filled: IntCounter,
+    pub relayed_events: IntCounter,
+    pub relayed_skips: IntCounter,
     pub gaps_skipped: IntCounter,
     pub events_delivered: IntCounter,
     pub events_conflated: IntCounter,
@@ -70,6 +72,14 @@ impl PushMetrics {
             duplicates_dropped: counter(
                 "pushgrid_listener_duplicates_dropped_total",
                 "Events dropped by the listener as already passed on (by id or by version)",
+            ),
+            relayed_events: counter(
+                "pushgrid_listener_relayed_events_total",
+                "Events other members relayed here, for subscribers whose filters match them",
+            ),
+            relayed_skips: counter(
+                "pushgrid_listener_relayed_skips_total",
+                "Versions other members relayed here only as skipped: no subscriber here wants their key",
             ),
             gaps_filled: counter(
                 "pushgrid_listener_gaps_filled_total",

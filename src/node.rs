@@ -3,7 +3,6 @@
 //! the HTTP server ([`start`], which `main` calls; tests and benches start
 //! the binary itself, through `tests/common/node.rs`).
 
-use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use crate::demo::{DemoFeed, DEMO_CACHE};
 use crate::grid::forward::Forwarder;
 use crate::grid::owners::{MemberId, OwnerTables};
 use crate::grid::replication::ReplicaSink;
-use crate::grid::{CacheName, Grid, GridLimits, GridSetup};
+use crate::grid::{CacheName, Grid, GridLimits, GridSetup, Interests};
 use crate::metrics::Metrics;
 use crate::push::listener::{CatchUp, FillGapsFrom, HealthChanged, Listener};
 use crate::push::outbox::OutboxLimits;
@@ -286,7 +285,7 @@ pub async fn start_member_grid(
     let arbiters: Vec<_> = (0..Config::threads(config.arbiters))
         .map(|_| Arbiter::new().handle())
         .collect();
-    let (watching, watched) = watch::channel(BTreeSet::new());
+    let (watching, watched) = watch::channel(Interests::new());
     let listener = Listener::new(&config.listener, metrics.push.clone())
         .reporting_to(watching)
         .start();

@@ -722,3 +722,56 @@ async fn a_subscriber_on_a_member_cut_off_is_told_and_caught_up_after_the_heal()
         assert_eq!(follower.notices, ["degraded", "recovered"], "{}", follower.label);
     }
 }
+
+#[actix::test]
+async fn members_send_a_member_only_the_events_its_subscribers_filters_match() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = three_members(160).await;
+    // n3's only subscriber follows one key; n2 has none.
+    let subscribe = json!({"op": "subscribe", "cache": CACHE, "filter": {"key": "watched"}});
+    let (mut ws, _) = subscribed(&cluster, 2, subscribe).await;
+    // Its list of filters reaches the others within a refresh.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let relayed = async |i: usize, kind: &str| {
+        let name = format!("pushgrid_listener_relayed_{kind}_total");
+        cluster.rest(i).metric(&name).await.unwrap_or(0.0) as u64
+    };
+    let before = (relayed(2, "events").await, relayed(2, "skips").await);
+
+    let rest = cluster.rest(0);
+    for n in 0..200u64 {
+        let key = if n % 10 == 0 {
+            "watched".to_string()
+        } else {
+            format!("other-{n}")
+        };
+        let put = rest.put_entry(CACHE, &key, &n.to_string()).await;
+        assert!(put.status.is_success(), "{}", put.text);
+    }
+    let events = events_until(&mut ws, Instant::now() + Duration::from_secs(1)).await;
+    let values: Vec<u64> = events.iter().map(|e| e["value"].as_u64().unwrap()).collect();
+    assert_eq!(
+        values,
+        (0..200).step_by(10).collect::<Vec<_>>(),
+        "every write of its key, in order"
+    );
+
+    let events_in = relayed(2, "events").await - before.0;
+    let skips_in = relayed(2, "skips").await - before.1;
+    eprintln!("n3 was relayed {events_in} events and {skips_in} skipped versions");
+    // Each write of its key comes from at most its two owners; the other
+    // keys' writes come as versions only.
+    assert!(
+        events_in <= 2 * 20,
+        "n3 was sent events it does not want: {events_in}"
+    );
+    assert!(
+        skips_in > 0,
+        "the versions n3 does not want still reach it as skipped"
+    );
+    assert_eq!(
+        (relayed(1, "events").await, relayed(1, "skips").await),
+        (0, 0),
+        "n2, with no subscriber, is sent nothing"
+    );
+}

@@ -25,7 +25,7 @@ use super::messages::{PeerReply, PeerRequest};
 use super::topology::{Applied, Change, MemberInfo, Topology};
 use super::watchers::Watchers;
 use crate::grid::owners::MemberId;
-use crate::grid::{Grid, Published};
+use crate::grid::{Grid, Relayed};
 use actix::Recipient;
 
 /// How this node takes part in a cluster.
@@ -62,7 +62,7 @@ struct Shared {
     grid: OnceLock<Grid>,
     /// Where events other members relay here go (the node's listener), and
     /// who watches which cache; set with the grid.
-    events: OnceLock<(Recipient<Published>, Arc<Watchers>)>,
+    events: OnceLock<(Recipient<Relayed>, Arc<Watchers>)>,
 }
 
 impl Shared {
@@ -206,7 +206,7 @@ impl ClusterMember {
     /// Serves replication and forwarded requests from `grid` from now on,
     /// hands the events other members relay to `listener`, and keeps
     /// `watchers` told of what the others watch.
-    pub fn attach(&self, grid: Grid, listener: Recipient<Published>, watchers: Arc<Watchers>) {
+    pub fn attach(&self, grid: Grid, listener: Recipient<Relayed>, watchers: Arc<Watchers>) {
         let _ = self.shared.events.set((listener, watchers));
         let _ = self.shared.grid.set(grid);
     }
@@ -490,10 +490,10 @@ impl Service<PeerRequest, PeerReply> for Shared {
             },
             PeerRequest::Forward(request) => match (self.grid.get().cloned(), self.events.get()) {
                 (Some(grid), Some((_, watchers))) => {
-                    if request.watches() {
+                    if let Some(filter) = request.watches() {
                         // Before the snapshot is taken: every later event
-                        // goes to the asker.
-                        watchers.begin(MemberId(from), request.cache().clone());
+                        // it matches goes to the asker.
+                        watchers.begin(MemberId(from), request.cache().clone(), filter);
                     }
                     Box::pin(async move { PeerReply::Forwarded(grid.serve_forwarded(request).await) })
                 }
@@ -505,12 +505,10 @@ impl Service<PeerRequest, PeerReply> for Shared {
                 }
                 Box::pin(async { PeerReply::Done })
             }
-            PeerRequest::Events(events) => {
+            PeerRequest::Events(relayed) => {
                 // Handed on here, in the order the link read them.
                 if let Some((listener, _)) = self.events.get() {
-                    for event in events {
-                        listener.do_send(Published(event));
-                    }
+                    listener.do_send(relayed);
                 }
                 Box::pin(async { PeerReply::Done })
             }

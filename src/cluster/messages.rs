@@ -2,9 +2,6 @@
 //! one member sends another and their replies. Each layer of the cluster
 //! adds its own variants; the link carries them without looking inside.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use super::consensus::{ProposeError, RaftReply, RaftRequest};
@@ -13,7 +10,7 @@ use super::link::Carried;
 use super::topology::{Applied, Change};
 use crate::grid::forward::{Forwarded, ForwardedReply};
 use crate::grid::replication::{ReplicaMessage, ReplicaReply};
-use crate::grid::{CacheName, Event};
+use crate::grid::{Interests, Relayed};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -28,11 +25,13 @@ pub enum PeerRequest {
     Replica(ReplicaMessage),
     /// A request for a segment the receiver leads.
     Forward(Forwarded),
-    /// The caches the sender's subscribers watch: send it their events.
-    Watch(BTreeSet<CacheName>),
-    /// Events of caches the receiver watches, in the order the sender's
+    /// The caches the sender's subscribers watch, each with the union of
+    /// their filters: send it the events those match.
+    Watch(Interests),
+    /// Events of caches the receiver watches (matching its filters), and
+    /// the versions skipped as not matching, in the order the sender's
     /// partitions published them.
-    Events(Vec<Arc<Event>>),
+    Events(Relayed),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

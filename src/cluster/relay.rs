@@ -2,9 +2,12 @@
 //! of the cluster. The [`Relay`] actor stands between this node's
 //! partitions and its listener: it passes every event they publish (as
 //! primary or as backup: every owner reports each write) to the listener
-//! and to each member that watches the event's cache, and hands the
-//! events other members relay here to the listener, which drops the
-//! second copy of each by its id.
+//! and to each member that watches the event's cache: the event itself
+//! where one of that member's filters matches its key, otherwise only its
+//! version, as skipped (ranges of them coalesced), so the member's
+//! listener, which passes on only the next version of each segment, does
+//! not take it for missing. Events other members relay here go to the
+//! listener, which drops the second copy of each.
 //!
 //! Whom to send them to is [`Watchers`]' business; [`keep_others_told`]
 //! tells the other members what this node's subscribers watch, on every
@@ -21,7 +24,7 @@ use super::member::ClusterMember;
 use super::messages::{PeerReply, PeerRequest};
 use super::watchers::Watchers;
 use crate::grid::owners::MemberId;
-use crate::grid::{CacheName, Event, Published};
+use crate::grid::{wanted, Interests, Published, Relayed, RelayedItem};
 
 /// How often each member tells the others what it watches, whether or not
 /// it changed: how a member that joined, or missed a message, learns it.
@@ -42,7 +45,7 @@ pub struct Relay {
     member: Arc<ClusterMember>,
     /// This member's id, which the watchers of a cache may include.
     me: MemberId,
-    outboxes: HashMap<MemberId, mpsc::Sender<Arc<Event>>>,
+    outboxes: HashMap<MemberId, mpsc::Sender<RelayedItem>>,
 }
 
 impl Relay {
@@ -57,7 +60,7 @@ impl Relay {
     }
 
     /// The queue of events for `to`, with the task that sends them.
-    fn outbox(&mut self, to: &MemberId) -> &mpsc::Sender<Arc<Event>> {
+    fn outbox(&mut self, to: &MemberId) -> &mpsc::Sender<RelayedItem> {
         let member = &self.member;
         self.outboxes.entry(to.clone()).or_insert_with(|| {
             let (queue, events) = mpsc::channel(OUTBOX);
@@ -80,11 +83,22 @@ impl Handler<Published> for Relay {
 
     fn handle(&mut self, published: Published, _: &mut Context<Self>) {
         if let Some(watchers) = self.watchers.of(&published.0.cache) {
-            for to in watchers.iter() {
+            let event = &published.0;
+            for (to, filters) in watchers.iter() {
                 if *to == self.me {
                     continue;
                 }
-                if self.outbox(to).try_send(published.0.clone()).is_err() {
+                let item = if wanted(filters, &event.key) {
+                    RelayedItem::Event(event.clone())
+                } else {
+                    RelayedItem::Skipped {
+                        cache: event.cache.clone(),
+                        segment: event.segment,
+                        first: event.version,
+                        last: event.version,
+                    }
+                };
+                if self.outbox(to).try_send(item).is_err() {
                     log::warn!("events for member {} are not leaving; dropping one", to.0);
                 }
             }
@@ -99,17 +113,17 @@ impl Handler<Published> for Relay {
 /// (the listener there drops what it already has) for as long as `to` is
 /// a member: a member cut off for a while gets its subscribers' events
 /// once the link is back, as long as they fit in its outbox.
-async fn send_events(member: Arc<ClusterMember>, to: MemberId, mut events: mpsc::Receiver<Arc<Event>>) {
+async fn send_events(member: Arc<ClusterMember>, to: MemberId, mut events: mpsc::Receiver<RelayedItem>) {
     let timeout = member.failure_timeout();
     while let Some(first) = events.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match events.try_recv() {
-                Ok(event) => batch.push(event),
+                Ok(item) => push_coalesced(&mut batch, item),
                 Err(_) => break,
             }
         }
-        let request = PeerRequest::Events(batch);
+        let request = PeerRequest::Events(Relayed(batch));
         loop {
             let why = match member.request(&to, &request, timeout).await {
                 Ok(PeerReply::Done) => break,
@@ -126,16 +140,40 @@ async fn send_events(member: Arc<ClusterMember>, to: MemberId, mut events: mpsc:
     }
 }
 
+/// Appends `item`, joining a skipped version to the skipped range before
+/// it when they are of the same segment and follow each other.
+fn push_coalesced(batch: &mut Vec<RelayedItem>, item: RelayedItem) {
+    if let (
+        Some(RelayedItem::Skipped {
+            cache, segment, last, ..
+        }),
+        RelayedItem::Skipped {
+            cache: next_cache,
+            segment: next_segment,
+            first: next_first,
+            last: next_last,
+        },
+    ) = (batch.last_mut(), &item)
+    {
+        if cache == next_cache && segment == next_segment && last.0 + 1 == next_first.0 {
+            *last = *next_last;
+            return;
+        }
+    }
+    batch.push(item);
+}
+
 /// How long a relay waits before sending events again to a member that
 /// did not take them.
 const RESEND_PAUSE: Duration = Duration::from_millis(100);
 
-/// Tells every other member which caches this node's subscribers watch:
+/// Tells every other member which caches this node's subscribers watch,
+/// and with which filters:
 /// whenever that changes, and every [`WATCH_REFRESH`]. Forgets, in
 /// `watchers`, the members that left. Runs until the topology log stops.
 pub async fn keep_others_told(
     member: Arc<ClusterMember>,
-    mut watched: watch::Receiver<BTreeSet<CacheName>>,
+    mut watched: watch::Receiver<Interests>,
     watchers: Arc<Watchers>,
 ) {
     let mut topology = member.topology();
@@ -143,7 +181,7 @@ pub async fn keep_others_told(
     loop {
         let members: BTreeSet<MemberId> = topology.borrow_and_update().members.keys().cloned().collect();
         watchers.keep_only(&members);
-        let list: BTreeSet<CacheName> = watched.borrow_and_update().clone();
+        let list: Interests = watched.borrow_and_update().clone();
         let others = members.iter().filter(|m| **m != me);
         let told = others.map(|to| {
             let request = PeerRequest::Watch(list.clone());
@@ -156,5 +194,47 @@ pub async fn keep_others_told(
             changed = watched.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(WATCH_REFRESH) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{CacheName, SegmentId, Version};
+
+    fn skipped(segment: u32, first: u64, last: u64) -> RelayedItem {
+        RelayedItem::Skipped {
+            cache: CacheName::parse("c").unwrap(),
+            segment: SegmentId(segment),
+            first: Version(first),
+            last: Version(last),
+        }
+    }
+
+    fn ranges(batch: &[RelayedItem]) -> Vec<(u32, u64, u64)> {
+        batch
+            .iter()
+            .map(|item| match item {
+                RelayedItem::Skipped {
+                    segment, first, last, ..
+                } => (segment.0, first.0, last.0),
+                RelayedItem::Event(_) => panic!("no events here"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn skipped_versions_that_follow_each_other_travel_as_one_range() {
+        let mut batch = vec![skipped(0, 4, 4)];
+        for item in [
+            skipped(0, 5, 5),
+            skipped(0, 6, 6),
+            skipped(1, 7, 7),
+            skipped(0, 8, 8),
+            skipped(0, 10, 10),
+        ] {
+            push_coalesced(&mut batch, item);
+        }
+        assert_eq!(ranges(&batch), vec![(0, 4, 6), (1, 7, 7), (0, 8, 8), (0, 10, 10)]);
     }
 }

@@ -42,6 +42,26 @@ pub struct Event {
 #[rtype(result = "()")]
 pub struct Published(pub Arc<Event>);
 
+/// What another member relayed, in the order its partitions published it:
+/// the events its owner copies hold for the receiver's subscribers, and
+/// the versions none of their filters match, as skipped ranges (so the
+/// receiver's listener knows the versions in between are not missing).
+#[derive(Message, Clone, Debug, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct Relayed(pub Vec<RelayedItem>);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RelayedItem {
+    Event(Arc<Event>),
+    /// Versions `first..=last` of a segment: written, and not wanted.
+    Skipped {
+        cache: CacheName,
+        segment: SegmentId,
+        first: Version,
+        last: Version,
+    },
+}
+
 /// Sent by the grid once a cache is deleted, after every event its
 /// partitions published: its subscriptions end.
 #[derive(Message, Clone, Debug)]

@@ -86,10 +86,15 @@ impl Forwarded {
         }
     }
 
-    /// Whether the asker has a subscriber to the cache: it is to be sent
-    /// the cache's events.
-    pub fn watches(&self) -> bool {
-        matches!(self, Forwarded::Snapshot { .. } | Forwarded::History { .. })
+    /// Which keys the asker's new subscriber watches, if it has one (it
+    /// asks for a snapshot or a history): it is to be sent their events.
+    /// A history read names no filter: every key.
+    pub fn watches(&self) -> Option<KeyFilter> {
+        match self {
+            Forwarded::Snapshot { filter, .. } => Some(filter.clone().unwrap_or(KeyFilter::All)),
+            Forwarded::History { .. } => Some(KeyFilter::All),
+            _ => None,
+        }
     }
 }
 

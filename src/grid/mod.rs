@@ -26,10 +26,13 @@ pub mod value;
 
 pub use cache::CacheConfig;
 pub use error::GridError;
-pub use event::{now_ms, CacheDeleted, Event, EventKind, EventSink, Published};
+pub use event::{now_ms, CacheDeleted, Event, EventKind, EventSink, Published, Relayed, RelayedItem};
 pub use handle::{Cache, Creation, Grid, GridLimits, GridSetup, Page, MAX_PAGE};
 pub use ids::{Incarnation, OpId, SegmentId, Version, MAX_OP_ID_BYTES};
 pub use metrics::GridMetrics;
-pub use names::{check_prefix, parse_key, CacheName, Key, KeyFilter, MAX_KEY_BYTES};
+pub use names::{
+    check_prefix, parse_key, wanted, CacheName, Interests, Key, KeyFilter, MAX_INTEREST_FILTERS,
+    MAX_KEY_BYTES,
+};
 pub use segment::{EntryView, Precondition, PutOutcome};
 pub use value::{JsonValue, ValueError};

@@ -1,6 +1,7 @@
 //! Validated names: cache names and entry keys, checked once at the edge so
 //! that everything inside the grid can take them as given.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -35,6 +36,19 @@ impl KeyFilter {
             KeyFilter::Prefix(p) => key.starts_with(&**p),
         }
     }
+}
+
+/// Per cache, the union of the filters of a member's subscriptions to it:
+/// which of its events the member wants. `[All]` once one of them wants
+/// every key, or once they are more than [`MAX_INTEREST_FILTERS`].
+pub type Interests = BTreeMap<CacheName, Vec<KeyFilter>>;
+
+/// The most filters listed for one cache in [`Interests`].
+pub const MAX_INTEREST_FILTERS: usize = 256;
+
+/// Whether `interest` (a cache's filters from [`Interests`]) wants `key`.
+pub fn wanted(interest: &[KeyFilter], key: &str) -> bool {
+    interest.iter().any(|filter| filter.matches(key))
 }
 
 /// Checks a key against the contract and makes it shareable. The rule for

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::filter::Filter;
-use crate::grid::{CacheName, Key};
+use crate::grid::{CacheName, Key, MAX_INTEREST_FILTERS};
 
 struct Entries<T> {
     all: Vec<T>,
@@ -137,6 +137,24 @@ impl<T> SubscriptionIndex<T> {
                 list.iter().for_each(&mut visit);
             }
         }
+    }
+
+    /// The union of the filters of `cache`'s subscriptions, as
+    /// [`crate::grid::Interests`] lists it: every key once one wants every
+    /// key or they are too many to list.
+    pub fn interest(&self, cache: &str) -> Vec<Filter> {
+        let Some(entries) = self.caches.get(cache) else {
+            return Vec::new();
+        };
+        if !entries.all.is_empty() || entries.by_key.len() + entries.by_prefix.len() > MAX_INTEREST_FILTERS {
+            return vec![Filter::All];
+        }
+        let keys = entries.by_key.keys().map(|key| Filter::Key(key.clone()));
+        let prefixes = entries
+            .by_prefix
+            .keys()
+            .map(|prefix| Filter::Prefix(prefix.clone()));
+        keys.chain(prefixes).collect()
     }
 
     /// Calls `visit` with every subscription.

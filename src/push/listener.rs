@@ -15,7 +15,7 @@
 //! cross-thread wake per event per subscriber into one per feed per burst;
 //! when idle, a burst is one event and nothing waits.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,10 @@ use super::index::SubscriptionIndex;
 use super::sequencer::{Fill, HistoryRead, Sequenced, Sequencer};
 use super::{Health, SessionId, SubId};
 use crate::config::ListenerConfig;
-use crate::grid::{CacheDeleted, CacheName, Event, Grid, GridError, Published, SegmentId, Version};
+use crate::grid::{
+    CacheDeleted, CacheName, Event, Grid, GridError, Interests, Published, Relayed, RelayedItem, SegmentId,
+    Version,
+};
 use crate::metrics::PushMetrics;
 use crate::protocol::event::EncodedEvent;
 
@@ -64,8 +67,8 @@ pub struct Listener {
     watching: Option<watch::Sender<Watched>>,
 }
 
-/// The caches a node's subscribers watch.
-pub type Watched = BTreeSet<CacheName>;
+/// The caches a node's subscribers watch, with their filters.
+pub type Watched = Interests;
 
 impl Listener {
     pub fn new(config: &ListenerConfig, metrics: PushMetrics) -> Self {
@@ -210,7 +213,11 @@ impl Listener {
     fn report_watching(&self) {
         if let Some(watching) = &self.watching {
             watching.send_if_modified(|watched| {
-                let now: Watched = self.index.caches().cloned().collect();
+                let now: Watched = self
+                    .index
+                    .caches()
+                    .map(|cache| (cache.clone(), self.index.interest(cache.as_str())))
+                    .collect();
                 let changed = *watched != now;
                 *watched = now;
                 changed
@@ -292,6 +299,39 @@ impl Handler<Published> for Listener {
 
     fn handle(&mut self, Published(event): Published, ctx: &mut Context<Self>) {
         self.take(event, ctx);
+    }
+}
+
+impl Handler<Relayed> for Listener {
+    type Result = ();
+
+    /// What another member relayed: its events as any other, its skipped
+    /// versions as passed on (they route nothing).
+    fn handle(&mut self, Relayed(items): Relayed, ctx: &mut Context<Self>) {
+        for item in items {
+            match item {
+                RelayedItem::Event(event) => {
+                    self.metrics.relayed_events.inc();
+                    self.take(event, ctx);
+                }
+                RelayedItem::Skipped {
+                    cache,
+                    segment,
+                    first,
+                    last,
+                } => {
+                    self.metrics
+                        .relayed_skips
+                        .inc_by(last.0.saturating_sub(first.0) + 1);
+                    let released = self
+                        .sequencer
+                        .skip(cache.as_str(), segment, first, last, Instant::now());
+                    if !released.is_empty() {
+                        self.route_all(released, ctx);
+                    }
+                }
+            }
+        }
     }
 }
 

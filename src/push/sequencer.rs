@@ -44,8 +44,9 @@ struct CacheStreams {
 struct Stream {
     /// The last version passed on; `None` until a start is known.
     passed: Option<Version>,
-    /// Events past `passed + 1`, waiting for the versions in between.
-    held: BTreeMap<Version, Arc<Event>>,
+    /// Versions past `passed + 1`, waiting for the versions in between:
+    /// an event, or `None` for a version skipped as not wanted here.
+    held: BTreeMap<Version, Option<Arc<Event>>>,
     /// When the oldest open gap opened.
     gap_since: Option<Instant>,
     /// A history read for this segment is under way.
@@ -118,12 +119,44 @@ impl Sequencer {
 
     /// An event seen for the first time (by id): what to pass on.
     pub fn offer(&mut self, event: Arc<Event>, now: Instant) -> Sequenced {
-        let Some(streams) = self.caches.get_mut(event.cache.as_str()) else {
-            return Sequenced::Pass(vec![event]);
+        let (cache, segment, version) = (event.cache.clone(), event.segment, event.version);
+        self.sequence(cache.as_str(), segment, version, Some(event), now)
+    }
+
+    /// Versions `first..=last` of a segment that an owner relayed as not
+    /// wanted here (no subscription's filter matches their keys): they
+    /// count as passed on, routing nothing. Returns the events they release.
+    pub fn skip(
+        &mut self,
+        cache: &str,
+        segment: SegmentId,
+        first: Version,
+        last: Version,
+        now: Instant,
+    ) -> Vec<Arc<Event>> {
+        let mut released = Vec::new();
+        for version in first.0..=last.0 {
+            if let Sequenced::Pass(events) = self.sequence(cache, segment, Version(version), None, now) {
+                released.extend(events);
+            }
+        }
+        released
+    }
+
+    /// One version of a segment, with its event or without (skipped).
+    fn sequence(
+        &mut self,
+        cache: &str,
+        segment: SegmentId,
+        version: Version,
+        event: Option<Arc<Event>>,
+        now: Instant,
+    ) -> Sequenced {
+        let Some(streams) = self.caches.get_mut(cache) else {
+            return Sequenced::Pass(event.into_iter().collect());
         };
         let starting = streams.starting > 0;
-        let stream = streams.segments.entry(event.segment).or_default();
-        let version = event.version;
+        let stream = streams.segments.entry(segment).or_default();
         let passed = match stream.passed {
             Some(passed) => passed,
             None if starting => {
@@ -133,7 +166,7 @@ impl Sequencer {
             None => Version(version.0.saturating_sub(1)),
         };
         if version <= passed {
-            if version.0 != 1 {
+            if version.0 != 1 || event.is_none() {
                 return Sequenced::Duplicate;
             }
             // A new event (its id is unseen) at version 1 below the
@@ -148,7 +181,7 @@ impl Sequencer {
             return Sequenced::Pass(Vec::new());
         }
         stream.passed = Some(version);
-        let mut released = vec![event];
+        let mut released: Vec<Arc<Event>> = event.into_iter().collect();
         stream.release(&mut released);
         Sequenced::Pass(released)
     }
@@ -257,7 +290,7 @@ impl Stream {
             if version <= passed {
                 entry.remove();
             } else if version.0 == passed.0 + 1 {
-                released.push(entry.remove());
+                released.extend(entry.remove());
                 passed = version;
             } else {
                 break;
@@ -392,6 +425,22 @@ mod tests {
         let now = Instant::now();
         assert_eq!(versions(sequencer.offer(event(0, 1), now)), vec![1]);
         assert_eq!(versions(sequencer.offer(event(0, 2), now)), vec![2]);
+    }
+
+    #[test]
+    fn skipped_versions_close_a_gap_and_route_nothing() {
+        let mut sequencer = started_at(4);
+        let now = Instant::now();
+        assert!(sequencer
+            .skip("c", SegmentId(0), Version(6), Version(7), now)
+            .is_empty());
+        assert_eq!(versions(sequencer.offer(event(0, 8), now)), Vec::<u64>::new());
+        // 5 arrives: 6 and 7 were skipped, so 8 follows at once.
+        assert_eq!(versions(sequencer.offer(event(0, 5), now)), vec![5, 8]);
+        let released = sequencer.skip("c", SegmentId(0), Version(9), Version(9), now);
+        assert!(released.is_empty());
+        assert_eq!(versions(sequencer.offer(event(0, 10), now)), vec![10]);
+        assert!(!sequencer.has_gaps());
     }
 
     #[test]
