@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,6 +48,10 @@ pub struct Settings {
 }
 
 type PeerLinks = Links<PeerRequest, PeerReply>;
+
+/// How long a member waits for a cache another member created to reach
+/// it before it says it has not got it.
+const HAS_CACHE_WAIT: Duration = Duration::from_secs(2);
 
 /// What the link's service and raft's transport share: set once the
 /// member has started both.
@@ -237,6 +241,31 @@ impl ClusterMember {
 
     pub fn failure_timeout(&self) -> Duration {
         self.settings.failure_timeout
+    }
+
+    /// Waits until every other member serves `cache` (or did not say so
+    /// within [`HAS_CACHE_WAIT`]: it is slow or gone, and catches up on
+    /// its own).
+    pub async fn until_others_have(&self, cache: &str) {
+        let me = self.id();
+        let others: Vec<MemberId> = self
+            .topology()
+            .borrow()
+            .members
+            .keys()
+            .filter(|m| **m != me)
+            .cloned()
+            .collect();
+        let request = PeerRequest::HasCache(cache.to_string());
+        let asked = others.iter().map(|to| async {
+            let reply = self
+                .request(to, &request, HAS_CACHE_WAIT + Duration::from_millis(500))
+                .await;
+            if !matches!(reply, Ok(PeerReply::Done)) {
+                log::debug!("member {} did not confirm cache {cache}: {reply:?}", to.0);
+            }
+        });
+        futures_util::future::join_all(asked).await;
     }
 
     /// Has `change` agreed, wherever the leader is; gives up after a while
@@ -499,6 +528,19 @@ impl Service<PeerRequest, PeerReply> for Shared {
                 }
                 _ => Box::pin(async { PeerReply::Refused("this member's grid is still starting".into()) }),
             },
+            PeerRequest::HasCache(name) => {
+                let grid = self.grid.get().cloned();
+                Box::pin(async move {
+                    let deadline = Instant::now() + HAS_CACHE_WAIT;
+                    while Instant::now() < deadline {
+                        if grid.as_ref().is_some_and(|grid| grid.cache(&name).is_ok()) {
+                            return PeerReply::Done;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    PeerReply::Refused(format!("cache {name} is not here yet"))
+                })
+            }
             PeerRequest::Watch(caches) => {
                 if let Some((_, watchers)) = self.events.get() {
                     watchers.set(MemberId(from), caches);

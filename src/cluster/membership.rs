@@ -203,12 +203,16 @@ impl Handler<AssignSegments> for Membership {
                     topology.changed().await.ok()?;
                 }
             });
-            applied.await.ok().flatten().unwrap_or_else(|| {
+            let table = applied.await.ok().flatten().unwrap_or_else(|| {
                 Err(GridError::Unavailable(format!(
                     "cache {} was agreed, but this member has not learnt of it yet",
                     msg.cache
                 )))
-            })
+            })?;
+            // The creator answers once the cache is on every member: a
+            // client's next request finds it wherever it goes.
+            cluster.until_others_have(msg.cache.as_str()).await;
+            Ok(table)
         })
     }
 }

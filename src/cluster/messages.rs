@@ -28,6 +28,11 @@ pub enum PeerRequest {
     /// The caches the sender's subscribers watch, each with the union of
     /// their filters: send it the events those match.
     Watch(Interests),
+    /// Answered once the receiver serves the named cache (it applied the
+    /// entry that created it), or refused after a while: a cache's
+    /// creator waits for every member, so the cache is there wherever a
+    /// client goes next.
+    HasCache(String),
     /// Events of caches the receiver watches (matching its filters), and
     /// the versions skipped as not matching, in the order the sender's
     /// partitions published them.
