@@ -52,6 +52,11 @@ pub enum Forwarded {
         segment: SegmentId,
         after: Version,
     },
+    /// How many entries one segment holds.
+    Count {
+        cache: CacheName,
+        segment: SegmentId,
+    },
     /// One segment's part of a listing.
     List {
         cache: CacheName,
@@ -70,7 +75,8 @@ impl Forwarded {
             | Forwarded::Remove { cache, .. }
             | Forwarded::Snapshot { cache, .. }
             | Forwarded::History { cache, .. }
-            | Forwarded::List { cache, .. } => cache,
+            | Forwarded::List { cache, .. }
+            | Forwarded::Count { cache, .. } => cache,
         }
     }
 
@@ -81,6 +87,7 @@ impl Forwarded {
             Forwarded::Put { .. } => ForwardedReply::Put(Err(error)),
             Forwarded::Remove { .. } => ForwardedReply::Removed(Err(error)),
             Forwarded::List { .. } => ForwardedReply::Listed(Err(error)),
+            Forwarded::Count { .. } => ForwardedReply::Counted(Err(error)),
             Forwarded::Snapshot { .. } => ForwardedReply::Snapshot(Err(error)),
             Forwarded::History { .. } => ForwardedReply::History(Err(error)),
         }
@@ -104,6 +111,7 @@ pub enum ForwardedReply {
     Put(Result<PutOutcome, GridError>),
     Removed(Result<Version, GridError>),
     Listed(Result<Vec<Entry>, GridError>),
+    Counted(Result<usize, GridError>),
     /// A segment's position and the entries asked for.
     Snapshot(Result<(Version, Vec<Entry>), GridError>),
     /// A segment's events after a position; `None` when its history no

@@ -18,8 +18,8 @@ use super::{request_access, AppState};
 use crate::cluster::membership::DescribeStatus;
 use crate::grid::segment::PutRequest;
 use crate::grid::{
-    check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, JsonValue, Key, OpId, Precondition,
-    Version,
+    check_prefix, parse_key, Cache, CacheConfig, CacheName, Creation, Grid, GridError, JsonValue, Key, OpId,
+    Precondition, Version,
 };
 use crate::metrics::{CacheFigures, ClusterFigures};
 use crate::protocol::depth::json_within_depth;
@@ -89,14 +89,16 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .body(state.metrics.render(cluster, figures)))
 }
 
-fn summary(cache: &Cache) -> CacheSummary {
-    CacheSummary {
+/// A cache as the API shows it: its entries counted across the cluster,
+/// the bytes this node holds.
+async fn summary(grid: &Grid, cache: &Cache) -> Result<CacheSummary, GridError> {
+    Ok(CacheSummary {
         name: cache.name().clone(),
-        entries: cache.entry_count(),
+        entries: grid.count_entries(cache.name().as_str()).await?,
         bytes: cache.bytes(),
         incarnation: cache.incarnation(),
         config: cache.config().clone(),
-    }
+    })
 }
 
 async fn describe_cache(
@@ -107,7 +109,7 @@ async fn describe_cache(
     let name = CacheName::parse(&path.into_inner())?;
     request_access(&state, &req)?.check_read(name.as_str())?;
     let cache = state.grid.cache(name.as_str())?;
-    Ok(HttpResponse::Ok().json(summary(&cache)))
+    Ok(HttpResponse::Ok().json(summary(&state.grid, &cache).await?))
 }
 
 /// Deletes the cache and everything in it; its subscribers are told
@@ -126,13 +128,14 @@ async fn delete_cache(
 
 async fn list_caches(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let access = request_access(&state, &req)?;
-    let caches = state
+    let readable: Vec<_> = state
         .grid
         .caches()
-        .iter()
+        .into_iter()
         .filter(|cache| access.check_read(cache.name().as_str()).is_ok())
-        .map(|cache| summary(cache))
         .collect();
+    let summaries = readable.iter().map(|cache| summary(&state.grid, cache));
+    let caches = futures_util::future::try_join_all(summaries).await?;
     Ok(HttpResponse::Ok().json(CacheList { caches }))
 }
 

@@ -68,6 +68,16 @@ impl Grid {
                 };
                 ForwardedReply::Listed(listed.await)
             }
+            Forwarded::Count { cache, segment } => {
+                let counted = async {
+                    let partition = self.local_primary(cache.as_str(), segment)?;
+                    partition
+                        .send(partition::CountEntries)
+                        .await
+                        .map_err(unavailable)?
+                };
+                ForwardedReply::Counted(counted.await)
+            }
             Forwarded::Snapshot {
                 cache,
                 segment,

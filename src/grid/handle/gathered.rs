@@ -84,6 +84,47 @@ impl Grid {
         Ok(Page { entries, next })
     }
 
+    /// How many entries `cache` holds in the whole cluster, each counted
+    /// once, by its segment's primary; a lost segment (its data went with
+    /// every owner) holds none. A node on its own counts what it holds.
+    pub async fn count_entries(&self, cache: &str) -> Result<usize, GridError> {
+        let cache = self.cache(cache)?;
+        if self.inner.setup.forwarder.is_none() {
+            return Ok(cache.entry_count());
+        }
+        let lost: Vec<SegmentId> = cache.routes.lost().collect();
+        let mut requests = Vec::new();
+        for segment in (0..cache.routes.segments()).map(SegmentId) {
+            if lost.contains(&segment) {
+                continue;
+            }
+            requests.push(match self.target(&cache, segment, Forwarding::Allowed)? {
+                Target::Local(partition) => Sent::Local(partition.send(partition::CountEntries)),
+                Target::Remote(forwarder, member) => {
+                    let forwarded = Forwarded::Count {
+                        cache: cache.name().clone(),
+                        segment,
+                    };
+                    Sent::Forwarded(forwarder.forward(member, forwarded))
+                }
+            });
+        }
+        let replies = requests.into_iter().map(|sent| async move {
+            match sent {
+                Sent::Local(request) => request.await.map_err(unavailable)?,
+                Sent::Forwarded(reply) => match reply.await? {
+                    ForwardedReply::Counted(counted) => counted,
+                    other => Err(forward::mismatched(other)),
+                },
+            }
+        });
+        let mut entries = 0;
+        for reply in join_all(replies).await {
+            entries += reply?;
+        }
+        Ok(entries)
+    }
+
     /// Every segment's entries matching `filter` (none without one) and
     /// position, each taken at one instant of its segment: from this
     /// node's primaries, and asked of the member leading each other

@@ -219,6 +219,11 @@ pub struct List {
     pub limit: usize,
 }
 
+/// How many entries the segment holds, counted by its primary.
+#[derive(Message)]
+#[rtype(result = "Result<usize, GridError>")]
+pub struct CountEntries;
+
 /// The entries matching a filter (none without one) and the segment's
 /// position, taken at one instant of the segment.
 #[derive(Message)]
@@ -301,6 +306,14 @@ impl Handler<List> for Partition {
                 .list(&msg.prefix, msg.after.as_deref(), msg.limit, now_ms())
         });
         self.confirmed(listed)
+    }
+}
+
+impl Handler<CountEntries> for Partition {
+    type Result = Result<usize, GridError>;
+
+    fn handle(&mut self, _: CountEntries, _: &mut Context<Self>) -> Self::Result {
+        self.serving().map(|()| self.segment.len())
     }
 }
 
