@@ -42,6 +42,10 @@ struct Target {
     pushes: PushSink,
 }
 
+/// How long a registered subscription may take to say where it starts
+/// before the listener stops holding its cache's events for it.
+const STARTING_AT_MOST: Duration = Duration::from_secs(60);
+
 /// Events routed to one feed, not yet sent.
 struct Batch {
     pushes: PushSink,
@@ -454,14 +458,24 @@ impl Handler<Flush> for Listener {
 impl Handler<Register> for Listener {
     type Result = ();
 
-    fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) {
         let target = Target {
             session: msg.session,
             sub: msg.sub,
             pushes: msg.pushes,
         };
         self.sequencer.watch(&msg.cache, true);
-        self.starting.insert((msg.session, msg.sub), msg.cache.clone());
+        let starting = (msg.session, msg.sub);
+        self.starting.insert(starting, msg.cache.clone());
+        // A start that never says where it is (it cannot: every path sends
+        // `Positioned` or unregisters) must not hold the cache for good.
+        ctx.run_later(STARTING_AT_MOST, move |listener, ctx| {
+            if let Some(cache) = listener.starting.remove(&starting) {
+                log::warn!("a subscription to {cache} never said where it starts; its events flow on");
+                let released = listener.sequencer.positioned(cache.as_str(), &HashMap::new());
+                listener.route_all(released, ctx);
+            }
+        });
         self.index.insert(msg.cache, &msg.filter, target);
         self.metrics.subscriptions.set(self.index.len() as i64);
         self.report_watching();
@@ -520,14 +534,14 @@ mod tests {
     use crate::grid::{Event, EventKind, SegmentId, Version};
     use crate::metrics::Metrics;
 
-    fn event(key: &str) -> Arc<Event> {
+    fn event(key: &str, version: u64) -> Arc<Event> {
         Arc::new(Event {
             id: uuid::Uuid::now_v7(),
             kind: EventKind::Created,
             cache: CacheName::parse("c").unwrap(),
             key: Arc::from(key),
             value: None,
-            version: Version(1),
+            version: Version(version),
             segment: SegmentId(0),
             ts: 0,
         })
@@ -548,11 +562,20 @@ mod tests {
             })
             .await
             .unwrap();
-        let first = event("p/1");
+        // Its snapshot found the segment unwritten.
+        listener
+            .send(Positioned {
+                session: 1,
+                sub: 7,
+                positions: HashMap::from([(SegmentId(0), Version(0))]),
+            })
+            .await
+            .unwrap();
+        let first = event("p/1", 1);
         listener.send(Published(first.clone())).await.unwrap();
         listener.send(Published(first.clone())).await.unwrap();
-        listener.send(Published(event("q/1"))).await.unwrap();
-        let second = event("p/2");
+        listener.send(Published(event("q/1", 2))).await.unwrap();
+        let second = event("p/2", 3);
         listener.send(Published(second.clone())).await.unwrap();
 
         let mut received = Vec::new();
