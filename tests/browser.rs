@@ -642,13 +642,35 @@ async fn a_page_without_a_token_says_so_and_takes_one() {
 /// In a cluster the page works on every member: the demo feed plays once
 /// (on n1), pages on n2 and n3 show the same matches, and a score written
 /// through one member shows on the page of another.
-#[actix_web::test]
-async fn pages_on_two_members_of_a_cluster_show_the_same_matches() {
-    if !browser_available() {
-        return;
+/// Sets `field` of match `key` to `score` through `rest` as the page
+/// does (read, then compare-and-set on its version), retrying for up to
+/// 20 s while the cluster cannot take it.
+async fn write_score(rest: &Rest<'_>, key: &str, field: &str, score: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "{key}: no write of {field} taken");
+        let current = rest.get_entry("scores", key).await;
+        if let Some(version) = current
+            .headers
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string())
+        {
+            let mut fixture = current.body.clone();
+            fixture[field] = json!(score);
+            let put = rest
+                .put_entry_if("scores", key, &fixture.to_string(), ("If-Match", &version))
+                .await;
+            if put.status.is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let cluster = common::cluster::Cluster::start_playing_demo(120, 3, 3000).await;
-    let driver = Driver::start().await;
+}
+
+/// Scoreboard pages on n2 and n3 of `cluster`, each showing the demo's
+/// six matches.
+async fn pages_on_n2_and_n3(cluster: &common::cluster::Cluster, driver: &Driver) -> (Client, Client) {
     let (on_n2, on_n3) = (driver.browser().await, driver.browser().await);
     for (page, i) in [(&on_n2, 1), (&on_n3, 2)] {
         page.goto(&format!("{}/", cluster.node(i).base)).await.unwrap();
@@ -662,6 +684,17 @@ async fn pages_on_two_members_of_a_cluster_show_the_same_matches() {
             i + 1
         );
     }
+    (on_n2, on_n3)
+}
+
+#[actix_web::test]
+async fn pages_on_two_members_of_a_cluster_show_the_same_matches() {
+    if !browser_available() {
+        return;
+    }
+    let cluster = common::cluster::Cluster::start_playing_demo(120, 3, 3000).await;
+    let driver = Driver::start().await;
+    let (on_n2, on_n3) = pages_on_n2_and_n3(&cluster, &driver).await;
     let keys =
         "return [...document.querySelectorAll('#board .card:not(.leaving)')].map(c => c.dataset.key).sort()";
     let shown_on_n2 = on_n2.execute(keys, vec![]).await.unwrap();
@@ -671,26 +704,7 @@ async fn pages_on_two_members_of_a_cluster_show_the_same_matches() {
     // A score written through n3 (read, then compare-and-set on its
     // version, as the page does) shows on the page of n2.
     let key = shown_on_n2[0].as_str().unwrap().to_string();
-    let rest = Rest::new(cluster.node(2));
-    let written = loop {
-        let current = rest.get_entry("scores", &key).await;
-        let Some(version) = current
-            .headers
-            .get("etag")
-            .map(|v| v.to_str().unwrap().to_string())
-        else {
-            continue;
-        };
-        let mut fixture = current.body.clone();
-        fixture["home_score"] = json!(42);
-        let put = rest
-            .put_entry_if("scores", &key, &fixture.to_string(), ("If-Match", &version))
-            .await;
-        if put.status.is_success() {
-            break put;
-        }
-    };
-    assert!(written.status.is_success());
+    write_score(&Rest::new(cluster.node(2)), &key, "home_score", 42).await;
     let score = eventually(&on_n2, &score_of(&key, "home"), Duration::from_secs(10), |v| {
         v == "42"
     })
@@ -707,19 +721,7 @@ async fn a_page_whose_node_dies_reconnects_to_another_member_and_shows_what_chan
     }
     let mut cluster = common::cluster::Cluster::start_playing_demo(150, 3, 3000).await;
     let driver = Driver::start().await;
-    let (on_n2, on_n3) = (driver.browser().await, driver.browser().await);
-    for (page, i) in [(&on_n2, 1), (&on_n3, 2)] {
-        page.goto(&format!("{}/", cluster.node(i).base)).await.unwrap();
-        let cards = eventually(page, CARD_COUNT, Duration::from_secs(20), |v| {
-            v.as_u64() >= Some(6)
-        })
-        .await;
-        assert!(
-            cards.as_u64() >= Some(6),
-            "the matches are on n{}'s page: {cards}",
-            i + 1
-        );
-    }
+    let (on_n2, on_n3) = pages_on_n2_and_n3(&cluster, &driver).await;
     // The page learns the members as it goes live: let that answer come.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -736,29 +738,7 @@ async fn a_page_whose_node_dies_reconnects_to_another_member_and_shows_what_chan
         .as_str()
         .unwrap()
         .to_string();
-    let rest = Rest::new(cluster.node(2));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(Instant::now() < deadline, "no write through n3 after n2 died");
-        let current = rest.get_entry("scores", &key).await;
-        let Some(version) = current
-            .headers
-            .get("etag")
-            .map(|v| v.to_str().unwrap().to_string())
-        else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let mut fixture = current.body.clone();
-        fixture["away_score"] = json!(77);
-        let put = rest
-            .put_entry_if("scores", &key, &fixture.to_string(), ("If-Match", &version))
-            .await;
-        if put.status.is_success() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    write_score(&Rest::new(cluster.node(2)), &key, "away_score", 77).await;
     let score = eventually(&on_n2, &score_of(&key, "away"), Duration::from_secs(20), |v| {
         v == "77"
     })

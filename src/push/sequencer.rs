@@ -190,38 +190,34 @@ impl Sequencer {
     /// and not being filled: each is marked as filling, to be read from
     /// history and handed to [`Self::filled`].
     pub fn gaps_older_than(&mut self, wait: Duration, now: Instant) -> Vec<Fill> {
-        let mut fills = Vec::new();
-        for (cache, streams) in &mut self.caches {
-            for (segment, stream) in &mut streams.segments {
-                let (Some(since), Some(passed)) = (stream.gap_since, stream.passed) else {
-                    continue;
-                };
-                if !stream.filling && (now.duration_since(since) >= wait || stream.held.len() > MAX_HELD) {
-                    stream.filling = true;
-                    fills.push(Fill {
-                        cache: cache.clone(),
-                        segment: *segment,
-                        after: passed,
-                    });
-                }
-            }
-        }
-        fills
+        self.fills_where(|stream| {
+            stream
+                .gap_since
+                .is_some_and(|since| now.duration_since(since) >= wait || stream.held.len() > MAX_HELD)
+        })
     }
 
     /// Every started segment not being filled, to be read from history: a
     /// node that was cut off catches its subscribers up with what it missed.
     pub fn catch_up(&mut self) -> Vec<Fill> {
+        self.fills_where(|_| true)
+    }
+
+    /// Marks as filling, and returns as fills, the started segments not
+    /// being filled that `due` picks.
+    fn fills_where(&mut self, due: impl Fn(&Stream) -> bool) -> Vec<Fill> {
         let mut fills = Vec::new();
         for (cache, streams) in &mut self.caches {
             for (segment, stream) in &mut streams.segments {
                 if let (false, Some(passed)) = (stream.filling, stream.passed) {
-                    stream.filling = true;
-                    fills.push(Fill {
-                        cache: cache.clone(),
-                        segment: *segment,
-                        after: passed,
-                    });
+                    if due(stream) {
+                        stream.filling = true;
+                        fills.push(Fill {
+                            cache: cache.clone(),
+                            segment: *segment,
+                            after: passed,
+                        });
+                    }
                 }
             }
         }

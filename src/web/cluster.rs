@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::body::json_body_or;
 use super::error::ApiError;
-use super::rest::json_body_or;
 use super::{check_query_utf8, request_access, AppState};
 use crate::cluster::membership::{DeclareLost, DescribeCluster, RebalanceState};
 use crate::grid::CacheName;

@@ -3,6 +3,7 @@
 //! shares; [`configure`] mounts everything on an actix-web `App`.
 
 pub mod assets;
+mod body;
 mod cluster;
 pub mod command;
 pub mod error;

@@ -7,10 +7,10 @@
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
+use super::body::{json_body_or, read_body};
 use super::cluster;
 use super::error::ApiError;
 use super::{check_query_utf8, resource};
@@ -25,8 +25,6 @@ use crate::metrics::{CacheFigures, ClusterFigures};
 use crate::protocol::depth::json_within_depth;
 use crate::protocol::{CacheList, CacheSummary, EntryPage, ErrorCode, ListedEntry, WriteAck};
 
-/// The largest cache-config body accepted by `PUT /api/v1/caches/{cache}`.
-const MAX_CONFIG_BODY: usize = 64 * 1024;
 const DEFAULT_PAGE: usize = 100;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -347,53 +345,6 @@ fn write_precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
             "If-None-Match supports only *, not {tag}"
         ))),
     }
-}
-
-/// A small JSON request body (at most [`MAX_CONFIG_BODY`]) as a `T`, or
-/// `empty` when the body is empty; `what` names it in the error.
-pub(super) async fn json_body_or<T: serde::de::DeserializeOwned>(
-    body: web::Payload,
-    req: &HttpRequest,
-    empty: T,
-    what: &str,
-) -> Result<T, ApiError> {
-    let body = read_body(body, req.headers(), MAX_CONFIG_BODY).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(empty);
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
-}
-
-/// Reads a request body of at most `limit` bytes. A body announced or found
-/// to be larger is refused with `too_large` as soon as that is known, without
-/// reading the rest into memory.
-async fn read_body(
-    mut payload: web::Payload,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<web::BytesMut, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::TooLarge,
-            format!("body exceeds the limit of {limit} bytes"),
-        )
-    };
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|len| len > limit) {
-        return Err(too_large());
-    }
-    let mut body = web::BytesMut::with_capacity(announced.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[cfg(test)]
