@@ -94,9 +94,11 @@ export class PushgridClient {
   /** Follows `cache` (filter `{}`, `{key}` or `{prefix}`) across reconnections. */
   subscribe(cache, filter, handlers) {
     // `positions` resumes a WebSocket, `token` an SSE stream or a poll.
-    // `incarnation` names the run of the cache's history `positions` belong to.
+    // `incarnation` names the run of the cache's history `positions` belong
+    // to; `epochs` (in a cluster) the epoch each position was written under.
     const subscription = {
-      cache, filter, handlers, positions: null, incarnation: null, token: null, versions: new Map(), incoming: [],
+      cache, filter, handlers, positions: null, incarnation: null, epochs: {}, token: null, versions: new Map(),
+      incoming: [],
     };
     this.subscriptions.push(subscription);
     if (this.attempt?.opened) this.follow(this.attempt, subscription);
@@ -252,6 +254,7 @@ export class PushgridClient {
       for (const subscription of this.subscriptions) {
         subscription.positions = null;
         subscription.incarnation = null;
+        subscription.epochs = {};
       }
       this.candidate = 0;
       this.connect({ quiet: true });
@@ -362,6 +365,7 @@ export class PushgridClient {
     if (subscription.positions) {
       message.resume = { positions: subscription.positions };
       if (subscription.incarnation) message.resume.incarnation = subscription.incarnation;
+      if (Object.keys(subscription.epochs).length) message.resume.epochs = subscription.epochs;
     }
     subscription.incoming = [];
     subscription.requestId = id;
@@ -401,6 +405,7 @@ export class PushgridClient {
         subscription.incoming = [];
         subscription.positions = { ...message.positions };
         subscription.incarnation = message.incarnation || null;
+        subscription.epochs = { ...message.epochs };
         this.applySnapshot(subscription, entries, Boolean(message.reset));
         return;
       }
@@ -410,7 +415,10 @@ export class PushgridClient {
         const event = message.event;
         const positions = subscription.positions || (subscription.positions = {});
         const segment = String(event.segment);
-        positions[segment] = Math.max(positions[segment] || 0, event.version);
+        if (event.version > (positions[segment] || 0)) {
+          positions[segment] = event.version;
+          if (event.epoch) subscription.epochs[segment] = event.epoch;
+        }
         this.applyEvent(subscription, event);
         return;
       }

@@ -639,6 +639,41 @@ async fn subscribers_on_other_members_see_every_write_once_in_order_across_a_kil
     cluster.nodes[victim] = None;
 }
 
+/// What a WebSocket client holds of a cache: per segment, the version of
+/// the last event it was sent and the epoch it was written under.
+#[derive(Default)]
+struct Held {
+    positions: BTreeMap<String, u64>,
+    epochs: BTreeMap<String, u64>,
+}
+
+impl Held {
+    fn from_snapshot(done: &serde_json::Value) -> Held {
+        let numbers = |field: &str| -> BTreeMap<String, u64> {
+            done[field]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(s, v)| (s.clone(), v.as_u64().unwrap()))
+                .collect()
+        };
+        Held {
+            positions: numbers("positions"),
+            epochs: numbers("epochs"),
+        }
+    }
+
+    fn take(&mut self, event: &serde_json::Value) {
+        let segment = event["segment"].to_string();
+        self.positions
+            .insert(segment.clone(), event["version"].as_u64().unwrap());
+        let epoch = event["epoch"]
+            .as_u64()
+            .expect("a cluster's events name their epoch");
+        self.epochs.insert(segment, epoch);
+    }
+}
+
 #[actix::test]
 async fn a_subscriber_whose_member_dies_resumes_on_another_with_exactly_what_it_missed() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -647,18 +682,14 @@ async fn a_subscriber_whose_member_dies_resumes_on_another_with_exactly_what_it_
     let (mut ws, frames) = subscribed(&cluster, 0, subscribe).await;
     let done = frames.last().expect("a snapshot").clone();
     let incarnation = done["incarnation"].clone();
-    let mut positions: BTreeMap<String, u64> = done["positions"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(s, v)| (s.clone(), v.as_u64().unwrap()))
-        .collect();
+    let mut held = Held::from_snapshot(&done);
     let before = write_keys(&cluster.rest(1), CACHE, 40).await;
     let seen = events_until(&mut ws, Instant::now()).await;
     assert_eq!(seen.len(), before.len(), "every write pushed to n1's subscriber");
     for event in &seen {
-        positions.insert(event["segment"].to_string(), event["version"].as_u64().unwrap());
+        held.take(event);
     }
+    let epoch_before = *held.epochs.values().max().unwrap();
 
     // Its member dies; the writes go on; the client resumes on n2.
     cluster.signal(0, libc::SIGKILL);
@@ -666,7 +697,8 @@ async fn a_subscriber_whose_member_dies_resumes_on_another_with_exactly_what_it_
     cluster.until_members(&[1, 2], 2).await;
     let missed: Vec<(String, u64)> = write_keys(&cluster.rest(2), CACHE, 40).await;
     let resume = json!({"op": "subscribe", "cache": CACHE, "filter": {},
-                        "resume": {"positions": positions, "incarnation": incarnation}});
+                        "resume": {"positions": held.positions, "incarnation": incarnation,
+                                   "epochs": held.epochs}});
     let (mut resumed, frames) = subscribed(&cluster, 1, resume).await;
     assert!(frames.is_empty(), "a replay, not a reset snapshot: {frames:?}");
     let replayed = events_until(&mut resumed, Instant::now()).await;
@@ -684,6 +716,42 @@ async fn a_subscriber_whose_member_dies_resumes_on_another_with_exactly_what_it_
     let mut sorted = got.clone();
     sorted.sort();
     assert_eq!(sorted, expected, "exactly the writes it missed, once each");
+
+    // The writes since the kill were made under the epoch that counted n1
+    // out. A client claiming one of those versions under the epoch before
+    // saw writes this lineage does not have: it is sent a reset snapshot.
+    let after_kill = &replayed.last().unwrap();
+    let epoch_after = after_kill["epoch"].as_u64().unwrap();
+    assert!(epoch_after > epoch_before, "{epoch_after} after {epoch_before}");
+    let segment = after_kill["segment"].to_string();
+    let version = after_kill["version"].as_u64().unwrap();
+    let stale = json!({"op": "subscribe", "cache": CACHE, "filter": {},
+                       "resume": {"positions": {&segment: version}, "incarnation": incarnation,
+                                  "epochs": {&segment: epoch_before}}});
+    let (_, frames) = subscribed(&cluster, 2, stale).await;
+    assert!(
+        !frames.is_empty() && frames.iter().all(|f| f["reset"] == true),
+        "version {version} of segment {segment} under epoch {epoch_before} was never written here: {frames:?}"
+    );
+    let exact = json!({"op": "subscribe", "cache": CACHE, "filter": {},
+                       "resume": {"positions": {&segment: version}, "incarnation": incarnation,
+                                  "epochs": {&segment: epoch_after}}});
+    let (_, frames) = subscribed(&cluster, 2, exact).await;
+    assert!(
+        frames.is_empty(),
+        "the same position under its own epoch replays: {frames:?}"
+    );
+
+    // Position tokens name the epochs too: a poll's token, read back.
+    let poll = cluster.rest(2).get("/api/v1/caches/c/poll").await;
+    assert_eq!(poll.status, 200, "{}", poll.text);
+    let token = pushgrid::protocol::position::decode(poll.body["position"].as_str().unwrap()).unwrap();
+    let position = token.positions[&pushgrid::grid::SegmentId(segment.parse().unwrap())];
+    assert_eq!(
+        (position.version.0, position.epoch),
+        (version, Some(epoch_after)),
+        "the token holds the segment's position and its epoch"
+    );
 }
 
 #[actix::test]
@@ -800,4 +868,38 @@ async fn a_cache_is_on_every_member_once_its_creation_is_answered() {
         "n3 has the cache once n2 answered: {}",
         found.text
     );
+}
+
+#[actix::test]
+async fn max_entries_bounds_the_cluster_each_primary_keeping_its_segments_share() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = three_members(180).await;
+    let capped = "capped";
+    let created = cluster
+        .rest(0)
+        .create_cache(capped, r#"{"segments":16,"max_entries":100}"#)
+        .await;
+    assert!(created.status.is_success(), "{}", created.text);
+    // Three times the limit, through one member: every member leads a
+    // third of the segments and holds copies of two thirds.
+    let written = write_keys(&cluster.rest(1), capped, 300).await;
+    for i in 0..3 {
+        let rest = cluster.rest(i);
+        let summary = rest.get("/api/v1/caches/capped").await;
+        assert_eq!(
+            summary.body["entries"],
+            100,
+            "n{}: the cluster holds max_entries, not a member: {}",
+            i + 1,
+            summary.text
+        );
+        let state = common::cluster::final_state(&rest, capped).await;
+        assert_eq!(state.len(), 100, "n{} lists as many", i + 1);
+        let (last, version) = written.last().unwrap();
+        assert_eq!(
+            state.get(last).map(|(_, v)| *v),
+            Some(*version),
+            "the latest write stays"
+        );
+    }
 }

@@ -105,7 +105,7 @@ async fn versions_missed_on_the_way_are_read_from_history_and_delivered_once_in_
     listener.do_send(Positioned {
         session: 1,
         sub: 1,
-        positions: snapshot.iter().map(|s| (s.segment, s.position)).collect(),
+        positions: snapshot.iter().map(|s| (s.segment, s.position.version)).collect(),
     });
 
     for n in 0..8 {

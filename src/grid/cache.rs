@@ -1,6 +1,7 @@
 //! A cache's settings and the state its partitions share: the validated
 //! [`CacheConfig`] (from the config file or `PUT /api/v1/caches/{cache}`) and
-//! [`CacheShared`], the few atomics that span segments (the entry count that
+//! [`CacheShared`], the few atomics that span segments (the entries held,
+//! those of the segments this node leads, which this node's share of
 //! `max_entries` bounds, and the bytes held).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,7 +30,9 @@ pub struct CacheConfig {
     pub max_value_bytes: usize,
     /// Lifespan of entries written without their own; `None`: forever.
     pub lifespan_ms: Option<u64>,
-    /// Entries beyond this are evicted, least recently written first.
+    /// Entries beyond this are evicted, least recently written first. In
+    /// a cluster, each segment's primary keeps its segments within their
+    /// share (see [`CacheConfig::entries_share`]).
     pub max_entries: Option<usize>,
     /// Events each segment keeps for `resume`.
     pub history_per_segment: usize,
@@ -52,6 +55,15 @@ impl CacheConfig {
     /// Copies of each segment, once the grid has settled the default.
     pub fn owners(&self) -> u32 {
         self.num_owners.unwrap_or(1)
+    }
+
+    /// Segment `segment`'s share of `max_entries`: an equal part, the
+    /// remainder spread one each over the first segments, so the shares
+    /// of all segments add up to `max_entries` exactly. `None`: no limit.
+    pub fn entries_share(&self, segment: u32) -> Option<usize> {
+        let max = self.max_entries?;
+        let segments = self.segments.max(1) as usize;
+        Some(max / segments + usize::from((segment as usize) < max % segments))
     }
 
     /// This config with `num_owners` settled: as given, or `default`.
@@ -97,17 +109,27 @@ impl CacheConfig {
 pub struct CacheShared {
     pub name: CacheName,
     pub config: CacheConfig,
+    /// Entries held here, every copy counted.
     entries: AtomicUsize,
+    /// Entries of the segments this node leads (primary or only owner):
+    /// what its share of `max_entries` bounds.
+    led_entries: AtomicUsize,
+    /// This node's share of `max_entries`: all of it on a single node, the
+    /// shares of the segments it leads in a cluster.
+    entry_limit: AtomicUsize,
     bytes: AtomicUsize,
     pub metrics: GridMetrics,
 }
 
 impl CacheShared {
     pub fn new(name: CacheName, config: CacheConfig, metrics: GridMetrics) -> Arc<Self> {
+        let entry_limit = AtomicUsize::new(config.max_entries.unwrap_or(usize::MAX));
         Arc::new(CacheShared {
             name,
             config,
             entries: AtomicUsize::new(0),
+            led_entries: AtomicUsize::new(0),
+            entry_limit,
             bytes: AtomicUsize::new(0),
             metrics,
         })
@@ -133,25 +155,56 @@ impl CacheShared {
         }
     }
 
-    /// Applies a partition's change in entries; returns how many entries the
-    /// cache holds beyond `max_entries` afterwards.
-    pub fn adjust_entries(&self, before: usize, after: usize) -> usize {
-        // A write that keeps the count (an update) touches no shared line.
-        let now = if after == before {
-            self.entries.load(Ordering::Acquire)
-        } else if after > before {
-            self.entries.fetch_add(after - before, Ordering::AcqRel) + (after - before)
-        } else {
-            self.entries.fetch_sub(before - after, Ordering::AcqRel) - (before - after)
-        };
-        self.config.max_entries.map_or(0, |max| now.saturating_sub(max))
+    /// Applies a partition's change in entries (`leads`: of a segment this
+    /// node leads); returns how many entries the segments this node leads
+    /// hold beyond its share of `max_entries` afterwards.
+    pub fn adjust_entries(&self, before: usize, after: usize, leads: bool) -> usize {
+        adjust(&self.entries, before, after);
+        if !leads {
+            return 0;
+        }
+        let led = adjust(&self.led_entries, before, after);
+        self.beyond_limit(led)
     }
 
-    /// How many entries the cache holds beyond `max_entries`.
+    /// A partition's `count` entries now count as led (or no longer do):
+    /// its segment became this node's to lead (or another's).
+    pub fn lead_entries(&self, count: usize, leads: bool) {
+        if leads {
+            adjust(&self.led_entries, 0, count);
+        } else {
+            adjust(&self.led_entries, count, 0);
+        }
+    }
+
+    /// Sets this node's share of `max_entries`.
+    pub fn set_entry_limit(&self, limit: usize) {
+        self.entry_limit.store(limit, Ordering::Release);
+    }
+
+    /// How many entries the segments this node leads hold beyond its share
+    /// of `max_entries`.
     pub fn excess(&self) -> usize {
-        self.config
-            .max_entries
-            .map_or(0, |max| self.entry_count().saturating_sub(max))
+        self.beyond_limit(self.led_entries.load(Ordering::Acquire))
+    }
+
+    fn beyond_limit(&self, led: usize) -> usize {
+        match self.config.max_entries {
+            Some(_) => led.saturating_sub(self.entry_limit.load(Ordering::Acquire)),
+            None => 0,
+        }
+    }
+}
+
+/// Applies a change from `before` to `after` to `counter`; returns its new
+/// value. A change that keeps the count (an update) touches no shared line.
+fn adjust(counter: &AtomicUsize, before: usize, after: usize) -> usize {
+    if after == before {
+        counter.load(Ordering::Acquire)
+    } else if after > before {
+        counter.fetch_add(after - before, Ordering::AcqRel) + (after - before)
+    } else {
+        counter.fetch_sub(before - after, Ordering::AcqRel) - (before - after)
     }
 }
 
@@ -180,5 +233,18 @@ mod tests {
         };
         assert!(bad.validate().unwrap_err().starts_with("max_entries:"));
         assert!(serde_json::from_str::<CacheConfig>(r#"{"segmnts":4}"#).is_err());
+    }
+
+    #[test]
+    fn the_segments_shares_add_up_to_max_entries() {
+        let config = CacheConfig {
+            segments: 16,
+            max_entries: Some(100),
+            ..CacheConfig::default()
+        };
+        let shares: Vec<usize> = (0..16).map(|s| config.entries_share(s).unwrap()).collect();
+        assert_eq!(shares.iter().sum::<usize>(), 100);
+        assert!(shares.iter().all(|&s| s == 6 || s == 7));
+        assert_eq!(CacheConfig::default().entries_share(0), None);
     }
 }

@@ -10,7 +10,7 @@ use actix::{Message, Recipient};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CacheName, JsonValue, Key, SegmentId, Version};
+use super::{CacheName, JsonValue, Key, Position, SegmentId, Version};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,6 +34,20 @@ pub struct Event {
     pub version: Version,
     pub segment: SegmentId,
     pub ts: u64,
+    /// The epoch the write was made under (0 on a single node): with the
+    /// version, the event's place in its segment's lineage.
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+impl Event {
+    /// Where a client stands once it has this event.
+    pub fn position(&self) -> Position {
+        Position {
+            version: self.version,
+            epoch: Some(self.epoch),
+        }
+    }
 }
 
 /// Sent by a partition to the listener side for every event, in version

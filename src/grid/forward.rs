@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::owners::MemberId;
-use super::segment::{EntryView, Precondition, PutOutcome};
+use super::segment::{EntryView, Position, Precondition, PutOutcome};
 use super::{CacheName, Event, GridError, JsonValue, Key, KeyFilter, OpId, SegmentId, Version};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ pub enum Forwarded {
     History {
         cache: CacheName,
         segment: SegmentId,
-        after: Version,
+        after: Position,
     },
     /// How many entries one segment holds.
     Count {
@@ -113,7 +113,7 @@ pub enum ForwardedReply {
     Listed(Result<Vec<Entry>, GridError>),
     Counted(Result<usize, GridError>),
     /// A segment's position and the entries asked for.
-    Snapshot(Result<(Version, Vec<Entry>), GridError>),
+    Snapshot(Result<(Position, Vec<Entry>), GridError>),
     /// A segment's events after a position; `None` when its history no
     /// longer reaches back.
     History(Result<Option<Vec<Event>>, GridError>),

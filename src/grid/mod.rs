@@ -34,5 +34,5 @@ pub use names::{
     check_prefix, parse_key, wanted, CacheName, Interests, Key, KeyFilter, MAX_INTEREST_FILTERS,
     MAX_KEY_BYTES,
 };
-pub use segment::{EntryView, Precondition, PutOutcome};
+pub use segment::{EntryView, Position, Precondition, PutOutcome};
 pub use value::{JsonValue, ValueError};

@@ -144,6 +144,12 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether this partition leads its segment: takes clients' writes
+    /// (and evicts) as its only owner or primary.
+    pub fn leads(&self) -> bool {
+        matches!(self, Role::Solo | Role::Primary { .. })
+    }
+
     /// Whether this partition's writes are copied anywhere.
     pub fn replicates(&self) -> bool {
         matches!(self, Role::Primary { backups, .. } if !backups.is_empty())
@@ -318,7 +324,7 @@ mod tests {
             .into_iter()
             .map(|e| (e.key.to_string(), e.value.get().to_string(), e.version.0))
             .collect();
-        (entries, snapshot.position.0)
+        (entries, snapshot.position.version.0)
     }
 
     fn drain(events: &mut mpsc::UnboundedReceiver<Arc<Event>>) -> Vec<uuid::Uuid> {

@@ -31,8 +31,17 @@ pub struct WireEvent<'a> {
     pub version: Version,
     pub segment: SegmentId,
     pub ts: u64,
+    /// In a cluster, the epoch the write was made under: a client resumes
+    /// from it with the version. A node of no cluster writes at epoch 0,
+    /// left out, so its events are the contract's exactly.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     #[serde(skip_serializing_if = "is_false")]
     pub conflated: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn uuid_as_string<S: serde::Serializer>(id: &&uuid::Uuid, serializer: S) -> Result<S::Ok, S::Error> {
@@ -50,6 +59,7 @@ impl<'a> WireEvent<'a> {
             version: event.version,
             segment: event.segment,
             ts: event.ts,
+            epoch: event.epoch,
             conflated,
         }
     }
@@ -151,6 +161,7 @@ mod tests {
             version: Version(4182),
             segment: SegmentId(17),
             ts: 1_764_000_000_123,
+            epoch: 0,
         })
     }
 

@@ -190,6 +190,7 @@ mod tests {
             version: Version(3),
             segment: SegmentId(1),
             ts: 5,
+            epoch: 0,
         }))
     }
 

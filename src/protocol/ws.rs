@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::codec::{Format, WireFrame};
+use super::position::Positions;
 use super::{ErrorCode, SnapshotChunk};
-use crate::grid::{CacheName, EntryView, Incarnation, JsonValue, OpId, SegmentId, Version};
+use crate::grid::{CacheName, EntryView, Incarnation, JsonValue, OpId, Position, SegmentId, Version};
 
 /// A request id, echoed in the reply exactly as sent: a number or a string,
 /// held in its connection's own form (a reply is encoded in the format its
@@ -93,27 +94,44 @@ pub struct FilterSpec {
     pub prefix: Option<String>,
 }
 
-/// `{"positions":{"<segment>":version,...},"incarnation":"<8 hex digits>"}`;
-/// the incarnation is the one the snapshot's `done` frame gave, optional
-/// for clients from before incarnations.
+/// `{"positions":{"<segment>":version,...},"incarnation":"<8 hex digits>",
+/// "epochs":{"<segment>":epoch,...}}`; the incarnation is the one the
+/// snapshot's `done` frame gave, and each epoch the one of the last event
+/// (or the `done` frame's) of its segment. Both are optional, for clients
+/// that do not track them; a position with no epoch is checked by its
+/// version alone.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeSpec {
     pub positions: HashMap<String, u64>,
     #[serde(default)]
     pub incarnation: Option<Incarnation>,
+    #[serde(default)]
+    pub epochs: HashMap<String, u64>,
 }
 
 impl ResumeSpec {
     /// The positions by segment; a segment left out is at 0.
-    pub fn parse_positions(&self) -> Result<HashMap<SegmentId, Version>, String> {
+    pub fn parse_positions(&self) -> Result<Positions, String> {
+        let segment_of = |key: &String| {
+            key.parse()
+                .map(SegmentId)
+                .map_err(|_| format!("resume key {key:?} is not a segment number"))
+        };
+        let epochs = self
+            .epochs
+            .iter()
+            .map(|(segment, epoch)| Ok((segment_of(segment)?, *epoch)))
+            .collect::<Result<HashMap<SegmentId, u64>, String>>()?;
         self.positions
             .iter()
             .map(|(segment, version)| {
-                segment
-                    .parse()
-                    .map(|s| (SegmentId(s), Version(*version)))
-                    .map_err(|_| format!("resume position key {segment:?} is not a segment number"))
+                let segment = segment_of(segment)?;
+                let position = Position {
+                    version: Version(*version),
+                    epoch: epochs.get(&segment).copied(),
+                };
+                Ok((segment, position))
             })
             .collect()
     }
@@ -141,6 +159,10 @@ pub enum ServerMessage<'a> {
         /// With the positions: the incarnation they belong to.
         #[serde(skip_serializing_if = "Option::is_none")]
         incarnation: Option<Incarnation>,
+        /// With the positions, in a cluster: the epoch each was written
+        /// under.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epochs: Option<&'a BTreeMap<String, u64>>,
         #[serde(skip_serializing_if = "is_false")]
         reset: bool,
     },
@@ -191,23 +213,38 @@ pub enum ServerMessage<'a> {
 /// One `snapshot` frame; the `done` one carries the snapshot's positions.
 pub fn snapshot_frame(format: Format, chunk: &SnapshotChunk) -> WireFrame {
     let positions = chunk.done.then(|| wire_positions(chunk.positions));
+    let epochs = chunk
+        .done
+        .then(|| wire_epochs(chunk.positions))
+        .filter(|epochs| !epochs.is_empty());
     format.frame(&ServerMessage::Snapshot {
         sub: chunk.sub,
         entries: chunk.entries,
         done: chunk.done,
         positions: positions.as_ref(),
         incarnation: chunk.done.then_some(chunk.incarnation),
+        epochs: epochs.as_ref(),
         reset: chunk.reset,
     })
 }
 
 /// The positions of a snapshot's `done` frame: segment numbers as strings,
 /// segments never written left out.
-pub fn wire_positions(positions: &HashMap<SegmentId, Version>) -> BTreeMap<String, u64> {
+pub fn wire_positions(positions: &Positions) -> BTreeMap<String, u64> {
     positions
         .iter()
-        .filter(|(_, v)| v.0 > 0)
-        .map(|(s, v)| (s.0.to_string(), v.0))
+        .filter(|(_, p)| p.version.0 > 0)
+        .map(|(s, p)| (s.0.to_string(), p.version.0))
+        .collect()
+}
+
+/// The epochs of those positions, where written in a cluster: a node of
+/// no cluster writes at epoch 0, which is left out (as from events).
+fn wire_epochs(positions: &Positions) -> BTreeMap<String, u64> {
+    positions
+        .iter()
+        .filter(|(_, p)| p.version.0 > 0)
+        .filter_map(|(s, p)| p.epoch.filter(|e| *e > 0).map(|e| (s.0.to_string(), e)))
         .collect()
 }
 

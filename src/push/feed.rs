@@ -293,9 +293,9 @@ impl Feed {
         self.listener.do_send(Positioned {
             session: self.id,
             sub,
-            positions: covered.clone(),
+            positions: position::versions(&covered),
         });
-        for event in followed.subscription.go_live(covered) {
+        for event in followed.subscription.go_live(&covered) {
             self.admit(sub, event)?;
         }
         Ok(())
@@ -396,8 +396,8 @@ impl Feed {
                 Outgoing::Pong(bytes) => write(Item::Pong(bytes)),
                 Outgoing::Covered { sub, positions } => {
                     if let Some(sent) = self.subscriptions.get_mut(&sub).and_then(|f| f.sent.as_mut()) {
-                        for (segment, version) in positions {
-                            position::advance(sent, segment, version);
+                        for (segment, covered) in positions {
+                            position::advance(sent, segment, covered);
                         }
                     }
                 }
@@ -411,7 +411,7 @@ impl Feed {
                         continue;
                     };
                     if let Some(sent) = &mut followed.sent {
-                        position::advance(sent, event.event.segment, event.event.version);
+                        position::advance(sent, event.event.segment, event.event.position());
                     }
                     write(Item::Event {
                         sub: &followed.subscription.name,

@@ -29,8 +29,8 @@ use super::sequencer::{Fill, HistoryRead, Sequenced, Sequencer};
 use super::{Health, SessionId, SubId};
 use crate::config::ListenerConfig;
 use crate::grid::{
-    CacheDeleted, CacheName, Event, Grid, GridError, Interests, Published, Relayed, RelayedItem, SegmentId,
-    Version,
+    CacheDeleted, CacheName, Event, Grid, GridError, Interests, Position, Published, Relayed, RelayedItem,
+    SegmentId, Version,
 };
 use crate::metrics::PushMetrics;
 use crate::protocol::event::EncodedEvent;
@@ -162,7 +162,9 @@ impl Listener {
         for fill in fills {
             let grid = grid.clone();
             let read = async move {
-                let events = grid.history(fill.cache.as_str(), fill.segment, fill.after).await;
+                let events = grid
+                    .history(fill.cache.as_str(), fill.segment, Position::at(fill.after))
+                    .await;
                 (fill, events)
             };
             ctx.spawn(read.into_actor(self).map(|(fill, events), listener, ctx| {
@@ -544,6 +546,7 @@ mod tests {
             version: Version(version),
             segment: SegmentId(0),
             ts: 0,
+            epoch: 0,
         })
     }
 

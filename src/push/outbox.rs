@@ -208,6 +208,7 @@ mod tests {
             version: Version(version),
             segment: SegmentId(0),
             ts: 0,
+            epoch: 0,
         }))
     }
 

@@ -320,6 +320,7 @@ mod tests {
             version: Version(version),
             segment: SegmentId(segment),
             ts: 0,
+            epoch: 0,
         })
     }
 

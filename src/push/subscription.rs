@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use super::filter::Filter;
 use crate::grid::{Cache, CacheName, EntryView, Event, Grid, GridError, Incarnation, SegmentId, Version};
 use crate::protocol::event::EncodedEvent;
-use crate::protocol::position::Positions;
+use crate::protocol::position::{self, Positions};
 
 pub struct Subscription {
     /// The wire name, `s<n>`.
@@ -71,8 +71,9 @@ impl Subscription {
 
     /// The snapshot or replay is sent and covered `positions`: start
     /// delivering, beginning with the held events past those positions.
-    pub fn go_live(&mut self, positions: HashMap<SegmentId, Version>) -> Vec<Arc<EncodedEvent>> {
-        let held = match std::mem::replace(&mut self.stage, Stage::Live { covered: positions }) {
+    pub fn go_live(&mut self, positions: &Positions) -> Vec<Arc<EncodedEvent>> {
+        let covered = position::versions(positions);
+        let held = match std::mem::replace(&mut self.stage, Stage::Live { covered }) {
             Stage::Starting { held } => held,
             Stage::Live { .. } => Vec::new(),
         };
@@ -85,7 +86,7 @@ pub enum Start {
     /// A snapshot of these entries, covering `positions`.
     Snapshot {
         entries: Vec<EntryView>,
-        positions: HashMap<SegmentId, Version>,
+        positions: Positions,
         /// The incarnation the positions belong to.
         incarnation: Incarnation,
         /// Sent because a resume was impossible: the client replaces its state.
@@ -94,10 +95,10 @@ pub enum Start {
     /// A resume: the missed events, covering `positions`.
     Replay {
         events: Vec<Arc<Event>>,
-        positions: HashMap<SegmentId, Version>,
+        positions: Positions,
     },
     /// Live events only, after `positions` (empty when not read).
-    Live { positions: HashMap<SegmentId, Version> },
+    Live { positions: Positions },
 }
 
 /// Where a subscription starts, as its client asked.
@@ -144,7 +145,7 @@ pub async fn read_start(
         }
         StartFrom::Snapshot => read_snapshot(grid, cache, filter, false).await,
         StartFrom::Now => Ok(Start::Live {
-            positions: HashMap::new(),
+            positions: Positions::new(),
         }),
         StartFrom::CurrentPositions => Ok(Start::Live {
             positions: read_positions(grid, cache).await?,
@@ -165,7 +166,7 @@ async fn read_replay(
     grid: &Grid,
     cache: &str,
     filter: &Filter,
-    positions: &HashMap<SegmentId, Version>,
+    positions: &Positions,
 ) -> Result<Option<Start>, GridError> {
     let segments = segments_of(&*grid.cache(cache)?, filter);
     let reads = segments.into_iter().map(|segment| {
@@ -173,12 +174,12 @@ async fn read_replay(
         async move { (segment, after, grid.history(cache, segment, after).await) }
     });
     let mut events = Vec::new();
-    let mut covered = HashMap::new();
+    let mut covered = Positions::new();
     for (segment, after, history) in join_all(reads).await {
         let Some(history) = history? else {
             return Ok(None);
         };
-        covered.insert(segment, history.last().map_or(after, |e| e.version));
+        covered.insert(segment, history.last().map_or(after, |e| e.position()));
         events.extend(history.into_iter().filter(|e| filter.matches(&e.key)));
     }
     Ok(Some(Start::Replay {
@@ -188,7 +189,7 @@ async fn read_replay(
 }
 
 /// Every segment's current position, without reading any entry.
-async fn read_positions(grid: &Grid, cache: &str) -> Result<HashMap<SegmentId, Version>, GridError> {
+async fn read_positions(grid: &Grid, cache: &str) -> Result<Positions, GridError> {
     let snapshots = grid.snapshot(cache, None).await?;
     Ok(snapshots.into_iter().map(|s| (s.segment, s.position)).collect())
 }
@@ -197,7 +198,7 @@ async fn read_snapshot(grid: &Grid, cache: &str, filter: &Filter, reset: bool) -
     let incarnation = grid.cache(cache)?.incarnation();
     let snapshots = grid.snapshot(cache, Some(filter.clone())).await?;
     let mut entries = Vec::new();
-    let mut positions = HashMap::new();
+    let mut positions = Positions::new();
     for snapshot in snapshots {
         positions.insert(snapshot.segment, snapshot.position);
         entries.extend(snapshot.entries);
@@ -214,7 +215,7 @@ async fn read_snapshot(grid: &Grid, cache: &str, filter: &Filter, reset: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grid::EventKind;
+    use crate::grid::{EventKind, Position};
 
     fn event(segment: u32, version: u64) -> Arc<EncodedEvent> {
         EncodedEvent::new(Arc::new(Event {
@@ -226,6 +227,7 @@ mod tests {
             version: Version(version),
             segment: SegmentId(segment),
             ts: 0,
+            epoch: 0,
         }))
     }
 
@@ -242,8 +244,8 @@ mod tests {
         for (s, v) in [(1, 4), (1, 5), (2, 1), (1, 6)] {
             assert!(sub.offer(event(s, v)).is_none());
         }
-        let positions = HashMap::from([(SegmentId(1), Version(5))]);
-        assert_eq!(versions(&sub.go_live(positions)), [(2, 1), (1, 6)]);
+        let positions = Positions::from([(SegmentId(1), Position::at(Version(5)))]);
+        assert_eq!(versions(&sub.go_live(&positions)), [(2, 1), (1, 6)]);
         assert!(sub.is_live());
         assert!(sub.offer(event(1, 7)).is_some());
     }
@@ -251,7 +253,7 @@ mod tests {
     #[test]
     fn live_events_already_covered_are_dropped() {
         let mut sub = Subscription::new(Arc::from("s1"), CacheName::parse("c").unwrap(), Filter::All);
-        sub.go_live(HashMap::from([(SegmentId(3), Version(10))]));
+        sub.go_live(&Positions::from([(SegmentId(3), Position::at(Version(10)))]));
         assert!(sub.offer(event(3, 9)).is_none());
         assert!(sub.offer(event(3, 11)).is_some());
         assert!(sub.offer(event(4, 1)).is_some());

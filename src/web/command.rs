@@ -317,7 +317,7 @@ mod tests {
         let resumed =
             start(r#"{"op":"subscribe","cache":"c","snapshot":false,"resume":{"positions":{"7":4}}}"#);
         assert!(
-            matches!(resumed, StartFrom::Resume { positions: p, incarnation: None } if p[&crate::grid::SegmentId(7)] == Version(4))
+            matches!(resumed, StartFrom::Resume { positions: p, incarnation: None } if p[&crate::grid::SegmentId(7)].version == Version(4))
         );
     }
 }

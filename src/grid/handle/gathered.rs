@@ -10,8 +10,8 @@ use futures_util::future::join_all;
 use super::{unavailable, Forwarding, Grid, Page, Sent, Target, MAX_PAGE};
 use crate::grid::forward::{self, Forwarded, ForwardedReply};
 use crate::grid::partition::{self, Snapshot};
-use crate::grid::segment::EntryView;
-use crate::grid::{Event, GridError, KeyFilter, SegmentId, Version};
+use crate::grid::segment::{EntryView, Position};
+use crate::grid::{Event, GridError, KeyFilter, SegmentId};
 
 impl Grid {
     /// Up to `limit` (at most [`MAX_PAGE`]) entries whose keys start with
@@ -163,13 +163,14 @@ impl Grid {
     }
 
     /// The events of `segment` after `position`, if its history reaches
-    /// back: from this node's primary, or asked of the member leading it
-    /// (which sends this node the cache's events from then on).
+    /// back and the position is in its lineage: from this node's primary,
+    /// or asked of the member leading it (which sends this node the
+    /// cache's events from then on).
     pub async fn history(
         &self,
         cache: &str,
         segment: SegmentId,
-        position: Version,
+        position: Position,
     ) -> Result<Option<Vec<Arc<Event>>>, GridError> {
         let cache = self.cache(cache)?;
         match self.target(&cache, segment, Forwarding::Allowed)? {

@@ -120,6 +120,13 @@ impl Grid {
             });
             copies.push(Some(partition));
         }
+        if setup.replicas.is_some() {
+            // This member's share of `max_entries`: its primaries' shares.
+            let led = (0..owners.segments())
+                .filter(|s| owners.owners(SegmentId(*s)).first() == Some(me) && !table.lost.contains(s));
+            let share = led.map(|s| shared.config.entries_share(s).unwrap_or(usize::MAX));
+            shared.set_entry_limit(share.fold(0, usize::saturating_add));
+        }
         roles.sort_by_key(|(_, role)| !matches!(role, Role::Backup { .. }));
         for (partition, role) in roles {
             partition.send(SetRole(role)).await.map_err(unavailable)?;

@@ -19,7 +19,7 @@ use super::replication::{Replication, Role};
 
 mod replica;
 mod role;
-use super::segment::{EntryView, Precondition, PutOutcome, PutRequest, Segment};
+use super::segment::{EntryView, Position, Precondition, PutOutcome, PutRequest, Segment};
 use super::{now_ms, Event, EventSink, GridError, Key, KeyFilter, OpId, Published, SegmentId, Version};
 pub use replica::{Replicate, WriteReply};
 pub use role::SetRole;
@@ -71,7 +71,7 @@ impl Partition {
         // so concurrent creations in other segments are not evicted twice.
         let excess = self
             .cache
-            .adjust_entries(before, after)
+            .adjust_entries(before, after, self.replication.role.leads())
             .min(after.saturating_sub(before));
         if excess > 0 {
             self.evict(excess, ctx);
@@ -129,7 +129,8 @@ impl Partition {
 
     fn account_evictions(&self, evicted: usize) {
         if evicted > 0 {
-            self.cache.adjust_entries(evicted, 0);
+            self.cache
+                .adjust_entries(evicted, 0, self.replication.role.leads());
             self.cache.metrics.count_evictions(&self.cache.name, evicted);
         }
     }
@@ -186,7 +187,8 @@ impl Actor for Partition {
         self.cache.metrics.partitions.dec();
         self.set_moving(false);
         // A retired copy's entries and bytes are no longer held here.
-        self.cache.adjust_entries(self.segment.len(), 0);
+        self.cache
+            .adjust_entries(self.segment.len(), 0, self.replication.role.leads());
         self.cache.adjust_bytes(self.reported_bytes, 0);
     }
 }
@@ -235,14 +237,15 @@ pub struct TakeSnapshot {
 pub struct Snapshot {
     pub segment: SegmentId,
     pub entries: Vec<EntryView>,
-    pub position: Version,
+    pub position: Position,
 }
 
-/// The events after a position, if the history still reaches back to it.
+/// The events after a position, if the history still reaches back to it
+/// and the position is in this copy's lineage.
 #[derive(Message)]
 #[rtype(result = "Option<Vec<Arc<Event>>>")]
 pub struct ReadHistory {
-    pub after: Version,
+    pub after: Position,
 }
 
 /// Evict `count` entries here or, failing that, further along.
@@ -502,9 +505,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(snapshot.entries.len(), 2);
-        assert_eq!(snapshot.position, Version(3));
+        assert_eq!(snapshot.position.version, Version(3));
+        assert_eq!(snapshot.position.epoch, Some(0), "written on one node");
         let history = partition
-            .send(ReadHistory { after: Version(1) })
+            .send(ReadHistory {
+                after: Position::at(Version(1)),
+            })
             .await
             .unwrap()
             .unwrap();

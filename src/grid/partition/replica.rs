@@ -287,7 +287,8 @@ impl Handler<Replicate> for Partition {
             ReplicaMessage::Position { .. } | ReplicaMessage::Fetch { .. } => unreachable!("answered above"),
         }
         // Counted, but never evicted from here: the primary evicts.
-        self.cache.adjust_entries(before, self.segment.len());
+        self.cache
+            .adjust_entries(before, self.segment.len(), self.replication.role.leads());
         self.report_bytes();
         MessageResult(ReplicaReply::Applied)
     }

@@ -29,6 +29,9 @@ impl Handler<SetRole> for Partition {
 
     fn handle(&mut self, SetRole(role): SetRole, ctx: &mut Context<Self>) {
         self.segment.set_replicating(role.replicates());
+        if let Role::Primary { epoch, .. } = role {
+            self.segment.set_epoch(epoch);
+        }
         let (backup, primary) = (
             matches!(role, Role::Backup { .. } | Role::Departing { .. }),
             matches!(role, Role::Primary { .. }),
@@ -39,6 +42,9 @@ impl Handler<SetRole> for Partition {
             self.replication.batch = 0;
         }
         self.replication.uncertain = false;
+        if role.leads() != self.replication.role.leads() {
+            self.cache.lead_entries(self.segment.len(), role.leads());
+        }
         self.replication.role = role;
         if backup {
             // A backup's entries expire when its primary says so.
@@ -193,7 +199,9 @@ impl Partition {
             if let Some(ReplicaReply::Image(image)) = fetched {
                 let before = partition.segment.len();
                 partition.segment.import(image);
-                partition.cache.adjust_entries(before, partition.segment.len());
+                partition
+                    .cache
+                    .adjust_entries(before, partition.segment.len(), true);
                 partition.report_bytes();
             }
             // A new count of batches, past any a backup took before, so a

@@ -1,6 +1,7 @@
 //! One segment's state, as a plain type with no runtime: its entries in key
-//! order, its sequence counter, its bounded event history (for resume), the
-//! index of expiry deadlines and the write order (for eviction).
+//! order, its sequence counter and [`Lineage`] (which epoch wrote which
+//! versions), its bounded event history (for resume), the index of expiry
+//! deadlines and the write order (for eviction).
 //!
 //! The partition actor wraps one `Segment` and is the only thing that holds
 //! it, so none of this needs a lock. Every write takes the next sequence
@@ -17,8 +18,10 @@ use uuid::Uuid;
 use super::{CacheName, Event, EventKind, GridError, JsonValue, Key, OpId, SegmentId, Version};
 
 mod completed;
+mod lineage;
 mod replica;
 pub use completed::{Completed, CompletedOps, REMEMBERED_OPS};
+pub use lineage::{EpochStart, Lineage, Position};
 pub use replica::{SegmentImage, SegmentOp};
 
 /// What a write requires of the entry's current state.
@@ -104,6 +107,9 @@ pub struct Segment {
     write_order: BTreeMap<Version, Key>,
     deadlines: BTreeSet<(u64, Key)>,
     sequence: Version,
+    lineage: Lineage,
+    /// The epoch this copy writes under: its primary's (0 on one node).
+    epoch: u64,
     history: VecDeque<Arc<Event>>,
     history_capacity: usize,
     unpublished: Vec<Arc<Event>>,
@@ -124,6 +130,8 @@ impl Segment {
             write_order: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             sequence: Version(0),
+            lineage: Lineage::default(),
+            epoch: 0,
             history: VecDeque::with_capacity(history_capacity.min(64)),
             history_capacity,
             unpublished: Vec::new(),
@@ -141,6 +149,20 @@ impl Segment {
     /// The version of the segment's last write: its position.
     pub fn position(&self) -> Version {
         self.sequence
+    }
+
+    /// The position with the epoch its last write was made under.
+    pub fn position_in_lineage(&self) -> Position {
+        Position {
+            version: self.sequence,
+            epoch: self.lineage.epoch_of(self.sequence),
+        }
+    }
+
+    /// Sets the epoch this copy's own writes are made under: the one at
+    /// which it became the segment's primary.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
     }
 
     /// Entries held, including expired ones the reaper has not reached yet.
@@ -296,23 +318,26 @@ impl Segment {
 
     /// Every live entry matching `filter`, and the segment's position at
     /// this instant.
-    pub fn snapshot(&self, filter: impl Fn(&str) -> bool, now_ms: u64) -> (Vec<EntryView>, Version) {
+    pub fn snapshot(&self, filter: impl Fn(&str) -> bool, now_ms: u64) -> (Vec<EntryView>, Position) {
         let entries = self
             .entries
             .iter()
             .filter(|(key, entry)| filter(key) && !entry.is_expired(now_ms))
             .map(|(key, entry)| self.view(key, entry))
             .collect();
-        (entries, self.sequence)
+        (entries, self.position_in_lineage())
     }
 
     /// Every event after `position`, if the history still holds all of them.
-    /// A position beyond the segment's own (a client that saw writes this
-    /// node has no record of) is answered with `None` too.
-    pub fn history_after(&self, position: Version) -> Option<Vec<Arc<Event>>> {
-        if position > self.sequence {
+    /// A position this copy never passed through is answered with `None`
+    /// too: one beyond its own, or one whose version was written here under
+    /// another epoch than the position names (the client saw writes that
+    /// did not survive).
+    pub fn history_after(&self, position: Position) -> Option<Vec<Arc<Event>>> {
+        if position.version > self.sequence || !self.lineage.holds(position) {
             return None;
         }
+        let position = position.version;
         if position == self.sequence {
             return Some(Vec::new());
         }
@@ -352,6 +377,7 @@ impl Segment {
 
     fn next_version(&mut self) -> Version {
         self.sequence = Version(self.sequence.0 + 1);
+        self.lineage.wrote(self.epoch, self.sequence);
         self.sequence
     }
 
@@ -364,7 +390,7 @@ impl Segment {
         ts: u64,
         expires_at_ms: Option<u64>,
     ) {
-        let event = self.event(Uuid::now_v7(), kind, key, value, version, ts);
+        let event = self.event(Uuid::now_v7(), self.epoch, kind, key, value, version, ts);
         if self.replicating {
             self.unreplicated.push(SegmentOp::write(&event, expires_at_ms));
         }
@@ -382,9 +408,11 @@ impl Segment {
         self.completed.remember(op, outcome);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn event(
         &self,
         id: Uuid,
+        epoch: u64,
         kind: EventKind,
         key: Key,
         value: Option<JsonValue>,
@@ -400,6 +428,7 @@ impl Segment {
             version,
             segment: self.id,
             ts,
+            epoch,
         })
     }
 
@@ -411,7 +440,19 @@ impl Segment {
             }
             self.history.push_back(event.clone());
         }
+        self.forget_unreachable_epochs();
         self.unpublished.push(event);
+    }
+
+    /// Keeps the lineage back to the oldest position a resume can start
+    /// from: just before the history's first event, or the last write
+    /// when there is no history.
+    fn forget_unreachable_epochs(&mut self) {
+        let oldest = self
+            .history
+            .front()
+            .map_or(self.sequence, |e| Version(e.version.0 - 1));
+        self.lineage.forget_before(oldest);
     }
 
     fn view(&self, key: &Key, entry: &StoredEntry) -> EntryView {
@@ -658,9 +699,9 @@ mod tests {
             put(&mut seg, &format!("k{i}"), "0", Precondition::None, 0).unwrap();
         }
         // Holds versions 3, 4, 5.
-        assert!(seg.history_after(Version(1)).is_none());
+        assert!(seg.history_after(Position::at(Version(1))).is_none());
         let versions = |p| {
-            seg.history_after(Version(p))
+            seg.history_after(Position::at(Version(p)))
                 .unwrap()
                 .iter()
                 .map(|e| e.version.0)
@@ -670,10 +711,10 @@ mod tests {
         assert_eq!(versions(4), [5]);
         assert!(versions(5).is_empty());
         assert!(
-            seg.history_after(Version(6)).is_none(),
+            seg.history_after(Position::at(Version(6))).is_none(),
             "a position this segment never reached"
         );
-        assert!(segment(0).history_after(Version(0)).unwrap().is_empty());
+        assert!(segment(0).history_after(Position::default()).unwrap().is_empty());
     }
 
     #[test]
@@ -683,6 +724,6 @@ mod tests {
         put(&mut seg, "b/1", "0", Precondition::None, 0).unwrap();
         let (entries, position) = seg.snapshot(|k| k.starts_with("a/"), 0);
         assert_eq!(entries.len(), 1);
-        assert_eq!(position, Version(2));
+        assert_eq!(position.version, Version(2));
     }
 }

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{footprint, Completed, PutOutcome, Segment, StoredEntry};
+use super::{footprint, Completed, EpochStart, PutOutcome, Segment, StoredEntry};
 use crate::grid::{Event, EventKind, JsonValue, Key, OpId, Version};
 
 /// One change of a segment, as its other owners apply it.
@@ -26,6 +26,9 @@ pub enum SegmentOp {
         expires_at_ms: Option<u64>,
         id: Uuid,
         ts: u64,
+        /// The epoch the write was made under.
+        #[serde(default)]
+        epoch: u64,
         /// The client's op id for the write, for the owner to remember.
         #[serde(default)]
         op: Option<OpId>,
@@ -44,6 +47,7 @@ impl SegmentOp {
             expires_at_ms,
             id: event.id,
             ts: event.ts,
+            epoch: event.epoch,
             op: None,
         }
     }
@@ -59,6 +63,9 @@ pub struct SegmentImage {
     /// The writes remembered by op id, oldest first.
     #[serde(default)]
     pub completed: Vec<(OpId, Completed)>,
+    /// The segment's lineage, as far back as its history.
+    #[serde(default)]
+    pub epochs: Vec<EpochStart>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,6 +107,7 @@ impl Segment {
                 expires_at_ms,
                 id,
                 ts,
+                epoch,
                 op,
             } => {
                 if let Some(op) = op {
@@ -119,7 +127,8 @@ impl Segment {
                     self.insert(key.clone(), value.clone(), version, expires_at_ms);
                 }
                 self.sequence = self.sequence.max(version);
-                let event = self.event(id, kind, key, value, version, ts);
+                self.lineage.wrote(epoch, version);
+                let event = self.event(id, epoch, kind, key, value, version, ts);
                 self.record(event);
             }
         }
@@ -163,6 +172,7 @@ impl Segment {
             entries,
             history,
             completed: self.completed.export(),
+            epochs: self.lineage.export(),
         }
     }
 
@@ -189,6 +199,7 @@ impl Segment {
                 value,
                 id,
                 ts,
+                epoch,
                 ..
             } = op
             {
@@ -196,13 +207,14 @@ impl Segment {
                     if self.history.len() == self.history_capacity {
                         self.history.pop_front();
                     }
-                    let event = self.event(id, kind, key, value, version, ts);
+                    let event = self.event(id, epoch, kind, key, value, version, ts);
                     self.history.push_back(event);
                 }
             }
         }
         self.completed.import(image.completed);
         self.sequence = image.sequence;
+        self.lineage.import(image.epochs);
     }
 }
 
@@ -239,7 +251,7 @@ mod tests {
             .map(|e| (e.key.to_string(), e.value.get().to_string(), e.version.0))
             .collect();
         let history = segment.history.iter().map(|e| (e.id, e.version.0)).collect();
-        (entries, position, history)
+        (entries, position.version, history)
     }
 
     #[test]
@@ -335,6 +347,58 @@ mod tests {
                 Ok(removed)
             );
             assert_eq!(promoted.position(), Version(3), "nothing applied again");
+        }
+    }
+
+    #[test]
+    fn a_copy_that_continues_tells_positions_it_passed_through_from_lost_ones() {
+        use crate::grid::segment::Position;
+        let at = |version, epoch| Position {
+            version: Version(version),
+            epoch: Some(epoch),
+        };
+        let replayed = |segment: &Segment, position| {
+            segment
+                .history_after(position)
+                .map(|events| events.iter().map(|e| (e.version.0, e.epoch)).collect::<Vec<_>>())
+        };
+        let (mut primary, mut copy) = (segment(), segment());
+        primary.set_replicating(true);
+        primary.set_epoch(1);
+        put(&mut primary, "a", "1", None);
+        put(&mut primary, "b", "2", None);
+        for op in primary.take_ops() {
+            copy.apply(op);
+        }
+        // The primary writes version 3 under epoch 1, which never reaches
+        // the copy; the copy goes on as primary of epoch 2.
+        put(&mut primary, "lost", "3", None);
+        copy.set_epoch(2);
+        put(&mut copy, "c", "3", None);
+        let imaged = {
+            let mut imaged = segment();
+            imaged.import(rmp_serde::from_slice(&rmp_serde::to_vec_named(&copy.export()).unwrap()).unwrap());
+            imaged
+        };
+        for continued in [&copy, &imaged] {
+            assert_eq!(
+                replayed(continued, at(2, 1)),
+                Some(vec![(3, 2)]),
+                "passed through"
+            );
+            assert_eq!(replayed(continued, at(3, 2)), Some(vec![]));
+            assert_eq!(
+                replayed(continued, at(3, 1)),
+                None,
+                "version 3 of epoch 1 did not survive"
+            );
+            assert_eq!(replayed(continued, at(2, 2)), None, "epoch 2 wrote no version 2");
+            assert_eq!(
+                replayed(continued, Position::at(Version(3))),
+                Some(vec![]),
+                "a position without an epoch is taken at its word"
+            );
+            assert_eq!(continued.position_in_lineage(), at(3, 2));
         }
     }
 }
