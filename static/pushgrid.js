@@ -22,9 +22,11 @@
 //
 // In a cluster the client learns the members from the page's node
 // (`GET /api/v1/cluster`, again after every connection) and, when its
-// WebSocket drops, reconnects to the next member in turn and resumes
-// there. A node cut off from the cluster's majority says so: the status
-// turns "degraded" until it is back ("live" again, with what was missed).
+// connection drops (WebSocket, SSE or long poll), reconnects to the next
+// member in turn and resumes there (members share SSE and long-poll
+// answers with each other's pages: CORS). A node cut off from the
+// cluster's majority says so: the status turns "degraded" until it is
+// back ("live" again, with what was missed).
 
 const PROTOCOL = "pushgrid.v1.json";
 const BACKOFF_START_MS = 250;
@@ -64,10 +66,10 @@ export class PushgridClient {
    */
   constructor(options = {}) {
     this.origin = options.origin || location.origin;
-    // The origins a WebSocket may connect to: this node's first, then the
-    // other members of its cluster once learnt.
-    this.webSocketOrigins = [this.origin];
-    this.webSocketOrigin = 0;
+    // The origins pushes come from: this node's first, then the other
+    // members of its cluster once learnt. REST calls stay on `origin`.
+    this.pushOrigins = [this.origin];
+    this.pushOrigin = 0;
     this.token = options.token;
     const forced = options.transport && options.transport !== "auto";
     this.candidates = forced ? [options.transport] : TRANSPORTS;
@@ -209,8 +211,8 @@ export class PushgridClient {
   }
 
   /**
-   * Asks the page's node for the members of its cluster: the WebSocket
-   * origins to fail over to. A single node, or a node that does not
+   * Asks the page's node for the members of its cluster: the origins to
+   * fail over to. A single node, or a node that does not
    * answer (it died: the list learnt before stays), changes nothing.
    */
   async learnMembers() {
@@ -222,9 +224,9 @@ export class PushgridClient {
       // The page's node is reached as `this.origin` (perhaps through a
       // proxy): only the others are added.
       const others = view.members.filter((m) => m.id !== view.node.id).map((m) => `${scheme}://${m.address}`);
-      const current = this.webSocketOrigins[this.webSocketOrigin];
-      this.webSocketOrigins = [this.origin, ...others];
-      this.webSocketOrigin = Math.max(0, this.webSocketOrigins.indexOf(current));
+      const current = this.pushOrigins[this.pushOrigin];
+      this.pushOrigins = [this.origin, ...others];
+      this.pushOrigin = Math.max(0, this.pushOrigins.indexOf(current));
     } catch {
       // Not reachable: keep what was learnt.
     }
@@ -287,12 +289,11 @@ export class PushgridClient {
       if (!attempt.opened) this.candidate = 0;
       this.failures += 1;
       backoff = Math.min(BACKOFF_START_MS * 2 ** (this.failures - 1), BACKOFF_MAX_MS);
+      // The node dropped the connection, or no transport opened on it:
+      // the next member may be alive.
+      this.pushOrigin = (this.pushOrigin + 1) % this.pushOrigins.length;
     }
     this.setStatus(this.failures >= OFFLINE_AFTER ? "offline" : "reconnecting");
-    // A WebSocket that dropped or did not open goes to the next member.
-    if (attempt.transport === "websocket") {
-      this.webSocketOrigin = (this.webSocketOrigin + 1) % this.webSocketOrigins.length;
-    }
     setTimeout(() => this.connect(), backoff * (0.75 + Math.random() / 2));
   }
 
@@ -339,7 +340,7 @@ export class PushgridClient {
   // --- WebSocket ---
 
   webSocketUrl() {
-    const origin = this.webSocketOrigins[this.webSocketOrigin];
+    const origin = this.pushOrigins[this.pushOrigin];
     const scheme = origin.startsWith("https:") ? "wss" : "ws";
     const url = `${scheme}://${origin.replace(/^https?:\/\//, "")}/ws`;
     return this.token ? `${url}?access_token=${encodeURIComponent(this.token)}` : url;
@@ -456,7 +457,8 @@ export class PushgridClient {
     const query = this.filterQuery(subscription);
     // A new EventSource cannot send Last-Event-ID itself: the parameter does.
     if (subscription.token) query.set("last_event_id", subscription.token);
-    const stream = new EventSource(`${this.origin}/api/v1/caches/${encodeURIComponent(subscription.cache)}/events?${query}`);
+    const origin = this.pushOrigins[this.pushOrigin];
+    const stream = new EventSource(`${origin}/api/v1/caches/${encodeURIComponent(subscription.cache)}/events?${query}`);
     attempt.streams.push(stream);
     subscription.incoming = [];
     stream.onopen = () => this.opened(attempt);
@@ -488,7 +490,7 @@ export class PushgridClient {
   // --- Long polling ---
 
   async pollLoop(attempt, subscription) {
-    const path = `${this.origin}/api/v1/caches/${encodeURIComponent(subscription.cache)}/poll`;
+    const path = `${this.pushOrigins[this.pushOrigin]}/api/v1/caches/${encodeURIComponent(subscription.cache)}/poll`;
     while (!attempt.stopped) {
       const query = this.filterQuery(subscription);
       if (subscription.token) {

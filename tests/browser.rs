@@ -669,11 +669,17 @@ async fn write_score(rest: &Rest<'_>, key: &str, field: &str, score: u64) {
 }
 
 /// Scoreboard pages on n2 and n3 of `cluster`, each showing the demo's
-/// six matches.
-async fn pages_on_n2_and_n3(cluster: &common::cluster::Cluster, driver: &Driver) -> (Client, Client) {
+/// six matches; `query` is the pages' query string (`?transport=sse`).
+async fn pages_on_n2_and_n3(
+    cluster: &common::cluster::Cluster,
+    driver: &Driver,
+    query: &str,
+) -> (Client, Client) {
     let (on_n2, on_n3) = (driver.browser().await, driver.browser().await);
     for (page, i) in [(&on_n2, 1), (&on_n3, 2)] {
-        page.goto(&format!("{}/", cluster.node(i).base)).await.unwrap();
+        page.goto(&format!("{}/{query}", cluster.node(i).base))
+            .await
+            .unwrap();
         let cards = eventually(page, CARD_COUNT, Duration::from_secs(20), |v| {
             v.as_u64() >= Some(6)
         })
@@ -694,7 +700,7 @@ async fn pages_on_two_members_of_a_cluster_show_the_same_matches() {
     }
     let cluster = common::cluster::Cluster::start_playing_demo(120, 3, 3000).await;
     let driver = Driver::start().await;
-    let (on_n2, on_n3) = pages_on_n2_and_n3(&cluster, &driver).await;
+    let (on_n2, on_n3) = pages_on_n2_and_n3(&cluster, &driver, "").await;
     let keys =
         "return [...document.querySelectorAll('#board .card:not(.leaving)')].map(c => c.dataset.key).sort()";
     let shown_on_n2 = on_n2.execute(keys, vec![]).await.unwrap();
@@ -716,12 +722,31 @@ async fn pages_on_two_members_of_a_cluster_show_the_same_matches() {
 
 #[actix_web::test]
 async fn a_page_whose_node_dies_reconnects_to_another_member_and_shows_what_changed_meanwhile() {
+    page_fails_over(150, None).await;
+}
+
+#[actix_web::test]
+async fn a_page_on_sse_whose_node_dies_reconnects_to_another_member() {
+    page_fails_over(190, Some("sse")).await;
+}
+
+#[actix_web::test]
+async fn a_page_on_long_polling_whose_node_dies_reconnects_to_another_member() {
+    page_fails_over(200, Some("poll")).await;
+}
+
+/// Pages on n2 and n3 (on `transport`, or the default WebSocket); n2 is
+/// killed; n2's page reconnects to another member, on the same
+/// transport, and shows a score written meanwhile and the same scores as
+/// n3's page.
+async fn page_fails_over(base: u8, transport: Option<&str>) {
     if !browser_available() {
         return;
     }
-    let mut cluster = common::cluster::Cluster::start_playing_demo(150, 3, 3000).await;
+    let mut cluster = common::cluster::Cluster::start_playing_demo(base, 3, 3000).await;
     let driver = Driver::start().await;
-    let (on_n2, on_n3) = pages_on_n2_and_n3(&cluster, &driver).await;
+    let query = transport.map_or(String::new(), |t| format!("?transport={t}"));
+    let (on_n2, on_n3) = pages_on_n2_and_n3(&cluster, &driver, &query).await;
     // The page learns the members as it goes live: let that answer come.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -749,6 +774,14 @@ async fn a_page_whose_node_dies_reconnects_to_another_member_and_shows_what_chan
     );
     let state = eventually(&on_n2, CONNECTION, Duration::from_secs(5), |v| v == "live").await;
     assert_eq!(state, "live");
+    let on = on_n2
+        .execute(
+            "return document.querySelector('#connection').dataset.transport",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(on, transport.unwrap_or("websocket"), "on the transport it was on");
     // Both pages show the same scores (the demo plays on: compare until
     // they agree at one moment).
     let scores = "return [...document.querySelectorAll('#board .card:not(.leaving)')]\

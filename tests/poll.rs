@@ -254,3 +254,26 @@ async fn an_abandoned_poll_is_cleaned_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[actix_rt::test]
+async fn answers_are_shared_only_with_origins_that_may_push() {
+    let node = node();
+    let rest = Rest::new(&node);
+    let from = |origin: &'static str| {
+        let url = node.url("/api/v1/caches/c/poll?key=k");
+        let request = rest.http.get(url).insert_header(("Origin", origin));
+        common::send(request, "")
+    };
+    // `localhost` is on the default allow-list, on any port.
+    let allowed = from("http://localhost:5173").await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text);
+    assert_eq!(
+        allowed.headers.get("access-control-allow-origin").unwrap(),
+        "http://localhost:5173"
+    );
+    assert!(allowed.headers.get_all("vary").any(|v| v == "Origin"));
+    // Another site's script may not read it (the browser enforces that).
+    let other = from("https://elsewhere.example").await;
+    assert_eq!(other.status, 200, "{}", other.text);
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+}

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, StreamHandler};
 use serde::Serialize;
 
 use actix::ResponseFuture;
@@ -47,7 +47,14 @@ pub struct Membership {
     topology_version: u64,
     /// This node's place in a cluster; none when it is its own cluster.
     cluster: Option<Arc<ClusterMember>>,
+    /// The HTTP APIs of the members seen since this node started: a page
+    /// one of them served may fail over here, also once it has left.
+    member_apis: BTreeSet<String>,
 }
+
+/// Member APIs remembered at most; past it, the first in address order
+/// makes room for a new one.
+const REMEMBERED_MEMBER_APIS: usize = 1024;
 
 impl Membership {
     pub fn new(local: Member) -> Self {
@@ -58,6 +65,7 @@ impl Membership {
             tables: BTreeMap::new(),
             topology_version: 1,
             cluster: None,
+            member_apis: BTreeSet::new(),
         }
     }
 
@@ -77,6 +85,36 @@ impl Membership {
 
 impl Actor for Membership {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(cluster) = &self.cluster {
+            let topology = cluster.topology();
+            self.remember_member_apis(&topology.borrow());
+            let changes = futures_util::stream::unfold(topology, |mut topology| async move {
+                topology.changed().await.ok()?;
+                let now = topology.borrow_and_update().clone();
+                Some((now, topology))
+            });
+            ctx.add_stream(changes);
+        }
+    }
+}
+
+impl StreamHandler<Arc<Topology>> for Membership {
+    fn handle(&mut self, topology: Arc<Topology>, _: &mut Context<Self>) {
+        self.remember_member_apis(&topology);
+    }
+}
+
+impl Membership {
+    fn remember_member_apis(&mut self, topology: &Topology) {
+        for info in topology.members.values() {
+            if self.member_apis.len() >= REMEMBERED_MEMBER_APIS && !self.member_apis.contains(&info.api) {
+                self.member_apis.pop_first();
+            }
+            self.member_apis.insert(info.api.clone());
+        }
+    }
 }
 
 /// The cluster at a glance, for `/metrics`.
@@ -296,8 +334,10 @@ impl Handler<ForgetCache> for Membership {
     }
 }
 
-/// Whether `address` (`host:port`) is the HTTP API of a member: a page
-/// served by one member may open a WebSocket to another.
+/// Whether `address` (`host:port`) is the HTTP API of a member, or was
+/// since this node started: a page served by one member may push from
+/// another (its WebSocket, SSE stream or polls), also once its own member
+/// died.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct IsMemberApi(pub String);
@@ -307,12 +347,7 @@ impl Handler<IsMemberApi> for Membership {
 
     fn handle(&mut self, IsMemberApi(address): IsMemberApi, _: &mut Context<Self>) -> bool {
         match &self.cluster {
-            Some(cluster) => cluster
-                .topology()
-                .borrow()
-                .members
-                .values()
-                .any(|info| info.api == address),
+            Some(_) => self.member_apis.contains(&address),
             None => self.local.address == address,
         }
     }

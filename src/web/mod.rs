@@ -6,6 +6,7 @@ pub mod assets;
 mod body;
 mod cluster;
 pub mod command;
+mod cors;
 pub mod error;
 pub mod handshake;
 pub mod http_subscription;
@@ -100,8 +101,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default().error_handler(|err, _| ApiError::bad_request(err.to_string()).into()),
     )
     .service(resource("/ws", "GET").route(web::get().to(websocket::websocket)))
-    .service(resource("/api/v1/caches/{cache}/events", "GET").route(web::get().to(sse::events)))
-    .service(resource("/api/v1/caches/{cache}/poll", "GET").route(web::get().to(poll::poll)))
+    .service(
+        resource("/api/v1/caches/{cache}/events", "GET")
+            .route(web::get().to(sse::events))
+            .wrap(actix_web::middleware::from_fn(cors::share_with_pushing_origins)),
+    )
+    .service(
+        resource("/api/v1/caches/{cache}/poll", "GET")
+            .route(web::get().to(poll::poll))
+            .wrap(actix_web::middleware::from_fn(cors::share_with_pushing_origins)),
+    )
     .configure(assets::routes)
     .configure(rest::routes)
     .default_service(web::to(not_found));

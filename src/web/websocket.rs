@@ -8,12 +8,12 @@ use actix::{Actor, ActorFutureExt, AsyncContext, WrapFuture};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::CloseCode;
 
+use super::cors::origin_may_push;
 use super::error::ApiError;
-use super::handshake::{negotiate_format, origin_allowed, origin_authority};
+use super::handshake::negotiate_format;
 use super::rate_limit::RateLimiter;
 use super::session::Session;
 use super::{ws_transport, AppState, ConnectionSlot};
-use crate::cluster::membership::IsMemberApi;
 use crate::protocol::ErrorCode;
 use crate::push::feed::Feed;
 use crate::push::listener::PushSink;
@@ -34,23 +34,12 @@ struct AccessQuery {
     access_token: Option<String>,
 }
 
-/// Whether the handshake comes from a page another member of the cluster
-/// served (its client fails over to this one).
-async fn from_a_member(req: &HttpRequest, state: &AppState) -> bool {
-    let Some(authority) = origin_authority(req.headers()) else {
-        return false;
-    };
-    let asked = state.membership.send(IsMemberApi(authority));
-    asked.await.unwrap_or(false)
-}
-
 pub async fn websocket(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if !origin_allowed(req.headers(), &state.websocket.allowed_origins) && !from_a_member(&req, &state).await
-    {
+    if !origin_may_push(req.headers(), &state).await {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "this Origin may not open a WebSocket",
