@@ -1,7 +1,10 @@
 //! The inter-node link: one TCP connection per pair of members, carrying
 //! requests and their replies both ways, in [`wire`](super::wire) frames
 //! after a handshake (cluster id, node id, generation, epoch and, with a
-//! cluster secret, a proof of it).
+//! cluster secret, a proof of it). Bulk state transfer (a whole segment,
+//! and the request for one) goes on a second connection of the pair, its
+//! bulk [`Lane`], so that a segment of many megabytes never holds up the
+//! acknowledgements, heartbeats and events queued behind it.
 //!
 //! [`Links`] is a node's end of all its links: it accepts connections on the
 //! cluster address and dials peers from that same address (so a test can
@@ -63,10 +66,36 @@ pub enum LinkError {
 type Reply<'a, Resp> = Pin<Box<dyn Future<Output = Resp> + Send + 'a>>;
 
 /// What the link asks of the messages it carries: whether one is bulk state
-/// transfer (a whole segment), counted apart from the rest of the traffic.
+/// transfer (a whole segment), counted apart from the rest of the traffic,
+/// and whether a request goes on the bulk lane (a transfer, or a request
+/// whose reply is one).
 pub trait Carried {
     fn is_transfer(&self) -> bool {
         false
+    }
+
+    fn is_bulk(&self) -> bool {
+        self.is_transfer()
+    }
+}
+
+/// Which of a pair's two connections a request travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Everything but bulk transfer: replication batches and their
+    /// acknowledgements, forwarded requests, events, consensus.
+    Control = 0,
+    /// Whole segments.
+    Bulk = 1,
+}
+
+impl Lane {
+    fn of(bulk: bool) -> Lane {
+        if bulk {
+            Lane::Bulk
+        } else {
+            Lane::Control
+        }
     }
 }
 
@@ -142,8 +171,9 @@ pub struct Links<Req, Resp> {
 pub struct Peer<Req, Resp> {
     name: Arc<str>,
     address: Mutex<SocketAddr>,
-    connection: ArcSwapOption<Connection<Resp>>,
-    dialing: tokio::sync::Mutex<()>,
+    /// The connection of each [`Lane`].
+    lanes: [ArcSwapOption<Connection<Resp>>; 2],
+    dialing: [tokio::sync::Mutex<()>; 2],
     links: std::sync::Weak<Links<Req, Resp>>,
 }
 
@@ -217,10 +247,10 @@ where
                 };
                 let Some(links) = links.upgrade() else { return };
                 tokio::spawn(async move {
-                    match tokio::time::timeout(CONNECT_TIMEOUT, links.handshake(stream)).await {
-                        Ok(Ok((name, read, write))) => {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, links.handshake(stream, None)).await {
+                        Ok(Ok((name, lane, read, write))) => {
                             let peer = links.peer_named(&name, from);
-                            peer.adopt(read, write, name.clone());
+                            peer.adopt(read, write, name.clone(), lane);
                         }
                         Ok(Err(reason)) => log::warn!("link from {from} refused: {reason}"),
                         Err(_) => log::warn!("link from {from}: no handshake in time"),
@@ -245,8 +275,8 @@ where
                 Arc::new(Peer {
                     name: Arc::from(name),
                     address: Mutex::new(address),
-                    connection: ArcSwapOption::empty(),
-                    dialing: tokio::sync::Mutex::new(()),
+                    lanes: Default::default(),
+                    dialing: Default::default(),
                     links: Arc::downgrade(self),
                 })
             })
@@ -262,12 +292,17 @@ where
     /// a node that knows only its seeds' addresses meets them.
     pub async fn introduce(self: &Arc<Self>, address: SocketAddr) -> Result<Arc<Peer<Req, Resp>>, LinkError> {
         let unreachable = |why: String| LinkError::Unreachable(address.to_string(), why);
-        let (name, read, write) = tokio::time::timeout(CONNECT_TIMEOUT, self.dial(address))
+        let (name, _, read, write) = tokio::time::timeout(CONNECT_TIMEOUT, self.dial(address, Lane::Control))
             .await
             .map_err(|_| unreachable("connect timed out".into()))?
             .map_err(unreachable)?;
         let peer = self.peer(&name, address);
-        peer.adopt(read, write, Arc::from(self.identity.node_id.as_str()));
+        peer.adopt(
+            read,
+            write,
+            Arc::from(self.identity.node_id.as_str()),
+            Lane::Control,
+        );
         Ok(peer)
     }
 
@@ -276,37 +311,42 @@ where
         self.stopping.send_replace(true);
         let peers: Vec<_> = self.peers.lock().expect("peers lock").drain().collect();
         for (_, peer) in peers {
-            if let Some(connection) = peer.connection.swap(None) {
-                connection.shut();
-            }
+            peer.shut();
         }
     }
 
-    /// Forgets a member that left: its connection closes.
+    /// Forgets a member that left: its connections close.
     pub fn forget(&self, name: &str) {
         let peer = self.peers.lock().expect("peers lock").remove(name);
-        if let Some(connection) = peer.and_then(|p| p.connection.swap(None)) {
-            connection.shut();
+        if let Some(peer) = peer {
+            peer.shut();
         }
     }
 
-    fn hello(&self) -> Hello {
+    fn hello(&self, lane: Lane) -> Hello {
         Hello {
             cluster_id: self.identity.cluster_id.clone(),
             node_id: self.identity.node_id.clone(),
             generation: self.identity.generation,
             epoch: self.epoch.load(Ordering::Acquire),
             nonce: uuid::Uuid::new_v4().into_bytes(),
+            bulk: lane == Lane::Bulk,
         }
     }
 
     /// Both ends say hello and, with a secret, prove it; returns the peer's
-    /// name and the stream's halves.
-    async fn handshake(&self, stream: TcpStream) -> Result<(Arc<str>, ReadHalf, OwnedWriteHalf), String> {
+    /// name, the connection's lane (the dialer's `dialing`, which the
+    /// accepting end, passing `None`, learns from its hello) and the
+    /// stream's halves.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        dialing: Option<Lane>,
+    ) -> Result<(Arc<str>, Lane, ReadHalf, OwnedWriteHalf), String> {
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         let (read, mut write) = stream.into_split();
         let mut read = ReadHalf::new(read);
-        let ours = self.hello();
+        let ours = self.hello(dialing.unwrap_or(Lane::Control));
         write_frame(&mut write, &ours).await?;
         let theirs: Hello = read.next().await?;
         wire::check_hello(&ours, &theirs).map_err(|e| e.to_string())?;
@@ -315,10 +355,15 @@ where
             let proof: Proof = read.next().await?;
             wire::verify(secret, &ours, &theirs, &proof).map_err(|e| e.to_string())?;
         }
-        Ok((Arc::from(theirs.node_id.as_str()), read, write))
+        let lane = dialing.unwrap_or(Lane::of(theirs.bulk));
+        Ok((Arc::from(theirs.node_id.as_str()), lane, read, write))
     }
 
-    async fn dial(&self, address: SocketAddr) -> Result<(Arc<str>, ReadHalf, OwnedWriteHalf), String> {
+    async fn dial(
+        &self,
+        address: SocketAddr,
+        lane: Lane,
+    ) -> Result<(Arc<str>, Lane, ReadHalf, OwnedWriteHalf), String> {
         let socket = match self.source {
             IpAddr::V4(_) => TcpSocket::new_v4(),
             IpAddr::V6(_) => TcpSocket::new_v6(),
@@ -328,7 +373,7 @@ where
             .bind(SocketAddr::new(self.source, 0))
             .map_err(|e| format!("binding {}: {e}", self.source))?;
         let stream = socket.connect(address).await.map_err(|e| e.to_string())?;
-        self.handshake(stream).await
+        self.handshake(stream, Some(lane)).await
     }
 }
 
@@ -341,12 +386,12 @@ where
         &self.name
     }
 
-    /// Sends `request` and waits up to `timeout` for the reply, dialing
-    /// the peer first when no connection to it is up.
+    /// Sends `request` on its lane and waits up to `timeout` for the
+    /// reply, dialing the peer first when no connection of that lane is up.
     pub async fn request(&self, request: &Req, timeout: Duration) -> Result<Resp, LinkError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let call = async {
-            let connection = self.connected().await?;
+            let connection = self.connected(Lane::of(request.is_bulk())).await?;
             let id = connection.next_id.fetch_add(1, Ordering::Relaxed);
             let (reply, answer) = oneshot::channel();
             connection.pending.lock().expect("pending lock").insert(id, reply);
@@ -371,12 +416,12 @@ where
         LinkError::Unreachable(self.name.to_string(), why.to_string())
     }
 
-    async fn connected(&self) -> Result<Arc<Connection<Resp>>, LinkError> {
-        if let Some(connection) = self.open_connection() {
+    async fn connected(&self, lane: Lane) -> Result<Arc<Connection<Resp>>, LinkError> {
+        if let Some(connection) = self.open_connection(lane) {
             return Ok(connection);
         }
-        let _dialing = self.dialing.lock().await;
-        if let Some(connection) = self.open_connection() {
+        let _dialing = self.dialing[lane as usize].lock().await;
+        if let Some(connection) = self.open_connection(lane) {
             return Ok(connection);
         }
         let links = self
@@ -384,28 +429,42 @@ where
             .upgrade()
             .ok_or_else(|| self.unreachable("node stopping"))?;
         let address = *self.address.lock().expect("address lock");
-        let dialed = tokio::time::timeout(CONNECT_TIMEOUT, links.dial(address))
+        let dialed = tokio::time::timeout(CONNECT_TIMEOUT, links.dial(address, lane))
             .await
             .map_err(|_| self.unreachable("connect timed out"))?
             .map_err(|e| self.unreachable(e))?;
-        let (name, read, write) = dialed;
+        let (name, _, read, write) = dialed;
         if name != self.name {
             return Err(self.unreachable(format!("{address} is node {name}")));
         }
         let dialer = Arc::from(links.identity.node_id.as_str());
-        self.adopt(read, write, dialer);
-        self.open_connection()
+        self.adopt(read, write, dialer, lane);
+        self.open_connection(lane)
             .ok_or_else(|| self.unreachable("connection closed at once"))
     }
 
-    fn open_connection(&self) -> Option<Arc<Connection<Resp>>> {
-        self.connection.load_full().filter(|c| c.is_open())
+    fn open_connection(&self, lane: Lane) -> Option<Arc<Connection<Resp>>> {
+        self.lanes[lane as usize].load_full().filter(|c| c.is_open())
+    }
+
+    /// Whether a connection of `lane` to this peer is up.
+    pub fn is_linked(&self, lane: Lane) -> bool {
+        self.open_connection(lane).is_some()
+    }
+
+    /// Closes every connection to this peer.
+    fn shut(&self) {
+        for lane in &self.lanes {
+            if let Some(connection) = lane.swap(None) {
+                connection.shut();
+            }
+        }
     }
 
     /// Starts a handshaken connection's reader and writer, and makes it
-    /// this peer's connection unless an open one dialed by a lower node id
-    /// is already.
-    fn adopt(&self, read: ReadHalf, write: OwnedWriteHalf, dialed_by: Arc<str>) {
+    /// this peer's connection of `lane` unless an open one dialed by a
+    /// lower node id is already.
+    fn adopt(&self, read: ReadHalf, write: OwnedWriteHalf, dialed_by: Arc<str>, lane: Lane) {
         let Some(links) = self.links.upgrade() else { return };
         let (outgoing, queue) = mpsc::channel(QUEUE_FRAMES);
         let connection = Arc::new(Connection {
@@ -418,13 +477,13 @@ where
             traffic: links.traffic.clone(),
         });
         let keep_existing = self
-            .open_connection()
+            .open_connection(lane)
             .is_some_and(|existing| existing.dialed_by < connection.dialed_by);
         tokio::spawn(write_frames(write, queue, connection.clone()));
         tokio::spawn(read_frames(read, connection.clone(), links, self.name.clone()));
         if keep_existing {
             connection.shut();
-        } else if let Some(replaced) = self.connection.swap(Some(connection)) {
+        } else if let Some(replaced) = self.lanes[lane as usize].swap(Some(connection)) {
             replaced.shut();
         }
     }
@@ -567,7 +626,12 @@ mod tests {
     /// Answers a number with its double, after waiting that many ms.
     struct Doubler;
 
-    impl Carried for u64 {}
+    /// Numbers from 1000 on stand for bulk transfer.
+    impl Carried for u64 {
+        fn is_bulk(&self) -> bool {
+            *self >= 1000
+        }
+    }
 
     impl Service<u64, u64> for Doubler {
         fn serve(&self, _: Arc<str>, n: u64) -> Reply<'static, u64> {
@@ -612,10 +676,36 @@ mod tests {
             }
         );
         assert_eq!((slow, fast, back), (Ok(400), Ok(2), Ok(6)));
-        let from_b = b.peer("a", a_address).connection.load_full().unwrap();
-        let from_a = to_b.connection.load_full().unwrap();
+        let from_b = b.peer("a", a_address).open_connection(Lane::Control).unwrap();
+        let from_a = to_b.open_connection(Lane::Control).unwrap();
         assert_eq!(&*from_a.dialed_by, "a");
         assert_eq!(&*from_b.dialed_by, "a", "b answered on the connection a dialed");
+        assert!(!to_b.is_linked(Lane::Bulk), "no bulk lane until a transfer");
+    }
+
+    #[tokio::test]
+    async fn bulk_transfer_goes_on_a_connection_of_its_own() {
+        let (a, _) = node("a", None).await;
+        let (b, b_address) = node("b", None).await;
+        let to_b = a.peer("b", b_address);
+        let (bulk, control) = tokio::join!(
+            to_b.request(&1000, Duration::from_secs(5)),
+            to_b.request(&1, Duration::from_secs(5))
+        );
+        assert_eq!((bulk, control), (Ok(2000), Ok(2)));
+        let (bulk_lane, control_lane) = (
+            to_b.open_connection(Lane::Bulk).unwrap(),
+            to_b.open_connection(Lane::Control).unwrap(),
+        );
+        assert!(!Arc::ptr_eq(&bulk_lane, &control_lane), "two connections");
+        let from_b = b.known("a").unwrap();
+        assert!(
+            from_b.is_linked(Lane::Bulk) && from_b.is_linked(Lane::Control),
+            "b adopted each on its lane"
+        );
+        // And b's own bulk request to a goes on the lane a dialed.
+        assert_eq!(from_b.request(&1001, Duration::from_secs(5)).await, Ok(2002));
+        assert_eq!(&*from_b.open_connection(Lane::Bulk).unwrap().dialed_by, "a");
     }
 
     #[tokio::test]

@@ -58,10 +58,50 @@ impl Carried for PeerRequest {
     fn is_transfer(&self) -> bool {
         matches!(self, PeerRequest::Replica(ReplicaMessage::Image { .. }))
     }
+
+    /// A whole segment, or the request for one (its reply is the segment).
+    fn is_bulk(&self) -> bool {
+        matches!(
+            self,
+            PeerRequest::Replica(ReplicaMessage::Image { .. } | ReplicaMessage::Fetch { .. })
+        )
+    }
 }
 
 impl Carried for PeerReply {
     fn is_transfer(&self) -> bool {
         matches!(self, PeerReply::Replica(ReplicaReply::Image(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{CacheName, SegmentId};
+
+    #[test]
+    fn whole_segments_and_requests_for_them_go_on_the_bulk_lane() {
+        let (cache, segment, epoch) = (CacheName::parse("c").unwrap(), SegmentId(3), 2);
+        let fetch = PeerRequest::Replica(ReplicaMessage::Fetch {
+            cache: cache.clone(),
+            segment,
+            epoch,
+        });
+        let batch = PeerRequest::Replica(ReplicaMessage::Batch {
+            cache,
+            segment,
+            epoch,
+            batch: 1,
+            ops: Vec::new(),
+        });
+        assert!(
+            fetch.is_bulk() && !fetch.is_transfer(),
+            "its reply is the segment"
+        );
+        assert!(
+            !batch.is_bulk(),
+            "batches and their acknowledgements stay on the control lane"
+        );
+        assert!(!PeerRequest::Lease.is_bulk());
     }
 }

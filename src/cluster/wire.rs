@@ -85,6 +85,10 @@ pub struct Hello {
     pub epoch: u64,
     /// A fresh random challenge the other end must answer.
     pub nonce: [u8; 16],
+    /// Whether the dialer opens the pair's bulk lane (whole segments),
+    /// kept apart so that acknowledgements never queue behind a transfer.
+    #[serde(default)]
+    pub bulk: bool,
 }
 
 /// The answer to the other end's [`Hello`] when the cluster has a secret:
@@ -163,6 +167,7 @@ mod tests {
             cluster_id: "c1".into(),
             node_id: node.into(),
             generation: 7,
+            bulk: false,
             epoch: 3,
             nonce: [nonce; 16],
         }
