@@ -3,7 +3,7 @@
 //! write can arrive from a primary and a backup owner, or again during a
 //! rebalance), passes on only the next version of each segment (the
 //! [`Sequencer`], which holds events past a gap and has the listener fill
-//! it from an owner's history), finds the subscriptions that want it in the
+//! it from an owner's history: see [`gaps`]), finds the subscriptions that want it in the
 //! [`SubscriptionIndex`], and pushes it to their sessions as a shared
 //! [`EncodedEvent`], so each format is encoded once whatever the fan-out.
 //!
@@ -19,21 +19,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Recipient, WrapFuture};
+use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use tokio::sync::{mpsc, watch};
 
 use super::dedup::DedupWindow;
 use super::filter::Filter;
 use super::index::SubscriptionIndex;
-use super::sequencer::{Fill, HistoryRead, Sequenced, Sequencer};
+use super::sequencer::{Sequenced, Sequencer};
 use super::{Health, SessionId, SubId};
 use crate::config::ListenerConfig;
 use crate::grid::{
-    CacheDeleted, CacheName, Event, Grid, GridError, Interests, Position, Published, Relayed, RelayedItem,
-    SegmentId, Version,
+    CacheDeleted, CacheName, Event, Grid, Interests, Published, Relayed, RelayedItem, SegmentId, Version,
 };
 use crate::metrics::PushMetrics;
 use crate::protocol::event::EncodedEvent;
+
+mod gaps;
+pub use gaps::{CatchUp, FillGapsFrom};
 
 /// Where a subscription's events go.
 struct Target {
@@ -145,75 +147,6 @@ impl Listener {
                     .events
                     .push((target.sub, event.clone()));
             });
-    }
-
-    fn check_gaps_later(&mut self, ctx: &mut Context<Self>) {
-        if !self.gap_check_scheduled {
-            self.gap_check_scheduled = true;
-            ctx.notify_later(CheckGaps, self.gap_wait);
-        }
-    }
-
-    /// Reads each fill from history; the answers come back as [`Filled`].
-    fn read_history(&mut self, fills: Vec<Fill>, ctx: &mut Context<Self>) {
-        let Some(grid) = &self.history else {
-            return;
-        };
-        for fill in fills {
-            let grid = grid.clone();
-            let read = async move {
-                let events = grid
-                    .history(fill.cache.as_str(), fill.segment, Position::at(fill.after))
-                    .await;
-                (fill, events)
-            };
-            ctx.spawn(read.into_actor(self).map(|(fill, events), listener, ctx| {
-                listener.filled(fill, events, ctx);
-            }));
-        }
-    }
-
-    fn filled(
-        &mut self,
-        fill: Fill,
-        events: Result<Option<Vec<Arc<Event>>>, GridError>,
-        ctx: &mut Context<Self>,
-    ) {
-        let now = Instant::now();
-        match events {
-            Ok(Some(events)) => {
-                self.sequencer.filled(&fill, HistoryRead::Read, now);
-                let mut filled = false;
-                for event in events.into_iter().filter(|e| e.version > fill.after) {
-                    filled = true;
-                    self.take(event, ctx);
-                }
-                if filled {
-                    self.metrics.gaps_filled.inc();
-                }
-            }
-            Ok(None) => {
-                log::warn!(
-                    "cache {} segment {}: events after version {} are no longer in any history; \
-                     subscribers here skip them",
-                    fill.cache,
-                    fill.segment.0,
-                    fill.after.0
-                );
-                self.metrics.gaps_skipped.inc();
-                let released = self.sequencer.filled(&fill, HistoryRead::NoLongerHeld, now);
-                self.route_all(released, ctx);
-            }
-            Err(err) => {
-                log::debug!(
-                    "cache {} segment {}: gap not filled yet: {err}",
-                    fill.cache,
-                    fill.segment.0
-                );
-                self.sequencer.filled(&fill, HistoryRead::Failed, now);
-                self.check_gaps_later(ctx);
-            }
-        }
     }
 
     fn report_watching(&self) {
@@ -341,39 +274,6 @@ impl Handler<Relayed> for Listener {
     }
 }
 
-/// Reads from history the gaps that lasted long enough; the listener
-/// sends it to itself.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct CheckGaps;
-
-impl Handler<CheckGaps> for Listener {
-    type Result = ();
-
-    fn handle(&mut self, _: CheckGaps, ctx: &mut Context<Self>) {
-        self.gap_check_scheduled = false;
-        let fills = self.sequencer.gaps_older_than(self.gap_wait, Instant::now());
-        self.read_history(fills, ctx);
-        if self.sequencer.has_gaps() {
-            self.check_gaps_later(ctx);
-        }
-    }
-}
-
-/// Where to read history to fill gaps from: given once the grid exists
-/// (the grid publishes to the listener, so the listener comes first).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FillGapsFrom(pub Grid);
-
-impl Handler<FillGapsFrom> for Listener {
-    type Result = ();
-
-    fn handle(&mut self, FillGapsFrom(grid): FillGapsFrom, _: &mut Context<Self>) {
-        self.history = Some(grid);
-    }
-}
-
 /// A starting subscription's snapshot or replay covered `positions`
 /// (empty: it read none): its cache's segments start there.
 #[derive(Message)]
@@ -423,23 +323,6 @@ impl Handler<HealthChanged> for Listener {
         if health == Health::Recovered {
             self.handle(CatchUp, ctx);
         }
-    }
-}
-
-/// Reads every watched segment's history past what was passed on, from
-/// its current owners: sent after each new topology, so what a member
-/// missed while the others counted it out reaches its subscribers even
-/// if no later write to the segment shows the gap.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CatchUp;
-
-impl Handler<CatchUp> for Listener {
-    type Result = ();
-
-    fn handle(&mut self, _: CatchUp, ctx: &mut Context<Self>) {
-        let fills = self.sequencer.catch_up();
-        self.read_history(fills, ctx);
     }
 }
 
