@@ -903,3 +903,60 @@ async fn max_entries_bounds_the_cluster_each_primary_keeping_its_segments_share(
         );
     }
 }
+
+#[actix::test]
+async fn a_subscriber_resumes_on_a_member_holding_a_copy_of_its_segment_from_that_copy() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = three_members(220).await;
+    let key = "followed";
+    let owners = cluster.owners_of(CACHE, key).await;
+    let (primary, backup) = (owners[0], owners[1]);
+    let write = async |n: u64| {
+        let rest = cluster.rest(primary);
+        until(&format!("write {n}"), Duration::from_secs(10), async || {
+            rest.put_entry(CACHE, key, &n.to_string())
+                .await
+                .status
+                .is_success()
+        })
+        .await;
+    };
+    // A subscriber to the key on the member backing its segment sees two
+    // writes, drops, and misses three.
+    let subscribe = json!({"op": "subscribe", "cache": CACHE, "filter": {"key": key}});
+    let (mut ws, frames) = subscribed(&cluster, backup, subscribe).await;
+    let mut held = Held::from_snapshot(frames.last().expect("a snapshot"));
+    for n in 0..2 {
+        write(n).await;
+    }
+    for event in events_until(&mut ws, Instant::now()).await {
+        held.take(&event);
+    }
+    drop(ws);
+    for n in 2..5 {
+        write(n).await;
+    }
+    // The primary stops answering (for less than the failure timeout, so
+    // it stays the primary): the member's own copy answers the resume.
+    cluster.signal(primary, libc::SIGSTOP);
+    let resume = json!({"op": "subscribe", "cache": CACHE, "filter": {"key": key},
+                        "resume": {"positions": held.positions, "epochs": held.epochs}});
+    let mut resumed = common::ws::WsClient::connect(cluster.node(backup)).await;
+    let reply = resumed.request(resume).await;
+    let mut replayed = Vec::new();
+    while replayed.len() < 3 {
+        match resumed.next_within(Duration::from_millis(300)).await {
+            Some(frame) => replayed.push(frame),
+            None => break,
+        }
+    }
+    cluster.signal(primary, libc::SIGCONT);
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    let values: Vec<String> = replayed.iter().map(|f| f["event"]["value"].to_string()).collect();
+    assert_eq!(
+        values,
+        ["2", "3", "4"],
+        "the missed writes, replayed by n{} with its primary stopped: {replayed:?}",
+        backup + 1
+    );
+}

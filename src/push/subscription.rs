@@ -171,7 +171,10 @@ async fn read_replay(
     let segments = segments_of(&*grid.cache(cache)?, filter);
     let reads = segments.into_iter().map(|segment| {
         let after = positions.get(&segment).copied().unwrap_or_default();
-        async move { (segment, after, grid.history(cache, segment, after).await) }
+        async move {
+            let history = grid.history_for_resume(cache, segment, after).await;
+            (segment, after, history)
+        }
     });
     let mut events = Vec::new();
     let mut covered = Positions::new();

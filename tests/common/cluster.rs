@@ -135,6 +135,12 @@ impl Cluster {
 
     /// The node leading the segment `key` hashes to, as node 0 sees it.
     pub async fn primary_of(&self, cache: &str, key: &str) -> usize {
+        self.owners_of(cache, key).await[0]
+    }
+
+    /// The nodes owning `key`'s segment of `cache`, primary first, as n1
+    /// sees them.
+    pub async fn owners_of(&self, cache: &str, key: &str) -> Vec<usize> {
         let view = self.rest(0).get("/api/v1/cluster").await.body;
         let segments = view["caches"][cache]["segments"]
             .as_u64()
@@ -145,12 +151,15 @@ impl Cluster {
             .iter()
             .find(|r| r["first"].as_u64() <= Some(segment) && Some(segment) <= r["last"].as_u64())
             .expect("a range holds every segment");
-        let primary = range["owners"][0].as_str().expect("a primary");
-        let n: usize = primary
-            .trim_start_matches('n')
-            .parse()
-            .expect("members are n1, n2, ...");
-        n - 1
+        let owners = range["owners"].as_array().expect("owners");
+        let index = |owner: &serde_json::Value| {
+            let n: usize = owner
+                .as_str()
+                .and_then(|o| o.trim_start_matches('n').parse().ok())
+                .expect("members are n1, n2, ...");
+            n - 1
+        };
+        owners.iter().map(index).collect()
     }
 
     /// Waits until every node in `which` sees exactly `count` members.

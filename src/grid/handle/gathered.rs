@@ -162,6 +162,27 @@ impl Grid {
         join_all(replies).await.into_iter().collect()
     }
 
+    /// [`Grid::history`] for a client resuming on this member, read from
+    /// the member's own copy of the segment when it holds one that reaches
+    /// back (a backup keeps its primary's history), so a resume needs no
+    /// other member; from the primary otherwise. A member cut off from the
+    /// majority reads no copy of its own (it serves nothing).
+    pub async fn history_for_resume(
+        &self,
+        cache: &str,
+        segment: SegmentId,
+        position: Position,
+    ) -> Result<Option<Vec<Arc<Event>>>, GridError> {
+        let leased = self.inner.setup.leased.as_ref().is_none_or(|leased| leased());
+        let copy = self.cache(cache)?.routes.copy(segment).cloned();
+        if let Some(copy) = copy.filter(|_| leased) {
+            if let Ok(Some(events)) = copy.send(partition::ReadCopyHistory { after: position }).await {
+                return Ok(Some(events));
+            }
+        }
+        self.history(cache, segment, position).await
+    }
+
     /// The events of `segment` after `position`, if its history reaches
     /// back and the position is in its lineage: from this node's primary,
     /// or asked of the member leading it (which sends this node the

@@ -248,6 +248,17 @@ pub struct ReadHistory {
     pub after: Position,
 }
 
+/// [`ReadHistory`] of this copy, whatever its role, for a resume on this
+/// member: a backup holds its primary's history (and the writes it applied
+/// that the primary is still to acknowledge, which it reports too). `None`
+/// from a copy departing this member (it no longer takes its primary's
+/// writes), as from one whose history does not reach back.
+#[derive(Message)]
+#[rtype(result = "Option<Vec<Arc<Event>>>")]
+pub struct ReadCopyHistory {
+    pub after: Position,
+}
+
 /// Evict `count` entries here or, failing that, further along.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -338,6 +349,17 @@ impl Handler<ReadHistory> for Partition {
     type Result = MessageResult<ReadHistory>;
 
     fn handle(&mut self, msg: ReadHistory, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.segment.history_after(msg.after))
+    }
+}
+
+impl Handler<ReadCopyHistory> for Partition {
+    type Result = MessageResult<ReadCopyHistory>;
+
+    fn handle(&mut self, msg: ReadCopyHistory, _: &mut Context<Self>) -> Self::Result {
+        if matches!(self.replication.role, Role::Departing { .. }) {
+            return MessageResult(None);
+        }
         MessageResult(self.segment.history_after(msg.after))
     }
 }
