@@ -7,11 +7,18 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use super::{unavailable, Forwarding, Grid, Page, Sent, Target, MAX_PAGE};
+use super::{unavailable, Cache, Forwarding, Grid, Page, Sent, Target, MAX_PAGE};
 use crate::grid::forward::{self, Forwarded, ForwardedReply};
-use crate::grid::partition::{self, Snapshot};
+use crate::grid::partition::{self, Partition, Snapshot};
 use crate::grid::segment::{EntryView, Position};
 use crate::grid::{Event, GridError, KeyFilter, SegmentId};
+
+/// One segment's answer to a gathered read: from this node's partition,
+/// or from the member leading the segment.
+enum Answer<R> {
+    Local(R),
+    Forwarded(ForwardedReply),
+}
 
 impl Grid {
     /// Up to `limit` (at most [`MAX_PAGE`]) entries whose keys start with
@@ -43,40 +50,33 @@ impl Grid {
         let cache = self.cache(cache)?;
         let (prefix, after): (Arc<str>, Option<Arc<str>>) = (Arc::from(prefix), after.map(Arc::from));
         // One more than the page, to know whether another page follows.
-        let mut requests = Vec::new();
-        for segment in (0..cache.routes.segments()).map(SegmentId) {
-            let (prefix, after, limit) = (prefix.clone(), after.clone(), limit + 1);
-            requests.push(match self.target(&cache, segment, Forwarding::Allowed)? {
-                Target::Local(partition) => {
-                    Sent::Local(partition.send(partition::List { prefix, after, limit }))
-                }
-                Target::Remote(forwarder, member) => {
-                    let forwarded = Forwarded::List {
-                        cache: cache.name().clone(),
-                        segment,
-                        prefix,
-                        after,
-                        limit,
-                    };
-                    Sent::Forwarded(forwarder.forward(member, forwarded))
-                }
-            });
-        }
-        let replies = requests.into_iter().map(|sent| async move {
-            match sent {
-                Sent::Local(request) => request.await.map_err(unavailable)?,
-                Sent::Forwarded(reply) => match reply.await? {
-                    ForwardedReply::Listed(listed) => {
+        let asked = limit + 1;
+        let lists = self
+            .gather(
+                &cache,
+                (0..cache.routes.segments()).map(SegmentId),
+                |_| partition::List {
+                    prefix: prefix.clone(),
+                    after: after.clone(),
+                    limit: asked,
+                },
+                |segment| Forwarded::List {
+                    cache: cache.name().clone(),
+                    segment,
+                    prefix: prefix.clone(),
+                    after: after.clone(),
+                    limit: asked,
+                },
+                |_, answer| match answer {
+                    Answer::Local(listed) => listed,
+                    Answer::Forwarded(ForwardedReply::Listed(listed)) => {
                         listed.map(|e| e.into_iter().map(EntryView::from).collect())
                     }
-                    other => Err(forward::mismatched(other)),
+                    Answer::Forwarded(other) => Err(forward::mismatched(other)),
                 },
-            }
-        });
-        let mut entries = Vec::new();
-        for reply in join_all(replies).await {
-            entries.extend(reply?);
-        }
+            )
+            .await?;
+        let mut entries: Vec<EntryView> = lists.into_iter().flatten().collect();
         entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let more = entries.len() > limit;
         entries.truncate(limit);
@@ -93,36 +93,25 @@ impl Grid {
             return Ok(cache.entry_count());
         }
         let lost: Vec<SegmentId> = cache.routes.lost().collect();
-        let mut requests = Vec::new();
-        for segment in (0..cache.routes.segments()).map(SegmentId) {
-            if lost.contains(&segment) {
-                continue;
-            }
-            requests.push(match self.target(&cache, segment, Forwarding::Allowed)? {
-                Target::Local(partition) => Sent::Local(partition.send(partition::CountEntries)),
-                Target::Remote(forwarder, member) => {
-                    let forwarded = Forwarded::Count {
-                        cache: cache.name().clone(),
-                        segment,
-                    };
-                    Sent::Forwarded(forwarder.forward(member, forwarded))
-                }
-            });
-        }
-        let replies = requests.into_iter().map(|sent| async move {
-            match sent {
-                Sent::Local(request) => request.await.map_err(unavailable)?,
-                Sent::Forwarded(reply) => match reply.await? {
-                    ForwardedReply::Counted(counted) => counted,
-                    other => Err(forward::mismatched(other)),
+        let held = (0..cache.routes.segments())
+            .map(SegmentId)
+            .filter(|segment| !lost.contains(segment));
+        let counts = self
+            .gather(
+                &cache,
+                held,
+                |_| partition::CountEntries,
+                |segment| Forwarded::Count {
+                    cache: cache.name().clone(),
+                    segment,
                 },
-            }
-        });
-        let mut entries = 0;
-        for reply in join_all(replies).await {
-            entries += reply?;
-        }
-        Ok(entries)
+                |_, answer| match answer {
+                    Answer::Local(counted) | Answer::Forwarded(ForwardedReply::Counted(counted)) => counted,
+                    Answer::Forwarded(other) => Err(forward::mismatched(other)),
+                },
+            )
+            .await?;
+        Ok(counts.into_iter().sum())
     }
 
     /// Every segment's entries matching `filter` (none without one) and
@@ -131,33 +120,67 @@ impl Grid {
     /// segment (which sends this node the cache's events from then on).
     pub async fn snapshot(&self, cache: &str, filter: Option<KeyFilter>) -> Result<Vec<Snapshot>, GridError> {
         let cache = self.cache(cache)?;
-        let mut requests = Vec::new();
-        for segment in (0..cache.routes.segments()).map(SegmentId) {
-            let filter = filter.clone();
-            requests.push(match self.target(&cache, segment, Forwarding::Allowed)? {
-                Target::Local(partition) => Sent::Local(partition.send(partition::TakeSnapshot { filter })),
-                Target::Remote(forwarder, member) => {
-                    let forwarded = Forwarded::Snapshot {
-                        cache: cache.name().clone(),
+        self.gather(
+            &cache,
+            (0..cache.routes.segments()).map(SegmentId),
+            |_| partition::TakeSnapshot {
+                filter: filter.clone(),
+            },
+            |segment| Forwarded::Snapshot {
+                cache: cache.name().clone(),
+                segment,
+                filter: filter.clone(),
+            },
+            |segment, answer| match answer {
+                Answer::Local(snapshot) => Ok(snapshot),
+                Answer::Forwarded(ForwardedReply::Snapshot(part)) => {
+                    part.map(|(position, entries)| Snapshot {
                         segment,
-                        filter,
-                    };
-                    Sent::Forwarded(forwarder.forward(member, forwarded))
-                }
-            });
-        }
-        let replies = requests.into_iter().zip(0..).map(|(sent, segment)| async move {
-            match sent {
-                Sent::Local(request) => request.await.map_err(unavailable),
-                Sent::Forwarded(reply) => match reply.await? {
-                    ForwardedReply::Snapshot(part) => part.map(|(position, entries)| Snapshot {
-                        segment: SegmentId(segment),
                         entries: entries.into_iter().map(EntryView::from).collect(),
                         position,
-                    }),
-                    other => Err(forward::mismatched(other)),
-                },
-            }
+                    })
+                }
+                Answer::Forwarded(other) => Err(forward::mismatched(other)),
+            },
+        )
+        .await
+    }
+
+    /// Sends one request to each of `segments`, `local(segment)` to this
+    /// node's primary of it or `forwarded(segment)` to the member leading
+    /// it, all before awaiting any; then gathers the answers in segment
+    /// order, each taken apart by `answer`. The first error is the whole
+    /// read's.
+    async fn gather<M, T>(
+        &self,
+        cache: &Cache,
+        segments: impl IntoIterator<Item = SegmentId>,
+        local: impl Fn(SegmentId) -> M,
+        forwarded: impl Fn(SegmentId) -> Forwarded,
+        answer: impl Fn(SegmentId, Answer<M::Result>) -> Result<T, GridError>,
+    ) -> Result<Vec<T>, GridError>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        Partition: actix::Handler<M>,
+    {
+        let mut requests = Vec::new();
+        for segment in segments {
+            let sent = match self.target(cache, segment, Forwarding::Allowed)? {
+                Target::Local(partition) => Sent::Local(partition.send(local(segment))),
+                Target::Remote(forwarder, member) => {
+                    Sent::Forwarded(forwarder.forward(member, forwarded(segment)))
+                }
+            };
+            requests.push((segment, sent));
+        }
+        let answer = &answer;
+        let replies = requests.into_iter().map(|(segment, sent)| async move {
+            let reply = match sent {
+                Sent::Local(request) => Answer::Local(request.await.map_err(unavailable)?),
+                Sent::Forwarded(reply) => Answer::Forwarded(reply.await?),
+            };
+            answer(segment, reply)
         });
         join_all(replies).await.into_iter().collect()
     }
