@@ -871,6 +871,38 @@ async fn a_cache_is_on_every_member_once_its_creation_is_answered() {
 }
 
 #[actix::test]
+async fn caches_created_back_to_back_all_stay_on_every_member() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = three_members(230).await;
+    // Each creation is a new topology while members still place the one
+    // before: placing an older topology must not delete a newer cache.
+    let names: Vec<String> = (0..24).map(|n| format!("b{n}")).collect();
+    let members = [cluster.rest(0), cluster.rest(1), cluster.rest(2)];
+    let members = &members;
+    let creations = names
+        .iter()
+        .enumerate()
+        .map(|(n, name)| async move { (name, members[n % 3].create_cache(name, r#"{"segments":8}"#).await) });
+    for (name, created) in futures_util::future::join_all(creations).await {
+        assert!(created.status.is_success(), "{name}: {}", created.text);
+    }
+    // A wrongful deletion is agreed moments after the creation it undoes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..3 {
+        let listed = cluster.rest(i).get("/api/v1/caches").await;
+        let mut present: Vec<String> = listed.body["caches"]
+            .as_array()
+            .expect("a list of caches")
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .filter(|name| name.starts_with('b'))
+            .collect();
+        present.sort_by_key(|name| name[1..].parse::<u32>().unwrap());
+        assert_eq!(present, names, "n{} still has every cache", i + 1);
+    }
+}
+
+#[actix::test]
 async fn max_entries_bounds_the_cluster_each_primary_keeping_its_segments_share() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let cluster = three_members(180).await;

@@ -69,6 +69,7 @@ pub async fn follow_topology(grid: Grid, mut topology: watch::Receiver<Arc<Topol
     loop {
         let agreed = topology.borrow_and_update().clone();
         place_caches(&grid, &agreed, &grid.local_member().clone()).await;
+        remove_deleted_caches(&grid, &topology).await;
         placed();
         if topology.changed().await.is_err() {
             return;
@@ -97,10 +98,20 @@ async fn place_caches(grid: &Grid, topology: &Topology, me: &MemberId) {
             log::warn!("cache {name}: owners of epoch {} not placed: {e}", cache.epoch);
         }
     }
-    for cache in grid.caches() {
-        if !topology.caches.contains_key(cache.name().as_str()) {
-            if let Err(e) = grid.delete_cache(cache.name().as_str()).await {
-                log::warn!("cache {} deleted by the cluster: {e}", cache.name());
+}
+
+/// Removes the caches the newest agreed topology no longer has. The
+/// newest, not the one just placed: a cache created here while that one
+/// was placed is in a later topology (a member creates a cache once it
+/// applied the agreement), and must stay.
+async fn remove_deleted_caches(grid: &Grid, topology: &watch::Receiver<Arc<Topology>>) {
+    let here = grid.caches();
+    let newest = topology.borrow().clone();
+    for cache in here {
+        let name = cache.name().as_str();
+        if !newest.caches.contains_key(name) {
+            if let Err(e) = grid.remove_deleted_cache(name).await {
+                log::warn!("cache {name} deleted by the cluster: {e}");
             }
         }
     }

@@ -133,7 +133,15 @@ async fn list_caches(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
         .filter(|cache| access.check_read(cache.name().as_str()).is_ok())
         .collect();
     let summaries = readable.iter().map(|cache| summary(&state.grid, cache));
-    let caches = futures_util::future::try_join_all(summaries).await?;
+    let mut caches = Vec::with_capacity(readable.len());
+    for summary in futures_util::future::join_all(summaries).await {
+        match summary {
+            Ok(summary) => caches.push(summary),
+            // Deleted while listed: no longer one of the caches.
+            Err(GridError::UnknownCache(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(HttpResponse::Ok().json(CacheList { caches }))
 }
 

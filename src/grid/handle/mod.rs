@@ -4,8 +4,9 @@
 //! it holds no entry state itself.
 //!
 //! The registry is copy-on-write behind an `ArcSwap`, so looking a cache up on
-//! the hot path is a lock-free load; only creating a cache (rare) takes a
-//! lock, to keep two concurrent creations of one name from racing.
+//! the hot path is a lock-free load; only placing or removing a cache
+//! (rare) takes a lock, so a cache is placed once however many creations
+//! of its name (and the agreed topology) race.
 //!
 //! The requests themselves are in the submodules: one key's (`keyed`),
 //! those gathered from every segment (`gathered`), those other members
@@ -203,34 +204,23 @@ impl Grid {
         // Two copies by default once there are other members to hold one.
         let clustered = self.inner.setup.forwarder.is_some();
         let config = config.with_default_owners(if clustered { 2 } else { 1 });
-        let _creating = self.inner.creating.lock().await;
-        let caches = self.inner.caches.load();
-        if let Some(existing) = caches.get(&name) {
-            return if *existing.config() == config {
-                Ok(Creation::AlreadyExists)
-            } else {
-                Err(GridError::Conflict(format!(
-                    "cache {name} exists with another config"
-                )))
-            };
+        let creating = self.inner.creating.lock().await;
+        if let Some(existing) = self.check_creation(&name, &config)? {
+            return Ok(existing);
         }
-        let setup = &self.inner.setup;
-        let limits = setup.limits;
-        if caches.len() >= limits.max_caches {
-            return Err(GridError::LimitReached(format!(
-                "the node holds its most caches ({}); delete one first",
-                limits.max_caches
-            )));
-        }
-        let segments: usize = caches.values().map(|c| c.config().segments as usize).sum();
-        if segments + config.segments as usize > limits.max_segments {
-            return Err(GridError::LimitReached(format!(
-                "the node's caches have {segments} of its most {} segments; {} more do not fit",
-                limits.max_segments, config.segments
-            )));
-        }
-        drop(caches);
-        let table = setup
+        // In a cluster the agreement waits for the other members to have
+        // the cache, and they may be placing a topology that needs their
+        // own lock while their creations wait for ours: the lock is let go
+        // meanwhile. Alone, the assignment is immediate and stays under it.
+        let creating = if clustered {
+            drop(creating);
+            None
+        } else {
+            Some(creating)
+        };
+        let table = self
+            .inner
+            .setup
             .owner_tables
             .assign
             .send(AssignSegments {
@@ -239,7 +229,21 @@ impl Grid {
             })
             .await
             .map_err(|e| GridError::Unavailable(format!("membership unavailable: {e}")))??;
-        let shared = CacheShared::new(name.clone(), config, setup.metrics.clone());
+        let _creating = match creating {
+            Some(held) => held,
+            None => self.inner.creating.lock().await,
+        };
+        // Placed meanwhile, by this member following the agreed topology
+        // or by a creation of the same name here.
+        if let Some(existing) = self.inner.caches.load().get(&name) {
+            return match *existing.config() == config {
+                true => Ok(Creation::Created),
+                false => Err(GridError::Conflict(format!(
+                    "cache {name} exists with another config"
+                ))),
+            };
+        }
+        let shared = CacheShared::new(name.clone(), config, self.inner.setup.metrics.clone());
         let (routes, _) = self.place(&shared, &table, None, true).await?;
         let cache = Arc::new(Cache {
             shared,
@@ -255,11 +259,53 @@ impl Grid {
         Ok(Creation::Created)
     }
 
+    /// Whether a cache `name` of `config` may be created here: `None` when
+    /// it may, `AlreadyExists` when it is here with that config.
+    fn check_creation(&self, name: &CacheName, config: &CacheConfig) -> Result<Option<Creation>, GridError> {
+        let caches = self.inner.caches.load();
+        if let Some(existing) = caches.get(name) {
+            return if existing.config() == config {
+                Ok(Some(Creation::AlreadyExists))
+            } else {
+                Err(GridError::Conflict(format!(
+                    "cache {name} exists with another config"
+                )))
+            };
+        }
+        let limits = self.inner.setup.limits;
+        if caches.len() >= limits.max_caches {
+            return Err(GridError::LimitReached(format!(
+                "the node holds its most caches ({}); delete one first",
+                limits.max_caches
+            )));
+        }
+        let segments: usize = caches.values().map(|c| c.config().segments as usize).sum();
+        if segments + config.segments as usize > limits.max_segments {
+            return Err(GridError::LimitReached(format!(
+                "the node's caches have {segments} of its most {} segments; {} more do not fit",
+                limits.max_segments, config.segments
+            )));
+        }
+        Ok(None)
+    }
+
     /// Deletes a cache: it is gone from the registry at once (requests for
-    /// it get `unknown_cache`), its partitions stop and free their entries,
-    /// and then the deletion is reported, behind every event the partitions
-    /// published.
+    /// it get `unknown_cache`), the keeper of the owner tables forgets it
+    /// (in a cluster: proposes its deletion), its partitions stop and free
+    /// their entries, and then the deletion is reported, behind every event
+    /// the partitions published.
     pub async fn delete_cache(&self, name: &str) -> Result<(), GridError> {
+        self.remove_cache(name, true).await
+    }
+
+    /// Removes a cache the cluster agreed to delete, as [`Grid::delete_cache`]
+    /// but without proposing the deletion again: a cache of the same name
+    /// created since must not be deleted with it.
+    pub async fn remove_deleted_cache(&self, name: &str) -> Result<(), GridError> {
+        self.remove_cache(name, false).await
+    }
+
+    async fn remove_cache(&self, name: &str, forget_owners: bool) -> Result<(), GridError> {
         let _creating = self.inner.creating.lock().await;
         let cache = self.cache(name)?;
         self.inner.caches.rcu(|caches| {
@@ -268,11 +314,13 @@ impl Grid {
             caches
         });
         let setup = &self.inner.setup;
-        let _ = setup
-            .owner_tables
-            .forget
-            .send(ForgetCache(cache.name().clone()))
-            .await;
+        if forget_owners {
+            let _ = setup
+                .owner_tables
+                .forget
+                .send(ForgetCache(cache.name().clone()))
+                .await;
+        }
         // Each partition answers after everything queued before; its
         // events are then in the listener's mailbox ahead of the deletion.
         let retired = cache.routes.copies().map(|p| p.send(partition::Retire));
