@@ -67,7 +67,8 @@ export class PushgridClient {
   constructor(options = {}) {
     this.origin = options.origin || location.origin;
     // The origins pushes come from: this node's first, then the other
-    // members of its cluster once learnt. REST calls stay on `origin`.
+    // members of its cluster once learnt. REST calls go where pushes come
+    // from, so a page whose node died still reads and writes.
     this.pushOrigins = [this.origin];
     this.pushOrigin = 0;
     this.token = options.token;
@@ -155,14 +156,18 @@ export class PushgridClient {
     });
   }
 
-  /** One operation through the REST API, answered like its WebSocket reply. */
+  /**
+   * One operation through the REST API of the member pushes come from,
+   * answered like its WebSocket reply. A write that fails is not retried
+   * elsewhere: the caller learns the error and decides.
+   */
   async rest({ op, cache, key, value, if_version, if_absent, lifespan_ms }) {
     const headers = {};
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
     if (if_version !== undefined) headers["If-Match"] = `"${if_version}"`;
     if (if_absent) headers["If-None-Match"] = "*";
     const method = { get: "GET", put: "PUT", remove: "DELETE" }[op];
-    let url = `${this.origin}/api/v1/caches/${encodeURIComponent(cache)}/entries/${encodeURIComponent(key)}`;
+    let url = `${this.pushOrigins[this.pushOrigin]}/api/v1/caches/${encodeURIComponent(cache)}/entries/${encodeURIComponent(key)}`;
     if (lifespan_ms !== undefined) url += `?lifespan_ms=${lifespan_ms}`;
     let response;
     try {

@@ -798,6 +798,32 @@ async fn page_fails_over(base: u8, transport: Option<&str>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(left, right, "the pages show the same scores");
+
+    // The page's own writes follow it too (on SSE and long polling they
+    // are REST calls, to another origin than the page's).
+    let n3 = Rest::new(cluster.node(2));
+    n3.create_cache("notes", "{}").await;
+    let written = page_put(&on_n2, "notes", "from-n2", json!({"seen": 77})).await;
+    assert_eq!(written["type"], "ok", "{written}");
+    let read = n3.get_entry("notes", "from-n2").await;
+    assert_eq!(read.body, json!({"seen": 77}), "the write reached the cluster");
     on_n2.close().await.unwrap();
     on_n3.close().await.unwrap();
+}
+
+/// `pushgridClient.put` on `page`, retried while the cluster answers
+/// `unavailable` (a member's segments are being promoted); its answer.
+async fn page_put(page: &Client, cache: &str, key: &str, value: Value) -> Value {
+    let script = "const done = arguments[arguments.length - 1];\
+                  window.pushgridClient.put(arguments[0], arguments[1], arguments[2])\
+                  .then(done, (e) => done({ type: 'error', code: e.code, message: e.message }));";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let args = vec![json!(cache), json!(key), value.clone()];
+        let answer = page.execute_async(script, args).await.unwrap();
+        if answer["code"] != "unavailable" || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

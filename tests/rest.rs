@@ -565,6 +565,72 @@ async fn metrics_are_prometheus_text() {
 }
 
 #[actix_web::test]
+async fn entries_may_be_written_by_scripts_of_origins_that_may_push() {
+    let node = TestNode::start();
+    let rest = Rest::new(&node);
+    rest.create_cache("c", "{}").await;
+    let url = node.url("/api/v1/caches/c/entries/k");
+    let preflight = |origin: &'static str| {
+        let request = rest
+            .http
+            .request(awc::http::Method::OPTIONS, &url)
+            .insert_header(("Origin", origin))
+            .insert_header(("Access-Control-Request-Method", "PUT"))
+            .insert_header(("Access-Control-Request-Headers", "authorization, if-match"));
+        send(request, "")
+    };
+    // `localhost` is on the default allow-list: a page of another member
+    // (or of a dev server) may write here once its node is gone.
+    let allowed = preflight("http://localhost:5173").await;
+    assert_eq!(allowed.status, StatusCode::NO_CONTENT, "{}", allowed.text);
+    let header = |name: &str| allowed.headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        header("access-control-allow-origin").as_deref(),
+        Some("http://localhost:5173")
+    );
+    assert_eq!(
+        header("access-control-allow-methods").as_deref(),
+        Some("GET, PUT, DELETE")
+    );
+    let allowed_headers = header("access-control-allow-headers").unwrap().to_lowercase();
+    for asked in ["authorization", "content-type", "if-match", "if-none-match"] {
+        assert!(allowed_headers.contains(asked), "{asked} in {allowed_headers}");
+    }
+    let refused = preflight("https://elsewhere.example").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert_eq!(refused.error_code(), "unauthorized");
+    assert!(refused.headers.get("access-control-allow-origin").is_none());
+
+    // The write itself: its answer and its version are the script's to read.
+    let put = rest
+        .http
+        .put(&url)
+        .insert_header(("Origin", "http://localhost:5173"));
+    let written = send(put, "7").await;
+    assert_eq!(written.status, StatusCode::CREATED, "{}", written.text);
+    assert_eq!(
+        written.headers.get("access-control-allow-origin").unwrap(),
+        "http://localhost:5173"
+    );
+    assert_eq!(
+        written.headers.get("access-control-expose-headers").unwrap(),
+        "ETag"
+    );
+    assert_eq!(written.etag().as_deref(), Some("\"1\""));
+    let other = rest
+        .http
+        .get(&url)
+        .insert_header(("Origin", "https://elsewhere.example"));
+    let read = send(other, "").await;
+    assert_eq!(
+        read.status,
+        StatusCode::OK,
+        "not a browser's request: served, but not shared"
+    );
+    assert!(read.headers.get("access-control-allow-origin").is_none());
+}
+
+#[actix_web::test]
 async fn unknown_routes_are_json_404s() {
     let node = TestNode::start();
     let reply = Rest::new(&node).get("/api/v1/nothing").await;

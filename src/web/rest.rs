@@ -5,15 +5,15 @@
 //! so that a `/` in a key may arrive literally or as `%2F` alike.
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
 use super::body::{json_body_or, read_body};
-use super::cluster;
 use super::error::ApiError;
 use super::{check_query_utf8, resource};
+use super::{cluster, cors};
 use super::{request_access, AppState};
 use crate::cluster::membership::DescribeStatus;
 use crate::grid::segment::PutRequest;
@@ -48,7 +48,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     resource("/caches/{cache}/entries/{key:.*}", "GET, PUT, DELETE")
                         .route(web::get().to(get_entry))
                         .route(web::put().to(put_entry))
-                        .route(web::delete().to(delete_entry)),
+                        .route(web::delete().to(delete_entry))
+                        .route(web::method(Method::OPTIONS).to(cors::entry_preflight))
+                        .wrap(actix_web::middleware::from_fn(cors::share_with_pushing_origins)),
                 ),
         );
 }
