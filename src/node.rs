@@ -348,7 +348,7 @@ pub async fn start_member_grid(
     if let Some(cluster) = &cluster {
         cluster.attach(grid.clone(), listener.clone().recipient(), watchers.clone());
         let catch_up = listener.clone();
-        actix::spawn(follow_topology(grid.clone(), cluster.topology(), move || {
+        actix::spawn(follow_topology(grid.clone(), cluster.clone(), move || {
             catch_up.do_send(CatchUp)
         }));
         actix::spawn(report_health(cluster.lease().clone(), listener.clone()));

@@ -368,6 +368,85 @@ async fn a_member_joins_and_another_leaves_gracefully_under_writes() {
     }
 }
 
+#[actix::test]
+async fn a_joining_member_is_filled_before_it_serves_so_no_segment_pauses_to_move() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start_some(240, 4, 3, FAILURE_TIMEOUT_MS).await;
+    for cache in [CACHE, "bulk"] {
+        let created = cluster.rest(1).create_cache(cache, r#"{"segments":16}"#).await;
+        assert!(created.status.is_success(), "{}", created.text);
+    }
+    // Enough data that moving a segment whole takes a while: 8 MB, in a
+    // cache of its own (the checker reads numbers in `c`).
+    let bulk = json!("x".repeat(4000)).to_string();
+    let rests: Vec<_> = (0..3).map(|i| cluster.rest(i)).collect();
+    futures_util::future::join_all((0..8).map(|writer| {
+        let (rest, bulk) = (&rests[writer % 3], &bulk);
+        async move {
+            for n in 0..250 {
+                let key = format!("{writer}-{n}");
+                until(
+                    &format!("bulk {key} written"),
+                    Duration::from_secs(10),
+                    async || rest.put_entry("bulk", &key, bulk).await.status.is_success(),
+                )
+                .await;
+            }
+        }
+    }))
+    .await;
+    let mut followers = followers_on(&cluster, &[0, 2]).await;
+
+    let launcher = cluster.launcher(3);
+    let mut joining = None;
+    let load = under_load(&cluster, &[0, 1, 2], Duration::from_secs(8), |elapsed| {
+        if joining.is_none() && elapsed > Duration::from_secs(1) {
+            let launcher = launcher.clone();
+            joining = Some(std::thread::spawn(move || launcher.start()));
+        }
+    });
+    let history = followed(load, &mut followers).await;
+    cluster.nodes[3] = Some(joining.unwrap().join().expect("n4 started"));
+    cluster.until_members(&[0, 1, 2, 3], 4).await;
+    until(
+        "n4 leads segments, the rebalance done",
+        Duration::from_secs(30),
+        async || {
+            let view = cluster.rest(0).get("/api/v1/cluster").await.body;
+            let leads = |cache: &str| {
+                view["caches"][cache]["owners"]
+                    .as_array()
+                    .is_some_and(|ranges| ranges.iter().any(|r| r["owners"][0] == "n4"))
+            };
+            leads(CACHE) && leads("bulk") && view["rebalance"] == "stable"
+        },
+    )
+    .await;
+
+    // n4 took its segments over with copies its primaries had filled
+    // while they served: at most a segment whose last writes were still
+    // on the way is taken whole (a switch, not a transfer).
+    let n4 = cluster.rest(3);
+    let mut led = 0.0;
+    for cache in [CACHE, "bulk"] {
+        let sample = format!("pushgrid_cache_segments{{cache=\"{cache}\",role=\"primary\"}}");
+        led += n4.metric(&sample).await.unwrap();
+    }
+    let taken_whole = n4.metric("pushgrid_segments_taken_whole_total").await.unwrap();
+    eprintln!("n4 leads {led} segments, took {taken_whole} whole");
+    assert!(led >= 6.0, "n4 leads its share of 2 x 16 segments: {led}");
+    assert!(
+        taken_whole <= led / 3.0,
+        "n4 found its copies level when it took {led} segments over; {taken_whole} taken whole"
+    );
+    let nodes: Vec<_> = (0..4).map(|i| cluster.rest(i)).collect();
+    history.check(CACHE, SEGMENTS, &nodes).await;
+    let finally = common::cluster::final_state(&nodes[0], CACHE).await;
+    for follower in &mut followers {
+        follower.check(&history, &finally).await;
+    }
+}
+
 /// Writes keys `s0..s{count}` of `cache` through `rest`, retrying each
 /// until acknowledged; returns each key with its version.
 async fn write_keys(rest: &common::Rest<'_>, cache: &str, count: u64) -> Vec<(String, u64)> {

@@ -37,6 +37,9 @@ pub enum RebalanceState {
     /// Segments are moving on this node: new primaries bringing their
     /// copies level, or copies handing over (`pushgrid_segments_moving`).
     Moving,
+    /// A member joined: the owners caches move to are being filled while
+    /// the old owners serve, until every member reports them level.
+    Filling,
 }
 
 pub struct Membership {
@@ -45,6 +48,8 @@ pub struct Membership {
     tables: BTreeMap<CacheName, CacheOwnership>,
     /// Bumped on every change of the members or the tables.
     topology_version: u64,
+    /// Whether caches are moving to target tables (a member joined).
+    filling: bool,
     /// This node's place in a cluster; none when it is its own cluster.
     cluster: Option<Arc<ClusterMember>>,
     /// The HTTP APIs of the members seen since this node started: a page
@@ -64,6 +69,7 @@ impl Membership {
             members,
             tables: BTreeMap::new(),
             topology_version: 1,
+            filling: false,
             cluster: None,
             member_apis: BTreeSet::new(),
         }
@@ -383,6 +389,7 @@ impl Handler<DescribeCluster> for Membership {
                 })
                 .collect();
             self.topology_version = topology.epoch;
+            self.filling = !topology.filling.is_empty();
         }
         use std::ops::Bound;
         let from = match &msg.after {
@@ -400,7 +407,11 @@ impl Handler<DescribeCluster> for Membership {
             node: self.local.clone(),
             members: self.members.values().cloned().collect(),
             topology_version: self.topology_version,
-            rebalance: RebalanceState::Stable,
+            rebalance: if self.filling {
+                RebalanceState::Filling
+            } else {
+                RebalanceState::Stable
+            },
             caches,
             next,
         })

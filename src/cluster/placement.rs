@@ -3,7 +3,8 @@
 //! link, to the member's address in the agreed topology), and how its
 //! caches follow the topology ([`follow_topology`]: every cache the cluster
 //! agreed on exists here, placed by its owner table at its epoch; a cache
-//! the cluster deleted is deleted here).
+//! the cluster deleted is deleted here; while caches move to their target
+//! tables, the member reports once it has filled its new owners).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio::sync::watch;
 
 use super::member::ClusterMember;
 use super::messages::{PeerReply, PeerRequest};
-use super::topology::Topology;
+use super::topology::{Change, Topology};
 use crate::grid::forward::{ForwardFuture, Forwarded, Forwarder};
 use crate::grid::owners::MemberId;
 use crate::grid::replication::{ReplicaFuture, ReplicaMessage, ReplicaSink};
@@ -63,17 +64,55 @@ impl Forwarder for MemberLinks {
     }
 }
 
+/// How long a member fills the new owners of its segments before it
+/// reports them level anyway: the switch then costs a new primary a
+/// transfer (as a crash would), not the cluster its rebalance.
+const FILL_AT_MOST: Duration = Duration::from_secs(30);
+/// How often a member filling new owners looks whether they are level.
+const FILL_CHECK: Duration = Duration::from_millis(20);
+
 /// Keeps `grid`'s caches as the agreed topology says, until the topology
 /// log stops.
-pub async fn follow_topology(grid: Grid, mut topology: watch::Receiver<Arc<Topology>>, placed: impl Fn()) {
+pub async fn follow_topology(grid: Grid, member: Arc<ClusterMember>, placed: impl Fn()) {
+    let mut topology = member.topology();
     loop {
         let agreed = topology.borrow_and_update().clone();
-        place_caches(&grid, &agreed, &grid.local_member().clone()).await;
+        let me = grid.local_member().clone();
+        place_caches(&grid, &agreed, &me).await;
         remove_deleted_caches(&grid, &topology).await;
         placed();
+        if agreed.filling.contains(&me) {
+            tokio::spawn(report_level(grid.clone(), member.clone(), agreed.epoch));
+        }
         if topology.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Tells the cluster once this member's primaries have filled the owners
+/// their segments gain at `epoch` (or it gave up waiting), unless the
+/// topology moved on meanwhile.
+async fn report_level(grid: Grid, member: Arc<ClusterMember>, epoch: u64) {
+    let topology = member.topology();
+    let started = tokio::time::Instant::now();
+    while !grid.feeds_level(epoch).await {
+        if topology.borrow().epoch != epoch {
+            return;
+        }
+        if started.elapsed() > FILL_AT_MOST {
+            log::warn!("epoch {epoch}: new owners not level after {FILL_AT_MOST:?}; switching anyway");
+            break;
+        }
+        tokio::time::sleep(FILL_CHECK).await;
+    }
+    log::info!("epoch {epoch}: new owners filled in {:?}", started.elapsed());
+    let level = Change::Level {
+        member: grid.local_member().clone(),
+        epoch,
+    };
+    if let Err(e) = member.propose(level).await {
+        log::warn!("epoch {epoch}: could not report new owners level: {e:?}");
     }
 }
 

@@ -4,9 +4,15 @@
 //! same log entries in the same order and so reaches the same topology.
 //!
 //! Every change of members starts a new epoch and rebalances every cache
-//! with [`assignment::reassign`], moving only the copies it must. Creating
-//! or deleting a cache changes only its own table; the table records the
-//! epoch it was made in, which is what replication fences on.
+//! with [`assignment::reassign`], moving only the copies it must. A new
+//! member joins in two steps, so that no segment pauses while copies
+//! move: first the rebalanced table is only a *target*, and its new
+//! owners are filled (sent the segment, then every write) while the old
+//! owners serve on; once every member reported its new owners level
+//! ([`Change::Level`]), the next epoch switches to the target, and a new
+//! primary finds its copy already there. Creating or deleting a cache
+//! changes only its own table; the table records the epoch it was made
+//! in, which is what replication fences on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -51,6 +57,11 @@ pub struct CacheTopology {
     /// Segments an operator declared lost, which started again empty.
     #[serde(default)]
     pub declared_lost: BTreeSet<u32>,
+    /// The table the cache moves to once its new owners are level (a
+    /// member joined): until then `owners` serve, and every owner of the
+    /// target is filled as a backup.
+    #[serde(default)]
+    pub target: Option<SegmentOwners>,
     /// Which life of the cache's histories positions belong to, the same
     /// on every member (so a client resumes on any of them): new when the
     /// cache is created, and whenever segments are declared lost.
@@ -65,6 +76,7 @@ impl CacheTopology {
             owners: Arc::new(self.owners.clone()),
             epoch: self.epoch,
             previous: self.previous.clone().map(Arc::new),
+            target: self.target.clone().map(Arc::new),
             lost: Arc::new(self.lost.clone()),
             declared_lost: self.declared_lost.len(),
             incarnation: self.incarnation,
@@ -83,6 +95,10 @@ pub struct Topology {
     /// by the next change of members.
     #[serde(default)]
     pub handing_over: Option<MemberId>,
+    /// While caches move to their targets: the members that have not yet
+    /// reported the new owners of their segments level. Empty otherwise.
+    #[serde(default)]
+    pub filling: BTreeSet<MemberId>,
 }
 
 /// One entry of the topology log.
@@ -109,6 +125,13 @@ pub enum Change {
     },
     DeleteCache {
         name: String,
+    },
+    /// `member` has brought every new owner of the segments it leads
+    /// level with the target tables of `epoch` (or gave up waiting): the
+    /// last member to say so moves every cache to its target.
+    Level {
+        member: MemberId,
+        epoch: u64,
     },
     /// An operator accepts that `segments` of a cache (every lost one
     /// when `None`) lost their data: they start again, empty.
@@ -158,8 +181,13 @@ impl Topology {
                 // afresh from the other owners.
                 let restarted = self.members.insert(id.clone(), info.clone()).is_some();
                 self.handing_over = None;
-                self.members_changed(restarted.then_some(id))
+                if restarted || self.members.len() == 1 {
+                    return self.members_changed(restarted.then_some(id));
+                }
+                self.members_changed(None);
+                self.fill_targets()
             }
+            Change::Level { member, epoch } => self.level(member, *epoch),
             Change::Leave { id, graceful } => {
                 if self.members.remove(id).is_none() {
                     return Applied::Unchanged;
@@ -183,6 +211,7 @@ impl Topology {
                         previous: None,
                         lost: BTreeSet::new(),
                         declared_lost: BTreeSet::new(),
+                        target: None,
                         incarnation: *incarnation,
                     };
                     self.caches.insert(name.clone(), cache);
@@ -237,11 +266,50 @@ impl Topology {
         }
     }
 
+    /// Turns the epoch's rebalanced tables into targets: every cache keeps
+    /// the owners it had (so no segment pauses), and the new owners are
+    /// filled until every member says they are level.
+    fn fill_targets(&mut self) -> Applied {
+        let mut moving = false;
+        for cache in self.caches.values_mut() {
+            let Some(before) = cache.previous.clone() else {
+                continue;
+            };
+            if before != cache.owners {
+                cache.target = Some(std::mem::replace(&mut cache.owners, before));
+                moving = true;
+            }
+        }
+        if moving {
+            self.filling = self.members.keys().cloned().collect();
+        }
+        Applied::Epoch(self.epoch)
+    }
+
+    /// `member` reported its new owners level at `epoch`; the last one
+    /// starts the next epoch, in which every cache moves to its target.
+    fn level(&mut self, member: &MemberId, epoch: u64) -> Applied {
+        if epoch != self.epoch || !self.filling.remove(member) || !self.filling.is_empty() {
+            return Applied::Unchanged;
+        }
+        self.epoch += 1;
+        for cache in self.caches.values_mut() {
+            if let Some(target) = cache.target.take() {
+                cache.previous = Some(std::mem::replace(&mut cache.owners, target));
+                cache.epoch = self.epoch;
+            }
+        }
+        Applied::Epoch(self.epoch)
+    }
+
     /// A new epoch after the members changed: every cache rebalanced, and
     /// the segments none of whose owners still holds a copy marked lost.
-    /// `restarted` is a member back as a new run: it holds nothing.
+    /// `restarted` is a member back as a new run: it holds nothing. A
+    /// rebalance under way is dropped: the new one starts from the owners
+    /// that hold the data.
     fn members_changed(&mut self, restarted: Option<&MemberId>) -> Applied {
         self.epoch += 1;
+        self.filling.clear();
         let members = self.member_ids();
         let holds = |member: &MemberId| {
             (self.members.contains_key(member) && Some(member) != restarted)
@@ -261,6 +329,7 @@ impl Topology {
                 );
                 cache.lost.extend(newly_lost);
             }
+            cache.target = None;
             let config = &cache.config;
             let owners =
                 assignment::reassign(Some(&cache.owners), &members, config.segments, config.owners());
@@ -292,6 +361,14 @@ mod tests {
         Change::Join { id, info }
     }
 
+    /// Every filling member reports level: the caches move to their targets.
+    fn settle(topology: &mut Topology) {
+        for member in topology.filling.clone() {
+            let epoch = topology.epoch;
+            topology.apply(&Change::Level { member, epoch });
+        }
+    }
+
     fn config(num_owners: u32) -> CacheConfig {
         CacheConfig {
             segments: 64,
@@ -321,13 +398,52 @@ mod tests {
         assert_eq!(topology.caches["c"].epoch, 1);
 
         topology.apply(&join(2));
+        settle(&mut topology);
         topology.apply(&join(3));
+        settle(&mut topology);
         let before = topology.caches["c"].owners.clone();
-        assert_eq!(topology.apply(&join(4)), Applied::Epoch(4));
-        let after = &topology.caches["c"];
-        assert_eq!(after.epoch, 4);
+        assert_eq!(topology.apply(&join(4)), Applied::Epoch(6));
+        let filling = &topology.caches["c"];
+        assert_eq!(filling.epoch, 6);
+        assert_eq!(
+            filling.owners, before,
+            "the old owners serve while the new are filled"
+        );
+        let target = filling.target.clone().expect("a target");
         // 128 copies over 4 members: the newcomer takes its 32, no more.
-        assert_eq!(after.owners.copies_moved_from(&before), 32);
+        assert_eq!(target.copies_moved_from(&before), 32);
+        assert_eq!(topology.filling.len(), 4);
+        for n in 1..=4 {
+            let level = Change::Level {
+                member: member(n).0,
+                epoch: 6,
+            };
+            let applied = topology.apply(&level);
+            assert_eq!(
+                applied,
+                if n < 4 {
+                    Applied::Unchanged
+                } else {
+                    Applied::Epoch(7)
+                }
+            );
+            assert_eq!(
+                topology.apply(&level),
+                Applied::Unchanged,
+                "said twice, or too late"
+            );
+        }
+        let after = &topology.caches["c"];
+        assert_eq!(
+            (after.epoch, &after.owners, after.target.as_ref()),
+            (7, &target, None)
+        );
+        assert_eq!(
+            after.previous.as_ref(),
+            Some(&before),
+            "new primaries ask the old owners"
+        );
+        assert!(topology.filling.is_empty());
 
         let (id, _) = member(2);
         assert_eq!(
@@ -335,7 +451,7 @@ mod tests {
                 id: id.clone(),
                 graceful: false
             }),
-            Applied::Epoch(5)
+            Applied::Epoch(8)
         );
         assert_eq!(
             topology.apply(&Change::Leave {
@@ -351,6 +467,43 @@ mod tests {
             "the member that left owns nothing"
         );
         assert!((0..64).all(|s| table.owners(crate::grid::SegmentId(s)).len() == 2));
+    }
+
+    #[test]
+    fn a_member_leaving_while_a_join_fills_starts_again_from_the_serving_owners() {
+        let mut topology = Topology::default();
+        for n in 1..=3 {
+            topology.apply(&join(n));
+        }
+        topology.apply(&Change::CreateCache {
+            name: "c".into(),
+            config: config(2),
+            incarnation: None,
+        });
+        let serving = topology.caches["c"].owners.clone();
+        topology.apply(&join(4));
+        topology.apply(&Change::Level {
+            member: member(1).0,
+            epoch: 4,
+        });
+        let (n4, _) = member(4);
+        assert_eq!(
+            topology.apply(&Change::Leave {
+                id: n4.clone(),
+                graceful: false
+            }),
+            Applied::Epoch(5)
+        );
+        let cache = &topology.caches["c"];
+        assert_eq!(cache.target, None, "the fill is abandoned");
+        assert!(topology.filling.is_empty());
+        assert_eq!(cache.owners, serving, "nothing moved: n4 never served");
+        assert!(cache.lost.is_empty(), "n4 was never an owner that mattered");
+        let late = Change::Level {
+            member: member(2).0,
+            epoch: 4,
+        };
+        assert_eq!(topology.apply(&late), Applied::Unchanged);
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct GridMetrics {
     pub forwarded: IntCounter,
     /// Segments moving on this node: taken over, or departing.
     pub segments_moving: IntGauge,
+    /// Segments a new primary here took whole from another owner before
+    /// serving: the pause of a take-over that found its copy behind.
+    pub segments_taken_whole: IntCounter,
     /// How long a primary's write waited for every backup to apply it.
     pub replication_seconds: Histogram,
 }
@@ -70,9 +73,16 @@ impl GridMetrics {
             "Segments moving on this node: a new primary bringing its copies level, or a copy handing over",
         )
         .expect("metric definition is valid");
+        let segments_taken_whole = IntCounter::new(
+            "pushgrid_segments_taken_whole_total",
+            "Segments a new primary on this node took whole from another owner before serving \
+             (after a crash, or when its copy was behind)",
+        )
+        .expect("metric definition is valid");
         for collector in [
             Box::new(partitions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(segments_moving.clone()),
+            Box::new(segments_taken_whole.clone()),
             Box::new(forwarded.clone()),
             Box::new(replication_seconds.clone()),
         ] {
@@ -82,6 +92,7 @@ impl GridMetrics {
             partitions,
             forwarded,
             segments_moving,
+            segments_taken_whole,
             replication_seconds,
             operations,
             events: ["created", "modified", "removed", "expired"]

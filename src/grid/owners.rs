@@ -114,6 +114,9 @@ pub struct OwnerTable {
     /// The table of the epoch before, if the cache had one: where new
     /// owners find the copies they take over.
     pub previous: Option<Arc<SegmentOwners>>,
+    /// The table the cache moves to next, while its new owners are filled:
+    /// each of them holds a copy, sent every write, that serves nothing.
+    pub target: Option<Arc<SegmentOwners>>,
     /// Segments whose data went with every owner: unavailable until an
     /// operator declares it lost.
     pub lost: Arc<BTreeSet<u32>>,
@@ -125,6 +128,21 @@ pub struct OwnerTable {
 }
 
 impl OwnerTable {
+    /// The owners `segment` gains in the target table: filled, while
+    /// the current owners serve.
+    pub fn joining(&self, segment: SegmentId) -> Vec<MemberId> {
+        let Some(target) = &self.target else {
+            return Vec::new();
+        };
+        let row = self.owners.owners(segment);
+        target
+            .owners(segment)
+            .iter()
+            .filter(|m| !row.contains(m))
+            .cloned()
+            .collect()
+    }
+
     /// The table of a cache on a node that is its own cluster: nothing
     /// before it, nothing lost.
     pub fn alone(owners: SegmentOwners) -> Self {
@@ -132,6 +150,7 @@ impl OwnerTable {
             owners: Arc::new(owners),
             epoch: 0,
             previous: None,
+            target: None,
             lost: Arc::default(),
             declared_lost: 0,
             incarnation: None,

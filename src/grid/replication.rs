@@ -17,6 +17,13 @@
 //! primary never acknowledged), and sends its copy to every backup, so new
 //! owners receive the segment and all owners start the epoch level.
 //!
+//! While the cluster moves a cache to a target table (a member joined),
+//! the primary also fills the owners the segment gains (`joining`): the
+//! whole segment, then every batch, with no write waiting for them
+//! (`partition/feed.rs`). A batch a backup refuses because its member has
+//! not applied the primary's epoch yet is sent again for a moment, so a
+//! write waits for the topology to arrive rather than fail.
+//!
 //! How batches reach other members is the cluster's business: the grid is
 //! handed a [`ReplicaSink`].
 
@@ -130,9 +137,17 @@ pub enum Role {
         /// (the segment's previous primary, a member leaving the cluster):
         /// asked, with the backups, when taking over.
         sources: Vec<MemberId>,
+        /// Owners the segment gains once the cluster moves to its target
+        /// table: each is filled (the whole segment, then every batch)
+        /// without a write waiting for it, so it is level when it takes
+        /// its role.
+        joining: Vec<MemberId>,
     },
     Backup {
         epoch: u64,
+        /// The copy of an owner of the target table, being filled: not
+        /// yet known to hold everything, so nothing reads it.
+        filling: bool,
     },
     /// A copy this member no longer owns, kept until `to`, the segment's
     /// primary at `epoch`, has got as far (it may take it from here).
@@ -144,6 +159,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// A backup's role at `epoch`.
+    pub fn backup(epoch: u64) -> Self {
+        Role::Backup {
+            epoch,
+            filling: false,
+        }
+    }
+
     /// Whether this partition leads its segment: takes clients' writes
     /// (and evicts) as its only owner or primary.
     pub fn leads(&self) -> bool {
@@ -152,7 +175,7 @@ impl Role {
 
     /// Whether this partition's writes are copied anywhere.
     pub fn replicates(&self) -> bool {
-        matches!(self, Role::Primary { backups, .. } if !backups.is_empty())
+        matches!(self, Role::Primary { backups, joining, .. } if !backups.is_empty() || !joining.is_empty())
     }
 }
 
@@ -197,7 +220,7 @@ impl Replication {
     /// else the reply that says why not.
     pub fn refusal(&self, epoch: u64, batch: Option<u64>) -> Option<ReplicaReply> {
         match self.role {
-            Role::Backup { epoch: ours } if ours != epoch || ours < self.fenced => {
+            Role::Backup { epoch: ours, .. } if ours != epoch || ours < self.fenced => {
                 Some(ReplicaReply::OtherEpoch {
                     epoch: ours.max(self.fenced),
                 })
@@ -223,7 +246,7 @@ mod tests {
 
     use super::*;
     use crate::grid::cache::CacheShared;
-    use crate::grid::partition::{Partition, Put, Remove, Replicate, SetRole, TakeSnapshot};
+    use crate::grid::partition::{FeedsLevel, Partition, Put, Remove, Replicate, SetRole, TakeSnapshot};
     use crate::grid::segment::{Precondition, PutRequest};
     use crate::grid::{CacheConfig, Event, GridError, JsonValue, Published};
     use crate::metrics::Metrics;
@@ -291,12 +314,13 @@ mod tests {
         let (backup, backup_events) = partition(&config);
         let sink = Arc::new(Direct::default());
         sink.backups.lock().unwrap().insert(member("b"), backup.clone());
-        backup.send(SetRole(Role::Backup { epoch: 1 })).await.unwrap();
+        backup.send(SetRole(Role::backup(1))).await.unwrap();
         let role = Role::Primary {
             epoch: 1,
             backups: vec![member("b")],
             sink: sink.clone(),
             sources: Vec::new(),
+            joining: Vec::new(),
         };
         primary.send(SetRole(role)).await.unwrap();
         (primary, backup, sink, [primary_events, backup_events])
@@ -384,6 +408,72 @@ mod tests {
     }
 
     #[actix::test]
+    async fn a_joining_owner_is_filled_while_writes_go_on_without_waiting_for_it() {
+        let (primary, backup, sink, _events) = pair(CacheConfig::default()).await;
+        for n in 0..50 {
+            let value = n.to_string();
+            primary
+                .send(put(&format!("k{n}"), &value, None))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        // Epoch 2 gains owner `j`, whose member cannot be reached yet.
+        let (joining, _joining_events) = partition(&CacheConfig::default());
+        backup.send(SetRole(Role::backup(2))).await.unwrap();
+        let filling = Role::Backup {
+            epoch: 2,
+            filling: true,
+        };
+        joining.send(SetRole(filling)).await.unwrap();
+        let role = Role::Primary {
+            epoch: 2,
+            backups: vec![member("b")],
+            sink: sink.clone(),
+            sources: Vec::new(),
+            joining: vec![member("j")],
+        };
+        primary.send(SetRole(role)).await.unwrap();
+        for n in 50..60 {
+            let written = primary.send(put(&format!("k{n}"), "1", None)).await.unwrap();
+            assert!(
+                written.is_ok(),
+                "acknowledged without the joining owner: {written:?}"
+            );
+        }
+        assert!(!primary.send(FeedsLevel).await.unwrap());
+        sink.backups.lock().unwrap().insert(member("j"), joining.clone());
+        // Writes go on while it is filled: the whole segment, then batches.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut n = 60;
+        while !primary.send(FeedsLevel).await.unwrap() {
+            assert!(std::time::Instant::now() < deadline, "never level");
+            primary
+                .send(put(&format!("k{n}"), "2", None))
+                .await
+                .unwrap()
+                .unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for n in 0..20 {
+            primary
+                .send(put(&format!("k{n}"), "3", None))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        while !primary.send(FeedsLevel).await.unwrap() {
+            assert!(std::time::Instant::now() < deadline, "never level again");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let level = state(&primary).await;
+        assert!(level.0.len() >= 60);
+        assert_eq!(state(&joining).await, level, "the joining copy is level");
+        assert_eq!(state(&backup).await, level);
+    }
+
+    #[actix::test]
     async fn a_backup_that_missed_a_batch_is_brought_level_with_the_whole_segment() {
         let (primary, backup, sink, _events) = pair(CacheConfig::default()).await;
         primary.send(put("a", "1", None)).await.unwrap().unwrap();
@@ -400,7 +490,7 @@ mod tests {
     #[actix::test]
     async fn a_backup_at_another_epoch_refuses_and_the_write_is_not_acknowledged() {
         let (primary, backup, _, _events) = pair(CacheConfig::default()).await;
-        backup.send(SetRole(Role::Backup { epoch: 2 })).await.unwrap();
+        backup.send(SetRole(Role::backup(2))).await.unwrap();
         let fenced = primary.send(put("a", "1", None)).await.unwrap();
         assert!(
             matches!(fenced, Err(GridError::Unavailable(ref why)) if why.contains("OtherEpoch")),
@@ -418,13 +508,14 @@ mod tests {
             sink.backups.lock().unwrap().insert(member(name), backup.clone());
         }
         for backup in [&b, &c] {
-            backup.send(SetRole(Role::Backup { epoch: 1 })).await.unwrap();
+            backup.send(SetRole(Role::backup(1))).await.unwrap();
         }
         let first = Role::Primary {
             epoch: 1,
             backups: vec![member("b"), member("c")],
             sink: sink.clone(),
             sources: Vec::new(),
+            joining: Vec::new(),
         };
         a.send(SetRole(first)).await.unwrap();
         for key in ["w1", "w2"] {
@@ -438,13 +529,14 @@ mod tests {
 
         // Epoch 2: b leads, c stays, d is new and empty.
         for backup in [&c, &d] {
-            backup.send(SetRole(Role::Backup { epoch: 2 })).await.unwrap();
+            backup.send(SetRole(Role::backup(2))).await.unwrap();
         }
         let second = Role::Primary {
             epoch: 2,
             backups: vec![member("c"), member("d")],
             sink: sink.clone(),
             sources: Vec::new(),
+            joining: Vec::new(),
         };
         b.send(SetRole(second)).await.unwrap();
         let written = b.send(put("w4", "1", None)).await.unwrap().unwrap();
@@ -471,12 +563,13 @@ mod tests {
         }
         let (late, _late_events) = partition(&config);
         sink.backups.lock().unwrap().insert(member("late"), late.clone());
-        backup.send(SetRole(Role::Backup { epoch: 2 })).await.unwrap();
+        backup.send(SetRole(Role::backup(2))).await.unwrap();
         let role = Role::Primary {
             epoch: 2,
             backups: vec![member("b"), member("late")],
             sink: sink.clone(),
             sources: Vec::new(),
+            joining: Vec::new(),
         };
         primary.send(SetRole(role)).await.unwrap();
         assert_eq!(
@@ -484,7 +577,7 @@ mod tests {
             (vec![], 0),
             "not a backup yet: refused the image"
         );
-        late.send(SetRole(Role::Backup { epoch: 2 })).await.unwrap();
+        late.send(SetRole(Role::backup(2))).await.unwrap();
         let level = state(&primary).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while state(&late).await != level {

@@ -28,6 +28,8 @@ impl Grid {
     ///
     /// A new primary asks its backups, and the segment's owners in the
     /// table of the epoch before that no longer own it, how far they got.
+    /// An owner of the target table (while one is filled) holds a backup's
+    /// copy, which its primary fills.
     /// With `keep_departing` (this member is still in the cluster, or is
     /// the one leaving it), a copy it no longer owns is kept (routes go to
     /// the new primary) until the new primary has got as far.
@@ -45,6 +47,8 @@ impl Grid {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for segment in (0..owners.segments()).map(SegmentId) {
             let row = owners.owners(segment);
+            // Owners of the target table being filled hold a backup's copy.
+            let joining = table.joining(segment);
             // A copy that stopped (it handed over) is not kept.
             let kept = previous
                 .and_then(|p| p.copy(segment))
@@ -76,7 +80,7 @@ impl Grid {
                 copies.push(None);
                 continue;
             }
-            if !row.contains(me) {
+            if !row.contains(me) && !joining.contains(me) {
                 routes.push(Route::Remote(primary.clone()));
                 match (kept, &setup.replicas) {
                     // Kept, refusing clients, until the new primary got as
@@ -103,12 +107,16 @@ impl Grid {
                 Partition::start_in_arbiter(arbiter, move |_| Partition::new(shared, segment, events))
             });
             let role = match (&setup.replicas, primary == me) {
-                (_, false) => Role::Backup { epoch },
+                (_, false) => Role::Backup {
+                    epoch,
+                    filling: !row.contains(me),
+                },
                 (Some(sink), true) => Role::Primary {
                     epoch,
                     backups: row[1..].to_vec(),
                     sink: sink.clone(),
                     sources: moved_from,
+                    joining,
                 },
                 (None, true) => Role::Solo,
             };
@@ -225,6 +233,26 @@ impl Grid {
                     Ok(ReplicaReply::Position { sequence }) if sequence >= ours => {}
                     _ => return false,
                 }
+            }
+        }
+        true
+    }
+
+    /// Whether every owner this node's primaries are filling (the owners
+    /// their segments gain in the target tables) is level with them, once
+    /// every cache is placed by a table of `epoch` or later.
+    pub async fn feeds_level(&self, epoch: u64) -> bool {
+        for cache in self.caches().iter() {
+            if cache.owner_epoch() < epoch {
+                return false;
+            }
+            let asked = cache.routes.local().map(|(_, p)| p.send(partition::FeedsLevel));
+            if !join_all(asked)
+                .await
+                .into_iter()
+                .all(|level| level.unwrap_or(true))
+            {
+                return false;
             }
         }
         true

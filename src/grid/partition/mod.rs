@@ -17,10 +17,12 @@ use actix::{
 use super::cache::CacheShared;
 use super::replication::{Replication, Role};
 
+mod feed;
 mod replica;
 mod role;
 use super::segment::{EntryView, Position, Precondition, PutOutcome, PutRequest, Segment};
 use super::{now_ms, Event, EventSink, GridError, Key, KeyFilter, OpId, Published, SegmentId, Version};
+pub use feed::FeedsLevel;
 pub use replica::{Replicate, WriteReply};
 pub use role::SetRole;
 
@@ -37,6 +39,8 @@ pub struct Partition {
     /// The segment's bytes as last added to the cache's total.
     reported_bytes: usize,
     replication: Replication,
+    /// A primary's streams to the owners its segment gains.
+    feeds: Vec<feed::Feed>,
 }
 
 /// The local partitions of one cache, in segment order.
@@ -53,6 +57,7 @@ impl Partition {
             ring: None,
             reported_bytes: 0,
             replication: Replication::solo(),
+            feeds: Vec::new(),
         }
     }
 
@@ -293,7 +298,7 @@ impl Handler<Put> for Partition {
             return WriteReply::Now(Err(refused));
         }
         let result = self.write(ctx, |segment| segment.put(request, now_ms()));
-        self.acknowledged(result)
+        self.acknowledged(result, ctx)
     }
 }
 
@@ -307,7 +312,7 @@ impl Handler<Remove> for Partition {
         let result = self.write(ctx, |segment| {
             segment.remove(&msg.key, msg.precondition, msg.op, now_ms())
         });
-        self.acknowledged(result)
+        self.acknowledged(result, ctx)
     }
 }
 
@@ -357,7 +362,12 @@ impl Handler<ReadCopyHistory> for Partition {
     type Result = MessageResult<ReadCopyHistory>;
 
     fn handle(&mut self, msg: ReadCopyHistory, _: &mut Context<Self>) -> Self::Result {
-        if matches!(self.replication.role, Role::Departing { .. }) {
+        // A departing copy may be behind its new primary, a filling one
+        // behind its primary.
+        if matches!(
+            self.replication.role,
+            Role::Departing { .. } | Role::Backup { filling: true, .. }
+        ) {
             return MessageResult(None);
         }
         MessageResult(self.segment.history_after(msg.after))

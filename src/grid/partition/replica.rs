@@ -55,8 +55,9 @@ impl Partition {
     pub(super) fn acknowledged<T: 'static>(
         &mut self,
         result: Result<T, GridError>,
+        ctx: &mut Context<Self>,
     ) -> WriteReply<Result<T, GridError>> {
-        let barrier = self.replicate().or_else(|| self.level_backups());
+        let barrier = self.replicate(ctx).or_else(|| self.level_backups());
         Self::after(barrier, result)
     }
 
@@ -88,15 +89,16 @@ impl Partition {
     /// Replicates what a write with no client to answer (an expiry, an
     /// eviction) changed, holding the mailbox until the backups have it.
     pub(super) fn replicate_before_anything_else(&mut self, ctx: &mut Context<Self>) {
-        if let Some(acks) = self.replicate() {
+        if let Some(acks) = self.replicate(ctx) {
             ctx.wait(acks.map(|_, _, _| ()));
         }
     }
 
     /// Sends the changes made since the last batch to every backup, and a
     /// whole image to a backup that says it is behind; resolves once every
-    /// backup applied them, and publishes the events then.
-    fn replicate(&mut self) -> Option<Barrier> {
+    /// backup applied them, and publishes the events then. The joining
+    /// owners' feeds get the batch too, but nothing waits for them.
+    fn replicate(&mut self, ctx: &mut Context<Self>) -> Option<Barrier> {
         let Role::Primary {
             epoch, backups, sink, ..
         } = self.replication.role.clone()
@@ -104,12 +106,17 @@ impl Partition {
             return None;
         };
         let ops = self.segment.take_ops();
-        if backups.is_empty() || ops.is_empty() {
+        if ops.is_empty() {
             self.publish();
             return None;
         }
         self.replication.batch += 1;
         let batch = self.replication.batch;
+        self.feed(epoch, batch, &ops, ctx);
+        if backups.is_empty() {
+            self.publish();
+            return None;
+        }
         let (cache, segment) = (self.cache.name.clone(), self.segment.id());
         let started = std::time::Instant::now();
         let sends = backups.iter().map(|to| {
@@ -120,7 +127,7 @@ impl Partition {
                 batch,
                 ops: ops.clone(),
             };
-            sink.send(to, message)
+            send_once_current(sink.clone(), to.clone(), message, epoch)
         });
         let sent = wrap_future::<_, Self>(join_all(sends)).then(move |replies, partition, _| {
             partition
@@ -234,6 +241,34 @@ impl Partition {
         });
         Box::pin(settled)
     }
+}
+
+/// How long a batch waits for a backup whose member has not applied the
+/// primary's epoch yet (members apply a new topology a moment apart).
+const EPOCH_CATCH_UP: std::time::Duration = std::time::Duration::from_millis(1000);
+const EPOCH_CATCH_UP_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Sends `message` (of `epoch`) to `to`, again while `to` answers that
+/// it holds the segment at an older epoch, for up to
+/// [`EPOCH_CATCH_UP`]: the write waits for the topology to reach the
+/// backup rather than fail. A batch is applied at most once (by number).
+fn send_once_current(
+    sink: Arc<dyn ReplicaSink>,
+    to: MemberId,
+    message: ReplicaMessage,
+    epoch: u64,
+) -> ReplicaFuture {
+    Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + EPOCH_CATCH_UP;
+        loop {
+            let reply = sink.send(&to, message.clone()).await;
+            let lagging = matches!(&reply, Ok(ReplicaReply::OtherEpoch { epoch: theirs }) if *theirs < epoch);
+            if !lagging || tokio::time::Instant::now() >= deadline {
+                return reply;
+            }
+            tokio::time::sleep(EPOCH_CATCH_UP_RETRY).await;
+        }
+    })
 }
 
 /// A change of the segment from its primary, for this backup to apply.

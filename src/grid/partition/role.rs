@@ -58,6 +58,7 @@ impl Handler<SetRole> for Partition {
         if primary {
             ctx.wait(self.take_over(TAKE_OVER_ATTEMPTS));
         }
+        self.start_feeds(ctx);
         if let Role::Departing { epoch, to, sink } = &self.replication.role {
             self.hand_over(ctx, *epoch, to.clone(), sink.clone(), HAND_OVER_ATTEMPTS);
         }
@@ -139,6 +140,7 @@ impl Partition {
             backups,
             sink,
             sources,
+            ..
         } = self.replication.role.clone()
         else {
             return Box::pin(actix::fut::ready(()));
@@ -195,7 +197,7 @@ impl Partition {
                 })
             }
         });
-        let level = furthest.then(move |(fetched, backup_positions), partition, _| {
+        let level = furthest.then(move |(fetched, backup_positions), partition, ctx| {
             if let Some(ReplicaReply::Image(image)) = fetched {
                 let before = partition.segment.len();
                 partition.segment.import(image);
@@ -203,6 +205,8 @@ impl Partition {
                     .cache
                     .adjust_entries(before, partition.segment.len(), true);
                 partition.report_bytes();
+                partition.cache.metrics.segments_taken_whole.inc();
+                partition.restart_feeds(ctx);
             }
             // A new count of batches, past any a backup took before, so a
             // copy not brought level here takes no batch (it is behind).
