@@ -113,10 +113,25 @@ pub async fn subscribe(ws: &mut Ws, format: Format, cache: &str, prefix: &str) -
     let op = json!({"op":"subscribe","id":1,"cache":cache,"filter":{"prefix":prefix}});
     ws.send(format.encode(&op)).await.expect("send subscribe");
     let mut entries = 0;
-    while let Some(Ok(message)) = ws.next().await {
+    let mut refusals = 0;
+    let quiet = std::time::Duration::from_secs(30);
+    while let Some(Ok(message)) = tokio::time::timeout(quiet, ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("subscribing to {cache}: nothing for {quiet:?}"))
+    {
         let Some(incoming) = format.decode::<Incoming>(&message) else {
             continue;
         };
+        if incoming.kind == "error" && incoming.id == Some(1) {
+            // Refused for now (`unavailable` while a segment moves): as a
+            // client would, subscribe again a moment later.
+            refusals += 1;
+            assert!(refusals < 50, "subscribing to {cache}: refused 50 times");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            entries = 0;
+            ws.send(format.encode(&op)).await.expect("send subscribe");
+            continue;
+        }
         if incoming.kind == "snapshot" {
             entries += incoming.entries.map_or(0, |e| e.len());
             if incoming.done == Some(true) {

@@ -7,8 +7,10 @@
 //!   owners per segment, side by side, and the inter-node bytes per write
 //!   (every member's link bytes sent, over the writes);
 //! - rebalance: 100,000 entries in a two-owner cache, then a fourth member
-//!   joins while writes go on; the time until it holds its share, the
-//!   state-transfer bytes and the writes refused meanwhile;
+//!   joins while writes go on; the time until it holds its share and the
+//!   cluster has switched to it (it leads its segments), the
+//!   state-transfer bytes, the segments a new primary had to take whole,
+//!   and the writes refused meanwhile with the write latency p50/p99/max;
 //! - failover: a member killed with SIGKILL under writes; the time until a
 //!   write to every segment is acknowledged again, and what subscribers on
 //!   the other members saw across it: every acknowledged write delivered to
@@ -160,6 +162,7 @@ pub async fn run(workload: &Workload, report: &mut Report) {
         let all: Vec<String> = addrs.iter().cloned().chain([fourth.addr.clone()]).collect();
         until_members(&all, 4).await;
         until_holds_its_share(&fourth.addr, "rebalance", workload.entries).await;
+        until_stable_and_leading(&fourth.addr, "n4").await;
         let took = started.elapsed();
         stop.store(1, Ordering::Release);
         (took, fourth)
@@ -168,17 +171,25 @@ pub async fn run(workload: &Workload, report: &mut Report) {
     let mut all = addrs.clone();
     all.push(fourth.addr.clone());
     let transferred = metric_sum(&all, "pushgrid_cluster_transfer_sent_bytes_total").await - transfer_before;
+    let taken_whole = metric_sum(&all, "pushgrid_segments_taken_whole_total").await;
     eprintln!(
-        "   rebalance of {} entries to a fourth member: {:.2} s, {:.1} MB transferred, {} writes acknowledged and {} refused meanwhile",
+        "   rebalance of {} entries to a fourth member: {:.2} s, {:.1} MB transferred, {taken_whole} segments \
+         taken whole; {} writes acknowledged and {} refused meanwhile, latency p50/p99/max {:.2}/{:.2}/{:.2} ms",
         workload.entries,
         took.as_secs_f64(),
         transferred / 1e6,
         run.acked,
-        run.refused
+        run.refused,
+        run.quantile_ms(0.5),
+        run.quantile_ms(0.99),
+        run.quantile_ms(1.0),
     );
     figures.insert("rebalance_seconds".into(), json!(took.as_secs_f64()));
     figures.insert("rebalance_transfer_bytes".into(), json!(transferred));
+    figures.insert("rebalance_segments_taken_whole".into(), json!(taken_whole));
     figures.insert("rebalance_writes_refused".into(), json!(run.refused));
+    figures.insert("rebalance_write_p99_ms".into(), json!(run.quantile_ms(0.99)));
+    figures.insert("rebalance_write_max_ms".into(), json!(run.quantile_ms(1.0)));
     members.push(Some(fourth));
 
     // Failover: kill n2 under writes through the others, subscribers on
@@ -498,6 +509,24 @@ async fn until_holds_its_share(addr: &str, cache: &str, entries: usize) {
             Instant::now() < deadline,
             "n4 never held its share: {have} of {share}"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Until `addr` sees no rebalance under way and member `id` leading
+/// segments: the cluster has switched to the joined member.
+async fn until_stable_and_leading(addr: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let body = get(addr, "/api/v1/cluster").await.1;
+        let view: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let leads = view["caches"]["rebalance"]["owners"]
+            .as_array()
+            .is_some_and(|ranges| ranges.iter().any(|r| r["owners"][0] == id));
+        if leads && view["rebalance"] == "stable" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} never led segments");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

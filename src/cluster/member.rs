@@ -52,6 +52,10 @@ type PeerLinks = Links<PeerRequest, PeerReply>;
 /// How long a member waits for a cache another member created to reach
 /// it before it says it has not got it.
 const HAS_CACHE_WAIT: Duration = Duration::from_secs(2);
+/// How long a member leaving gracefully waits, past the agreement, for the
+/// others to fill its copies and switch (each member reports within
+/// `placement::FILL_AT_MOST` of placing).
+const LEAVE_FILL_AT_MOST: Duration = Duration::from_secs(40);
 
 /// What the link's service and raft's transport share: set once the
 /// member has started both.
@@ -337,27 +341,37 @@ impl ClusterMember {
 
     /// Leaves the cluster abruptly, as a crash would: the link closes and
     /// raft stops. (A graceful leave proposes `Change::Leave` first.)
-    /// Leaves the cluster gracefully: stops acting on its segments, has
-    /// the others agree that it left, and waits (at most ten failure
-    /// timeouts) until the new primary of every segment it held has taken
-    /// what its copy had. The caller stops the member after.
+    /// Leaves the cluster gracefully: has the others agree that it leaves,
+    /// serves on while its copies are filled on the members that take them
+    /// (asking again while another member's move is under way), stops
+    /// acting on its segments once the cluster switched, and waits (at
+    /// most ten failure timeouts) until the new primary of every segment
+    /// it held has got as far as its copy. The caller stops the member
+    /// after.
     pub async fn leave(&self) -> Result<(), String> {
-        self.shared.lease.surrender();
         let me = MemberId(Arc::from(self.settings.node_id.as_str()));
         let change = Change::Leave {
             id: me.clone(),
             graceful: true,
         };
-        self.propose(change)
-            .await
-            .map_err(|e| format!("the cluster did not agree that this member left: {e}"))?;
         let mut topology = self.topology();
-        let learnt = topology.wait_for(|t| !t.members.contains_key(&me));
-        let epoch = tokio::time::timeout(self.settings.failure_timeout * 5, learnt)
-            .await
-            .map_err(|_| "this member has not learnt that it left".to_string())?
-            .map_err(|_| "the topology log stopped".to_string())?
-            .epoch;
+        let deadline = tokio::time::Instant::now() + self.settings.failure_timeout * 5 + LEAVE_FILL_AT_MOST;
+        let epoch = loop {
+            self.propose(change.clone())
+                .await
+                .map_err(|e| format!("the cluster did not agree that this member leaves: {e}"))?;
+            let learnt = topology.wait_for(|t| !t.members.contains_key(&me));
+            match tokio::time::timeout(self.settings.failure_timeout * 2, learnt).await {
+                Ok(Ok(left)) => break left.epoch,
+                Ok(Err(_)) => return Err("the topology log stopped".to_string()),
+                Err(_) if tokio::time::Instant::now() > deadline => {
+                    return Err("this member has not learnt that it left".to_string())
+                }
+                Err(_) => continue,
+            }
+        };
+        // Not a member any more: no lease, and no asking to rejoin.
+        self.shared.lease.surrender();
         let Some(grid) = self.shared.grid.get() else {
             return Ok(());
         };

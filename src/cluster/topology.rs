@@ -4,13 +4,14 @@
 //! same log entries in the same order and so reaches the same topology.
 //!
 //! Every change of members starts a new epoch and rebalances every cache
-//! with [`assignment::reassign`], moving only the copies it must. A new
-//! member joins in two steps, so that no segment pauses while copies
-//! move: first the rebalanced table is only a *target*, and its new
-//! owners are filled (sent the segment, then every write) while the old
-//! owners serve on; once every member reported its new owners level
-//! ([`Change::Level`]), the next epoch switches to the target, and a new
-//! primary finds its copy already there. Creating or deleting a cache
+//! with [`assignment::reassign`], moving only the copies it must. A member
+//! joins, or leaves gracefully, in two steps, so that no segment pauses
+//! while copies move: first the rebalanced table is only a *target*, and
+//! its new owners are filled (sent the segment, then every write) while
+//! the old owners serve on (the leaving member among them); once every
+//! member reported its new owners level ([`Change::Level`]), the next
+//! epoch switches to the target (and the leaving member leaves), and a
+//! new primary finds its copy already there. Creating or deleting a cache
 //! changes only its own table; the table records the epoch it was made
 //! in, which is what replication fences on.
 
@@ -99,6 +100,10 @@ pub struct Topology {
     /// reported the new owners of their segments level. Empty otherwise.
     #[serde(default)]
     pub filling: BTreeSet<MemberId>,
+    /// The member leaving gracefully while its copies are filled elsewhere:
+    /// it serves on, and leaves when the caches switch to their targets.
+    #[serde(default)]
+    pub leaving: Option<MemberId>,
 }
 
 /// One entry of the topology log.
@@ -181,17 +186,33 @@ impl Topology {
                 // afresh from the other owners.
                 let restarted = self.members.insert(id.clone(), info.clone()).is_some();
                 self.handing_over = None;
-                if restarted || self.members.len() == 1 {
+                // (A join while another fills starts the fill again, for all.)
+                if restarted || self.members.len() == 1 || self.leaving.is_some() {
                     return self.members_changed(restarted.then_some(id));
                 }
-                self.members_changed(None);
-                self.fill_targets()
+                if !self.set_targets(&self.member_ids()) {
+                    return self.members_changed(None);
+                }
+                Applied::Epoch(self.epoch)
             }
             Change::Level { member, epoch } => self.level(member, *epoch),
             Change::Leave { id, graceful } => {
-                if self.members.remove(id).is_none() {
+                if !self.members.contains_key(id) {
                     return Applied::Unchanged;
                 }
+                if *graceful && (self.leaving.is_some() || !self.filling.is_empty()) {
+                    // One move at a time: the member asks again once this
+                    // one is done.
+                    return Applied::Unchanged;
+                }
+                if *graceful && self.members.len() > 1 {
+                    let staying: Vec<MemberId> = self.members.keys().filter(|m| *m != id).cloned().collect();
+                    if self.set_targets(&staying) {
+                        self.leaving = Some(id.clone());
+                        return Applied::Epoch(self.epoch);
+                    }
+                }
+                self.members.remove(id);
                 self.handing_over = graceful.then(|| id.clone());
                 self.members_changed(None)
             }
@@ -266,33 +287,48 @@ impl Topology {
         }
     }
 
-    /// Turns the epoch's rebalanced tables into targets: every cache keeps
-    /// the owners it had (so no segment pauses), and the new owners are
-    /// filled until every member says they are level.
-    fn fill_targets(&mut self) -> Applied {
-        let mut moving = false;
-        for cache in self.caches.values_mut() {
-            let Some(before) = cache.previous.clone() else {
-                continue;
-            };
-            if before != cache.owners {
-                cache.target = Some(std::mem::replace(&mut cache.owners, before));
-                moving = true;
-            }
+    /// Starts a new epoch in which every cache is rebalanced over `members`
+    /// as a target: each keeps the owners it had (so no segment pauses),
+    /// and the new owners are filled until every member says they are
+    /// level. False, and nothing changed, when no copy would move.
+    fn set_targets(&mut self, members: &[MemberId]) -> bool {
+        let targets: Vec<(String, SegmentOwners)> = self
+            .caches
+            .iter()
+            .map(|(name, cache)| {
+                let config = &cache.config;
+                let target =
+                    assignment::reassign(Some(&cache.owners), members, config.segments, config.owners());
+                (name.clone(), target)
+            })
+            .filter(|(name, target)| self.caches[name].owners != *target)
+            .collect();
+        if targets.is_empty() {
+            return false;
         }
-        if moving {
-            self.filling = self.members.keys().cloned().collect();
+        self.epoch += 1;
+        for (name, target) in targets {
+            let cache = self.caches.get_mut(&name).expect("a cache just read");
+            cache.previous = Some(cache.owners.clone());
+            cache.target = Some(target);
+            cache.epoch = self.epoch;
         }
-        Applied::Epoch(self.epoch)
+        self.filling = self.members.keys().cloned().collect();
+        true
     }
 
     /// `member` reported its new owners level at `epoch`; the last one
-    /// starts the next epoch, in which every cache moves to its target.
+    /// starts the next epoch, in which every cache moves to its target and
+    /// a member leaving leaves (handing its copies over, already level).
     fn level(&mut self, member: &MemberId, epoch: u64) -> Applied {
         if epoch != self.epoch || !self.filling.remove(member) || !self.filling.is_empty() {
             return Applied::Unchanged;
         }
         self.epoch += 1;
+        if let Some(leaving) = self.leaving.take() {
+            self.members.remove(&leaving);
+            self.handing_over = Some(leaving);
+        }
         for cache in self.caches.values_mut() {
             if let Some(target) = cache.target.take() {
                 cache.previous = Some(std::mem::replace(&mut cache.owners, target));
@@ -310,6 +346,14 @@ impl Topology {
     fn members_changed(&mut self, restarted: Option<&MemberId>) -> Applied {
         self.epoch += 1;
         self.filling.clear();
+        if let Some(leaving) = self.leaving.take() {
+            // Its copies were being filled elsewhere: it leaves now, handing
+            // them over as a one-step graceful leave does (unless it is
+            // the member that crashed).
+            if self.members.remove(&leaving).is_some() {
+                self.handing_over = Some(leaving);
+            }
+        }
         let members = self.member_ids();
         let holds = |member: &MemberId| {
             (self.members.contains_key(member) && Some(member) != restarted)
@@ -467,6 +511,77 @@ mod tests {
             "the member that left owns nothing"
         );
         assert!((0..64).all(|s| table.owners(crate::grid::SegmentId(s)).len() == 2));
+    }
+
+    #[test]
+    fn a_member_leaving_gracefully_serves_until_its_copies_are_filled_elsewhere() {
+        let mut topology = Topology::default();
+        for n in 1..=3 {
+            topology.apply(&join(n));
+        }
+        topology.apply(&Change::CreateCache {
+            name: "solo".into(),
+            config: config(1),
+            incarnation: None,
+        });
+        let serving = topology.caches["solo"].owners.clone();
+        let (n2, _) = member(2);
+        let leave = Change::Leave {
+            id: n2.clone(),
+            graceful: true,
+        };
+        assert_eq!(topology.apply(&leave), Applied::Epoch(4));
+        assert!(topology.members.contains_key(&n2), "it serves on meanwhile");
+        assert_eq!(topology.leaving.as_ref(), Some(&n2));
+        let cache = &topology.caches["solo"];
+        assert_eq!(cache.owners, serving);
+        let target = cache.target.clone().expect("a target");
+        assert_eq!(target.owned_by(&n2).count(), 0);
+        assert_eq!(target.copies_moved_from(&serving), serving.owned_by(&n2).count());
+        assert_eq!(
+            topology.apply(&leave),
+            Applied::Unchanged,
+            "asked again meanwhile"
+        );
+        settle(&mut topology);
+        assert_eq!(topology.epoch, 5);
+        assert!(
+            !topology.members.contains_key(&n2),
+            "gone once its copies are elsewhere"
+        );
+        assert_eq!(
+            topology.handing_over.as_ref(),
+            Some(&n2),
+            "its copies are asked at the switch"
+        );
+        assert_eq!(topology.leaving, None);
+        let cache = &topology.caches["solo"];
+        assert_eq!(
+            (&cache.owners, cache.previous.as_ref()),
+            (&target, Some(&serving))
+        );
+        assert!(cache.lost.is_empty());
+
+        // A leaving member that crashes before the switch takes its only
+        // copies with it.
+        let (n3, _) = member(3);
+        let leave = Change::Leave {
+            id: n3.clone(),
+            graceful: true,
+        };
+        assert_eq!(topology.apply(&leave), Applied::Epoch(6));
+        let led_by_n3 = topology.caches["solo"].owners.owned_by(&n3).count();
+        let crash = Change::Leave {
+            id: n3.clone(),
+            graceful: false,
+        };
+        assert_eq!(topology.apply(&crash), Applied::Epoch(7));
+        assert!(!topology.members.contains_key(&n3));
+        assert_eq!(
+            (topology.handing_over.as_ref(), topology.leaving.as_ref()),
+            (None, None)
+        );
+        assert_eq!(topology.caches["solo"].lost.len(), led_by_n3);
     }
 
     #[test]

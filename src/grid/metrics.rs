@@ -19,9 +19,10 @@ pub struct GridMetrics {
     pub forwarded: IntCounter,
     /// Segments moving on this node: taken over, or departing.
     pub segments_moving: IntGauge,
-    /// Segments a new primary here took whole from another owner before
-    /// serving: the pause of a take-over that found its copy behind.
-    pub segments_taken_whole: IntCounter,
+    /// Take-overs here that held their segment while a whole copy moved
+    /// (taken from a further owner, or sent to a backup behind), by cache:
+    /// the pauses a rebalance is built to avoid.
+    take_over_transfers: IntCounterVec,
     /// How long a primary's write waited for every backup to apply it.
     pub replication_seconds: Histogram,
 }
@@ -73,16 +74,15 @@ impl GridMetrics {
             "Segments moving on this node: a new primary bringing its copies level, or a copy handing over",
         )
         .expect("metric definition is valid");
-        let segments_taken_whole = IntCounter::new(
-            "pushgrid_segments_taken_whole_total",
-            "Segments a new primary on this node took whole from another owner before serving \
-             (after a crash, or when its copy was behind)",
-        )
-        .expect("metric definition is valid");
+        let take_over_transfers = vec(
+            "pushgrid_take_over_transfers_total",
+            "Take-overs on this node that held their segment while a whole copy moved (taken from \
+             a further owner, or sent to a backup behind), by cache",
+            &["cache"],
+        );
         for collector in [
             Box::new(partitions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(segments_moving.clone()),
-            Box::new(segments_taken_whole.clone()),
             Box::new(forwarded.clone()),
             Box::new(replication_seconds.clone()),
         ] {
@@ -92,7 +92,7 @@ impl GridMetrics {
             partitions,
             forwarded,
             segments_moving,
-            segments_taken_whole,
+            take_over_transfers,
             replication_seconds,
             operations,
             events: ["created", "modified", "removed", "expired"]
@@ -122,6 +122,15 @@ impl GridMetrics {
     /// Drops a deleted cache's series.
     pub fn forget_cache(&self, cache: &impl std::fmt::Display) {
         let _ = self.evictions.remove_label_values(&[&cache.to_string()]);
+        let _ = self
+            .take_over_transfers
+            .remove_label_values(&[&cache.to_string()]);
+    }
+
+    pub fn count_take_over_transfer(&self, cache: &impl std::fmt::Display) {
+        self.take_over_transfers
+            .with_label_values(&[&cache.to_string()])
+            .inc();
     }
 
     pub fn count_evictions(&self, cache: &impl std::fmt::Display, count: usize) {

@@ -188,6 +188,12 @@ pub struct Replication {
     /// from then on it takes no write of an older epoch, as primary or as
     /// backup, so nothing lands here after the new primary took its copy.
     pub fenced: u64,
+    /// A backup's place in the stream of the epoch before its current one
+    /// (epoch, last batch): its primary there may still send the batch of
+    /// a write it made before it learnt of the new epoch, which is taken
+    /// (as it would have been a moment earlier) until a primary of a later
+    /// epoch asks how far this copy got.
+    pub before: Option<(u64, u64)>,
     /// Whether the segment is moving here: a primary taking over (until
     /// every backup is level) or a copy departing (until handed over).
     pub moving: bool,
@@ -205,6 +211,7 @@ impl Replication {
             role: Role::Solo,
             batch: 0,
             fenced: 0,
+            before: None,
             moving: false,
             uncertain: false,
         }
@@ -219,6 +226,9 @@ impl Replication {
     /// Whether a backup takes `batch` at `epoch` now: `None` when it does,
     /// else the reply that says why not.
     pub fn refusal(&self, epoch: u64, batch: Option<u64>) -> Option<ReplicaReply> {
+        if self.late_batch(epoch, batch) {
+            return None;
+        }
         match self.role {
             Role::Backup { epoch: ours, .. } if ours != epoch || ours < self.fenced => {
                 Some(ReplicaReply::OtherEpoch {
@@ -231,6 +241,16 @@ impl Replication {
             },
             _ => Some(ReplicaReply::NotOwner),
         }
+    }
+
+    /// Whether `batch` of `epoch` is the next of the epoch before this
+    /// backup's (see [`Replication::before`]).
+    pub fn late_batch(&self, epoch: u64, batch: Option<u64>) -> bool {
+        matches!(
+            (self.role.clone(), self.before, batch),
+            (Role::Backup { epoch: ours, .. }, Some((then, last)), Some(batch))
+                if epoch == then && epoch < ours && batch == last + 1 && self.fenced <= epoch
+        )
     }
 }
 
@@ -488,15 +508,28 @@ mod tests {
     }
 
     #[actix::test]
-    async fn a_backup_at_another_epoch_refuses_and_the_write_is_not_acknowledged() {
+    async fn a_backup_at_a_later_epoch_takes_the_old_primarys_batches_until_a_new_primary_asks() {
         let (primary, backup, _, _events) = pair(CacheConfig::default()).await;
+        primary.send(put("a", "1", None)).await.unwrap().unwrap();
         backup.send(SetRole(Role::backup(2))).await.unwrap();
-        let fenced = primary.send(put("a", "1", None)).await.unwrap();
+        // The primary has not learnt of epoch 2 yet: its next write is
+        // taken, as it would have been a moment earlier.
+        primary.send(put("b", "2", None)).await.unwrap().unwrap();
+        assert_eq!(state(&backup).await, state(&primary).await);
+        // Once a primary of epoch 2 asked how far the copy got, nothing of
+        // epoch 1 lands: the old primary acknowledges nothing more.
+        let asked = ReplicaMessage::Position {
+            cache: CacheName::parse("c").unwrap(),
+            segment: SegmentId(0),
+            epoch: 2,
+        };
+        backup.send(Replicate(asked)).await.unwrap();
+        let fenced = primary.send(put("c", "3", None)).await.unwrap();
         assert!(
             matches!(fenced, Err(GridError::Unavailable(ref why)) if why.contains("OtherEpoch")),
             "{fenced:?}"
         );
-        assert_eq!(state(&backup).await, (vec![], 0), "the backup applied nothing");
+        assert_eq!(state(&backup).await.0.len(), 2, "the backup applied nothing more");
     }
 
     #[actix::test]

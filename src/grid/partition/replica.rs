@@ -296,13 +296,17 @@ impl Handler<Replicate> for Partition {
         if let Some(refusal) = self.replication.refusal(epoch, batch) {
             return MessageResult(refusal);
         }
+        let late = self.replication.late_batch(epoch, batch);
         let before = self.segment.len();
         match message {
             ReplicaMessage::Batch { batch, ops, .. } => {
                 for op in ops {
                     self.segment.apply(op);
                 }
-                self.replication.batch = batch;
+                match &mut self.replication.before {
+                    Some((_, last)) if late => *last = batch,
+                    _ => self.replication.batch = batch,
+                }
                 self.publish();
             }
             // An image older than the last batch applied is stale news.

@@ -38,7 +38,14 @@ impl Handler<SetRole> for Partition {
         );
         if backup {
             // Batches are numbered by each primary: a new epoch's primary
-            // starts its own count.
+            // starts its own count. The old count goes on for the batches
+            // the old epoch's primary still sends.
+            self.replication.before = match self.replication.role {
+                Role::Backup { epoch: old, .. } if role_epoch(&role) > old => {
+                    Some((old, self.replication.batch))
+                }
+                _ => None,
+            };
             self.replication.batch = 0;
         }
         self.replication.uncertain = false;
@@ -62,6 +69,14 @@ impl Handler<SetRole> for Partition {
         if let Role::Departing { epoch, to, sink } = &self.replication.role {
             self.hand_over(ctx, *epoch, to.clone(), sink.clone(), HAND_OVER_ATTEMPTS);
         }
+    }
+}
+
+/// The epoch a role was given at (none for a single node's).
+fn role_epoch(role: &Role) -> u64 {
+    match role {
+        Role::Solo => 0,
+        Role::Primary { epoch, .. } | Role::Backup { epoch, .. } | Role::Departing { epoch, .. } => *epoch,
     }
 }
 
@@ -198,6 +213,7 @@ impl Partition {
             }
         });
         let level = furthest.then(move |(fetched, backup_positions), partition, ctx| {
+            let took = matches!(fetched, Some(ReplicaReply::Image(_)));
             if let Some(ReplicaReply::Image(image)) = fetched {
                 let before = partition.segment.len();
                 partition.segment.import(image);
@@ -205,7 +221,6 @@ impl Partition {
                     .cache
                     .adjust_entries(before, partition.segment.len(), true);
                 partition.report_bytes();
-                partition.cache.metrics.segments_taken_whole.inc();
                 partition.restart_feeds(ctx);
             }
             // A new count of batches, past any a backup took before, so a
@@ -223,6 +238,12 @@ impl Partition {
                 .iter()
                 .any(stale)
                 .then(|| partition.segment.export());
+            if took || image.is_some() {
+                partition
+                    .cache
+                    .metrics
+                    .count_take_over_transfer(&partition.cache.name);
+            }
             let pushed: Vec<ReplicaFuture> = backups
                 .iter()
                 .zip(&backup_positions)
