@@ -171,10 +171,13 @@ pub async fn run(workload: &Workload, report: &mut Report) {
     let mut all = addrs.clone();
     all.push(fourth.addr.clone());
     let transferred = metric_sum(&all, "pushgrid_cluster_transfer_sent_bytes_total").await - transfer_before;
-    let taken_whole = metric_sum(&all, "pushgrid_segments_taken_whole_total").await;
+    let taken_whole = metric_sum(&all, "pushgrid_take_over_transfers_total{cache=\"rebalance\"}").await;
+    for (reason, count) in &run.reasons {
+        eprintln!("     refused {count}: {reason}");
+    }
     eprintln!(
-        "   rebalance of {} entries to a fourth member: {:.2} s, {:.1} MB transferred, {taken_whole} segments \
-         taken whole; {} writes acknowledged and {} refused meanwhile, latency p50/p99/max {:.2}/{:.2}/{:.2} ms",
+        "   rebalance of {} entries to a fourth member: {:.2} s, {:.1} MB transferred, {taken_whole} take-overs \
+         moved a whole copy; {} writes acknowledged and {} refused meanwhile, latency p50/p99/max {:.2}/{:.2}/{:.2} ms",
         workload.entries,
         took.as_secs_f64(),
         transferred / 1e6,
@@ -186,7 +189,7 @@ pub async fn run(workload: &Workload, report: &mut Report) {
     );
     figures.insert("rebalance_seconds".into(), json!(took.as_secs_f64()));
     figures.insert("rebalance_transfer_bytes".into(), json!(transferred));
-    figures.insert("rebalance_segments_taken_whole".into(), json!(taken_whole));
+    figures.insert("rebalance_take_over_transfers".into(), json!(taken_whole));
     figures.insert("rebalance_writes_refused".into(), json!(run.refused));
     figures.insert("rebalance_write_p99_ms".into(), json!(run.quantile_ms(0.99)));
     figures.insert("rebalance_write_max_ms".into(), json!(run.quantile_ms(1.0)));
@@ -377,6 +380,9 @@ async fn receive_until_quiet(mut ws: clients::Ws, quiet: Duration) -> Received {
 struct Run {
     acked: u64,
     refused: u64,
+    /// Why writes were refused: the error message, digits blanked, and
+    /// how often.
+    reasons: BTreeMap<String, u64>,
     latency_us: Histogram<u64>,
     /// The writes acknowledged: (key, `n`).
     acknowledged: Vec<(String, u64)>,
@@ -406,6 +412,7 @@ async fn write_load(
             let mut run = Run {
                 acked: 0,
                 refused: 0,
+                reasons: BTreeMap::new(),
                 latency_us: Histogram::new(3).expect("histogram"),
                 acknowledged: Vec::new(),
             };
@@ -421,7 +428,14 @@ async fn write_load(
                         run.acknowledged.push((key, n));
                         let _ = run.latency_us.record(sent.elapsed().as_micros() as u64);
                     }
-                    Some(_) => run.refused += 1,
+                    Some((_, body)) => {
+                        run.refused += 1;
+                        let reason: String = body
+                            .chars()
+                            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                            .collect();
+                        *run.reasons.entry(reason).or_default() += 1;
+                    }
                     None => {
                         run.refused += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -437,6 +451,7 @@ async fn write_load(
     let mut total = Run {
         acked: 0,
         refused: 0,
+        reasons: BTreeMap::new(),
         latency_us: Histogram::new(3).expect("histogram"),
         acknowledged: Vec::new(),
     };
@@ -444,6 +459,9 @@ async fn write_load(
         total.acked += run.acked;
         total.acknowledged.extend(run.acknowledged);
         total.refused += run.refused;
+        for (reason, count) in run.reasons {
+            *total.reasons.entry(reason).or_default() += count;
+        }
         total
             .latency_us
             .add(&run.latency_us)

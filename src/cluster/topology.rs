@@ -405,6 +405,22 @@ mod tests {
         Change::Join { id, info }
     }
 
+    /// Members n1 to n3, then `caches` (name, owners) created.
+    fn three_members_with(caches: &[(&str, u32)]) -> Topology {
+        let mut topology = Topology::default();
+        for n in 1..=3 {
+            topology.apply(&join(n));
+        }
+        for (name, owners) in caches {
+            topology.apply(&Change::CreateCache {
+                name: (*name).into(),
+                config: config(*owners),
+                incarnation: None,
+            });
+        }
+        topology
+    }
+
     /// Every filling member reports level: the caches move to their targets.
     fn settle(topology: &mut Topology) {
         for member in topology.filling.clone() {
@@ -515,15 +531,7 @@ mod tests {
 
     #[test]
     fn a_member_leaving_gracefully_serves_until_its_copies_are_filled_elsewhere() {
-        let mut topology = Topology::default();
-        for n in 1..=3 {
-            topology.apply(&join(n));
-        }
-        topology.apply(&Change::CreateCache {
-            name: "solo".into(),
-            config: config(1),
-            incarnation: None,
-        });
+        let mut topology = three_members_with(&[("solo", 1)]);
         let serving = topology.caches["solo"].owners.clone();
         let (n2, _) = member(2);
         let leave = Change::Leave {
@@ -586,15 +594,7 @@ mod tests {
 
     #[test]
     fn a_member_leaving_while_a_join_fills_starts_again_from_the_serving_owners() {
-        let mut topology = Topology::default();
-        for n in 1..=3 {
-            topology.apply(&join(n));
-        }
-        topology.apply(&Change::CreateCache {
-            name: "c".into(),
-            config: config(2),
-            incarnation: None,
-        });
+        let mut topology = three_members_with(&[("c", 2)]);
         let serving = topology.caches["c"].owners.clone();
         topology.apply(&join(4));
         topology.apply(&Change::Level {
@@ -623,15 +623,7 @@ mod tests {
 
     #[test]
     fn a_member_back_as_a_new_run_keeps_its_copies() {
-        let mut topology = Topology::default();
-        for n in 1..=3 {
-            topology.apply(&join(n));
-        }
-        topology.apply(&Change::CreateCache {
-            name: "c".into(),
-            config: config(2),
-            incarnation: None,
-        });
+        let mut topology = three_members_with(&[("c", 2)]);
         let before = topology.caches["c"].owners.clone();
         let (id, mut info) = member(2);
         info.raft_id = 22;
@@ -651,17 +643,7 @@ mod tests {
 
     #[test]
     fn segments_whose_every_owner_went_are_lost_until_declared() {
-        let mut topology = Topology::default();
-        for n in 1..=3 {
-            topology.apply(&join(n));
-        }
-        for (name, owners) in [("one", 1), ("two", 2)] {
-            topology.apply(&Change::CreateCache {
-                name: name.into(),
-                config: config(owners),
-                incarnation: None,
-            });
-        }
+        let mut topology = three_members_with(&[("one", 1), ("two", 2)]);
         let (n2, _) = member(2);
         let led_by_n2: BTreeSet<u32> = topology.caches["one"].owners.owned_by(&n2).map(|s| s.0).collect();
         assert!(!led_by_n2.is_empty());
