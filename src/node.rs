@@ -17,7 +17,7 @@ use crate::cluster::lease::Lease;
 use crate::cluster::member::{ClusterMember, Settings};
 use crate::cluster::membership::{Member, Membership};
 use crate::cluster::placement::{follow_topology, MemberLinks};
-use crate::cluster::relay::{keep_others_told, Relay};
+use crate::cluster::relay::{keep_others_told, Relay, WATCH_REFRESH};
 use crate::cluster::watchers::Watchers;
 use crate::config::Config;
 use crate::demo::{DemoFeed, DEMO_CACHE};
@@ -349,7 +349,7 @@ pub async fn start_member_grid(
         cluster.attach(grid.clone(), listener.clone().recipient(), watchers.clone());
         let catch_up = listener.clone();
         actix::spawn(follow_topology(grid.clone(), cluster.clone(), move || {
-            catch_up.do_send(CatchUp)
+            catch_up_now_and_later(&catch_up)
         }));
         actix::spawn(report_health(cluster.lease().clone(), listener.clone()));
         actix::spawn(keep_others_told(cluster.clone(), watched, watchers));
@@ -374,6 +374,20 @@ pub async fn start_member_grid(
 /// are told and caught up). A member that never held one, or that is
 /// leaving, is not degraded; two missed checks in a row are needed, so a
 /// renewal a moment late is not reported.
+/// Has the listener read each watched segment's history past what it
+/// passed on, now and again once the other members surely know again
+/// what this member watches (they may have forgotten while it was out):
+/// an event relayed to nobody in between, with no later one in its
+/// segment to show the gap, is caught up then.
+fn catch_up_now_and_later(listener: &Addr<Listener>) {
+    listener.do_send(CatchUp);
+    let later = listener.clone();
+    actix::spawn(async move {
+        tokio::time::sleep(WATCH_REFRESH * 2).await;
+        later.do_send(CatchUp);
+    });
+}
+
 async fn report_health(lease: Lease, listener: Addr<Listener>) {
     let mut ticks = tokio::time::interval((lease.term() / 5).max(Duration::from_millis(20)));
     let (mut held_once, mut degraded, mut missed) = (false, false, 0);
@@ -386,6 +400,7 @@ async fn report_health(lease: Lease, listener: Addr<Listener>) {
                 degraded = false;
                 log::info!("this member holds a lease again: its subscribers are caught up");
                 listener.do_send(HealthChanged(Health::Recovered));
+                catch_up_now_and_later(&listener);
             }
         } else if held_once && !lease.is_surrendered() {
             missed += 1;

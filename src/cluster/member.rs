@@ -157,6 +157,7 @@ impl ClusterMember {
         let join = Change::Join {
             id: member.id(),
             info: member.info(),
+            rejoin: false,
         };
         let deadline = tokio::time::Instant::now() + member.settings.failure_timeout * 10;
         if member.settings.seeds.is_empty() {
@@ -169,6 +170,7 @@ impl ClusterMember {
         let _ = member.shared.join.set(Change::Join {
             id: member.id(),
             info: member.info(),
+            rejoin: true,
         });
         Ok(member)
     }

@@ -113,6 +113,11 @@ pub enum Change {
     Join {
         id: MemberId,
         info: MemberInfo,
+        /// A member the others took for dead (cut off, paused) asking back
+        /// in: it is made an owner again at once, as a crash is handled,
+        /// not filled first.
+        #[serde(default)]
+        rejoin: bool,
     },
     /// A member left or was declared dead.
     Leave {
@@ -177,7 +182,7 @@ impl Topology {
 
     pub fn apply(&mut self, change: &Change) -> Applied {
         match change {
-            Change::Join { id, info } => {
+            Change::Join { id, info, rejoin } => {
                 if self.members.get(id) == Some(info) {
                     return Applied::Unchanged;
                 }
@@ -187,7 +192,7 @@ impl Topology {
                 let restarted = self.members.insert(id.clone(), info.clone()).is_some();
                 self.handing_over = None;
                 // (A join while another fills starts the fill again, for all.)
-                if restarted || self.members.len() == 1 || self.leaving.is_some() {
+                if restarted || *rejoin || self.members.len() == 1 || self.leaving.is_some() {
                     return self.members_changed(restarted.then_some(id));
                 }
                 if !self.set_targets(&self.member_ids()) {
@@ -402,7 +407,11 @@ mod tests {
 
     fn join(n: u64) -> Change {
         let (id, info) = member(n);
-        Change::Join { id, info }
+        Change::Join {
+            id,
+            info,
+            rejoin: false,
+        }
     }
 
     /// Members n1 to n3, then `caches` (name, owners) created.
@@ -628,7 +637,14 @@ mod tests {
         let (id, mut info) = member(2);
         info.raft_id = 22;
         info.generation = 2;
-        assert_eq!(topology.apply(&Change::Join { id, info }), Applied::Epoch(4));
+        assert_eq!(
+            topology.apply(&Change::Join {
+                id,
+                info,
+                rejoin: false,
+            }),
+            Applied::Epoch(4)
+        );
         assert_eq!(topology.caches["c"].owners, before);
         assert_eq!(topology.caches["c"].epoch, 4);
         assert_eq!(
@@ -664,7 +680,11 @@ mod tests {
         let (n3, mut info) = member(3);
         let led_by_n3: BTreeSet<u32> = topology.caches["one"].owners.owned_by(&n3).map(|s| s.0).collect();
         info.generation = 2;
-        topology.apply(&Change::Join { id: n3, info });
+        topology.apply(&Change::Join {
+            id: n3,
+            info,
+            rejoin: false,
+        });
         let lost = &topology.caches["one"].lost;
         assert_eq!(*lost, &led_by_n2 | &led_by_n3);
 
