@@ -335,6 +335,7 @@ pub async fn start_member_grid(
         local_member,
         events,
         deletions: listener.clone().recipient(),
+        restarts: listener.clone().recipient(),
         metrics: metrics.grid.clone(),
         limits: GridLimits {
             max_caches: config.limits.max_caches,

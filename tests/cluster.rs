@@ -618,7 +618,7 @@ async fn segments_owned_by(cluster: &Cluster, i: usize, cache: &str, member: &st
 }
 
 #[actix::test]
-async fn a_segment_whose_only_owner_crashed_is_unavailable_until_declared_lost() {
+async fn a_segment_whose_only_owner_crashed_is_unavailable_until_declared_lost_and_its_subscribers_reset() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let cluster = Cluster::start(90, 3, FAILURE_TIMEOUT_MS).await;
     let created = cluster
@@ -631,6 +631,16 @@ async fn a_segment_whose_only_owner_crashed_is_unavailable_until_declared_lost()
     let lost = segments_owned_by(&cluster, 0, "solo", "n3").await;
     assert!(!lost.is_empty(), "n3 owns some of the segments");
     let in_lost = |key: &str| lost.contains(&u64::from(pushgrid::grid::hash::segment_of(key, 16).0));
+    // Subscribers on the members that survive follow the cache throughout.
+    let mut followers = Vec::new();
+    for (i, transport) in [
+        (0, Transport::WebSocket),
+        (1, Transport::WebSocket),
+        (0, Transport::Sse),
+        (1, Transport::Poll),
+    ] {
+        followers.push(Follower::start(&cluster, i, "solo", transport).await);
+    }
 
     cluster.signal(2, libc::SIGKILL);
     cluster.until_members(&[0, 1], 2).await;
@@ -682,10 +692,25 @@ async fn a_segment_whose_only_owner_crashed_is_unavailable_until_declared_lost()
             }
         }
     }
+    // What the subscribers held of the lost segments is gone: each is
+    // sent a reset snapshot (WebSocket in place; SSE and long polling on
+    // their next request, from a position of the cache's last life).
+    for follower in &mut followers {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while follower.resets() == 0 {
+            assert!(Instant::now() < deadline, "{}: never reset", follower.label);
+            follower.read_a_while().await;
+        }
+    }
     let (key, _) = written.iter().find(|(key, _)| in_lost(key)).unwrap();
     let rewritten = survivors[0].put_entry("solo", key, "7").await;
     assert_eq!(rewritten.status, 201, "{}", rewritten.text);
     assert_eq!(rewritten.body["version"], 1, "the segment's count starts again");
+    let finally = common::cluster::final_state(&survivors[1], "solo").await;
+    assert_eq!(finally.get(key.as_str()), Some(&(7, 1)));
+    for follower in &mut followers {
+        follower.check(&History::default(), &finally).await;
+    }
     let again = survivors[1]
         .post("/api/v1/caches/solo/lost", r#"{"segments":[0]}"#)
         .await;

@@ -14,8 +14,8 @@ use pushgrid::grid::owners::{MemberId, OwnerTable, OwnerTables, SegmentOwners};
 use pushgrid::grid::replication::{ReplicaFuture, ReplicaMessage, ReplicaReply, ReplicaSink};
 use pushgrid::grid::segment::PutRequest;
 use pushgrid::grid::{
-    CacheConfig, CacheDeleted, CacheName, Grid, GridError, GridLimits, GridSetup, Incarnation, JsonValue,
-    OpId, Precondition, Published, SegmentId,
+    CacheConfig, CacheDeleted, CacheName, CacheStartedAgain, Grid, GridError, GridLimits, GridSetup,
+    Incarnation, JsonValue, OpId, Precondition, Published, SegmentId,
 };
 use pushgrid::metrics::Metrics;
 
@@ -63,6 +63,11 @@ impl Handler<CacheDeleted> for Discard {
     fn handle(&mut self, _: CacheDeleted, _: &mut Context<Self>) {}
 }
 
+impl Handler<CacheStartedAgain> for Discard {
+    type Result = ();
+    fn handle(&mut self, _: CacheStartedAgain, _: &mut Context<Self>) {}
+}
+
 fn member(name: &str) -> MemberId {
     MemberId(Arc::from(name))
 }
@@ -79,7 +84,8 @@ fn grid(name: &str, sink: Arc<Direct>) -> Grid {
         owner_tables: OwnerTables::kept_by(&membership),
         local_member: member(name),
         events: discard.clone().recipient(),
-        deletions: discard.recipient(),
+        deletions: discard.clone().recipient(),
+        restarts: discard.recipient(),
         metrics: Metrics::new().grid.clone(),
         limits: GridLimits {
             max_caches: 10,

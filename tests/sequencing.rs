@@ -13,7 +13,8 @@ use pushgrid::cluster::membership::{Member, Membership};
 use pushgrid::config::ListenerConfig;
 use pushgrid::grid::owners::{MemberId, OwnerTables};
 use pushgrid::grid::{
-    CacheConfig, CacheDeleted, CacheName, Grid, GridLimits, GridSetup, JsonValue, Precondition, Published,
+    CacheConfig, CacheDeleted, CacheName, CacheStartedAgain, Grid, GridLimits, GridSetup, JsonValue,
+    Precondition, Published,
 };
 use pushgrid::metrics::Metrics;
 use pushgrid::push::filter::Filter;
@@ -48,6 +49,13 @@ impl Handler<CacheDeleted> for LossyLink {
     }
 }
 
+impl Handler<CacheStartedAgain> for LossyLink {
+    type Result = ();
+    fn handle(&mut self, started: CacheStartedAgain, _: &mut Context<Self>) {
+        self.listener.do_send(started);
+    }
+}
+
 #[actix::test]
 async fn versions_missed_on_the_way_are_read_from_history_and_delivered_once_in_order() {
     let metrics = Metrics::new();
@@ -72,7 +80,8 @@ async fn versions_missed_on_the_way_are_read_from_history_and_delivered_once_in_
         owner_tables: OwnerTables::kept_by(&membership),
         local_member: local,
         events: link.clone().recipient(),
-        deletions: link.recipient(),
+        deletions: link.clone().recipient(),
+        restarts: link.recipient(),
         metrics: metrics.grid.clone(),
         limits: GridLimits {
             max_caches: 10,

@@ -82,6 +82,13 @@ pub enum RelayedItem {
 #[rtype(result = "()")]
 pub struct CacheDeleted(pub CacheName);
 
+/// Sent by the grid once segments of a cache declared lost are placed
+/// again, empty, in a new incarnation: what its subscribers hold of them
+/// is gone, so each subscription starts again from a reset snapshot.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct CacheStartedAgain(pub CacheName);
+
 /// Where partitions send their events: the listener actor in a node, a
 /// collecting actor in tests.
 pub type EventSink = Recipient<Published>;

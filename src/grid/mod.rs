@@ -26,7 +26,9 @@ pub mod value;
 
 pub use cache::CacheConfig;
 pub use error::GridError;
-pub use event::{now_ms, CacheDeleted, Event, EventKind, EventSink, Published, Relayed, RelayedItem};
+pub use event::{
+    now_ms, CacheDeleted, CacheStartedAgain, Event, EventKind, EventSink, Published, Relayed, RelayedItem,
+};
 pub use handle::{Cache, Creation, Grid, GridLimits, GridSetup, Page, MAX_PAGE};
 pub use ids::{Incarnation, OpId, SegmentId, Version, MAX_OP_ID_BYTES};
 pub use metrics::GridMetrics;

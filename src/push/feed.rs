@@ -13,12 +13,18 @@
 //! listener sends [`Push`]es to the feed's [`PushSink`] (a session actor's
 //! mailbox, or for an SSE stream or a poll a channel, [`Pushes`]), and the
 //! transport hands each to [`Feed::deliver`].
+//!
+//! When segments of a followed cache are declared lost and start again
+//! empty, the listener says so in a [`Push`]: the subscription holds its
+//! events again and [`Feed::restarts`] gives the transport the read of
+//! its reset snapshot, which it passes to [`Feed::begin`] as at the start.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use futures_util::Stream;
@@ -38,6 +44,12 @@ use crate::protocol::SnapshotChunk;
 
 /// Entries per snapshot frame or message, as the contract sets.
 pub const SNAPSHOT_CHUNK_ENTRIES: usize = 1000;
+
+/// How long a subscription starting again keeps asking for its reset
+/// snapshot while its segments are unavailable (a new primary taking
+/// over), and how long it waits between two asks.
+const RESTART_READ_AT_MOST: Duration = Duration::from_secs(10);
+const RESTART_READ_RETRY: Duration = Duration::from_millis(200);
 
 /// The client is so far behind that even conflation cannot hold what waits
 /// for it: the transport ends the connection (1013, or the end of a stream)
@@ -100,6 +112,11 @@ struct Followed {
     subscription: Subscription,
     /// Per segment, the position everything written so far covers.
     sent: Option<Positions>,
+    /// What it starts with is being read.
+    reading: bool,
+    /// Its cache started again while a start was being read: that start
+    /// may be of the cache's last life, so it is dropped for a new read.
+    again: bool,
 }
 
 pub struct Feed {
@@ -108,6 +125,9 @@ pub struct Feed {
     listener: Addr<Listener>,
     pushes: PushSink,
     subscriptions: HashMap<SubId, Followed>,
+    /// Subscriptions whose cache started again, their reset snapshot not
+    /// yet asked for ([`Feed::restarts`]).
+    restarting: Vec<SubId>,
     max_subscriptions: usize,
     next_sub: SubId,
     outbox: Outbox,
@@ -152,6 +172,7 @@ impl Feed {
             listener: context.listener,
             pushes,
             subscriptions: HashMap::new(),
+            restarting: Vec::new(),
             max_subscriptions: usize::MAX,
             next_sub: 1,
             outbox: Outbox::new(format, limits),
@@ -206,7 +227,13 @@ impl Feed {
             _ => Positions::new(),
         });
         let subscription = Subscription::new(name.clone(), cache.clone(), filter.clone());
-        self.subscriptions.insert(sub, Followed { subscription, sent });
+        let followed = Followed {
+            subscription,
+            sent,
+            reading: true,
+            again: false,
+        };
+        self.subscriptions.insert(sub, followed);
         let register = self.listener.send(Register {
             session: self.id,
             sub,
@@ -228,7 +255,9 @@ impl Feed {
     /// first, in chunks `frame_snapshot` frames (returning `None` when the
     /// transport takes the entries itself); then replayed events, never
     /// conflated, ahead of everything live; then the events held while
-    /// starting. Nothing happens for a subscription closed meanwhile.
+    /// starting. Nothing happens for a subscription closed meanwhile. A
+    /// start read before its cache started again is dropped: the
+    /// subscription's reset snapshot is read instead ([`Feed::restarts`]).
     pub fn begin(
         &mut self,
         sub: SubId,
@@ -238,6 +267,12 @@ impl Feed {
         let Some(followed) = self.subscriptions.get_mut(&sub) else {
             return Ok(());
         };
+        followed.reading = false;
+        if std::mem::take(&mut followed.again) {
+            followed.subscription.restart();
+            self.restarting.push(sub);
+            return Ok(());
+        }
         let covered = match start {
             Start::Snapshot {
                 entries,
@@ -333,6 +368,16 @@ impl Feed {
         if let Some(health) = push.health {
             self.outbox.push(Outgoing::Health(health));
         }
+        for sub in push.restarted {
+            match self.subscriptions.get_mut(&sub) {
+                Some(followed) if followed.reading => followed.again = true,
+                Some(followed) => {
+                    followed.subscription.restart();
+                    self.restarting.push(sub);
+                }
+                None => {}
+            }
+        }
         for sub in push.ended {
             // The listener has already dropped it: nothing to unregister.
             if let Some(followed) = self.subscriptions.remove(&sub) {
@@ -341,6 +386,39 @@ impl Feed {
             }
         }
         Ok(())
+    }
+
+    /// The reads of the reset snapshots of the subscriptions whose cache
+    /// started again since the last call (segments declared lost), to pass
+    /// to [`Feed::begin`]. A read asks again while the segments are
+    /// unavailable, for up to 10 s.
+    pub fn restarts(&mut self) -> Vec<(SubId, impl Future<Output = Result<Start, GridError>> + 'static)> {
+        let restarting = std::mem::take(&mut self.restarting);
+        restarting
+            .into_iter()
+            .filter_map(|sub| {
+                let followed = self.subscriptions.get_mut(&sub)?;
+                followed.reading = true;
+                let subscription = &followed.subscription;
+                let (grid, cache, filter) = (
+                    self.grid.clone(),
+                    subscription.cache.clone(),
+                    subscription.filter.clone(),
+                );
+                let read = async move {
+                    let deadline = Instant::now() + RESTART_READ_AT_MOST;
+                    loop {
+                        match read_start(&grid, cache.as_str(), &filter, StartFrom::Again).await {
+                            Err(GridError::Unavailable(_)) if Instant::now() < deadline => {
+                                tokio::time::sleep(RESTART_READ_RETRY).await;
+                            }
+                            read => return read,
+                        }
+                    }
+                };
+                Some((sub, read))
+            })
+            .collect()
     }
 
     /// Whether the feed holds no subscription (an SSE stream whose cache

@@ -159,11 +159,19 @@ impl<T> SubscriptionIndex<T> {
 
     /// Calls `visit` with every subscription.
     pub fn for_each(&self, mut visit: impl FnMut(&T)) {
-        for entries in self.caches.values() {
-            entries.all.iter().for_each(&mut visit);
-            entries.by_key.values().flatten().for_each(&mut visit);
-            entries.by_prefix.values().flatten().for_each(&mut visit);
+        for cache in self.caches.keys() {
+            self.for_each_in(cache.as_str(), &mut visit);
         }
+    }
+
+    /// Calls `visit` with every subscription to `cache`.
+    pub fn for_each_in(&self, cache: &str, mut visit: impl FnMut(&T)) {
+        let Some(entries) = self.caches.get(cache) else {
+            return;
+        };
+        entries.all.iter().for_each(&mut visit);
+        entries.by_key.values().flatten().for_each(&mut visit);
+        entries.by_prefix.values().flatten().for_each(&mut visit);
     }
 
     pub fn len(&self) -> usize {

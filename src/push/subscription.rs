@@ -48,6 +48,12 @@ impl Subscription {
         matches!(self.stage, Stage::Live { .. })
     }
 
+    /// Its cache started again (segments declared lost): it holds events
+    /// again until a reset snapshot is sent ([`Self::go_live`]).
+    pub fn restart(&mut self) {
+        self.stage = Stage::Starting { held: Vec::new() };
+    }
+
     /// An event the listener routed here: returned if it is to be sent now.
     pub fn offer(&mut self, event: Arc<EncodedEvent>) -> Option<Arc<EncodedEvent>> {
         match &mut self.stage {
@@ -118,6 +124,9 @@ pub enum StartFrom {
     /// Live events only, from the current positions, read (a client that
     /// cannot say where it is is given positions as it goes).
     CurrentPositions,
+    /// A reset snapshot: segments of the cache were declared lost and
+    /// started again while the subscription followed it.
+    Again,
 }
 
 /// Reads what a just-registered subscription sends first: the missed events
@@ -144,6 +153,7 @@ pub async fn read_start(
             }
         }
         StartFrom::Snapshot => read_snapshot(grid, cache, filter, false).await,
+        StartFrom::Again => read_snapshot(grid, cache, filter, true).await,
         StartFrom::Now => Ok(Start::Live {
             positions: Positions::new(),
         }),

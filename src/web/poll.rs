@@ -111,7 +111,10 @@ pub async fn poll(
                 push = pushes.recv() => {
                     let Some(push) = push else { break };
                     let _ = feed.deliver(push);
-                    if feed.is_empty() {
+                    // Deleted, or started again (segments declared lost):
+                    // the next poll's token is of the cache's last life,
+                    // and gets a reset.
+                    if feed.is_empty() || !feed.restarts().is_empty() {
                         break;
                     }
                     take_events(&mut feed, &mut events);

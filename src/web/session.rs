@@ -174,6 +174,37 @@ impl Session {
             .feed
             .begin(sub, start, |chunk| Some(snapshot_frame(format, &chunk)));
         self.delivered(begun, ctx);
+        self.start_again(ctx);
+    }
+
+    /// Reads the reset snapshots of the subscriptions whose cache started
+    /// again (segments declared lost), and sends each once read.
+    fn start_again(&mut self, ctx: &mut Context<Self>) {
+        for (sub, read) in self.feed.restarts() {
+            ctx.spawn(read.into_actor(self).map(move |start, session, ctx| {
+                session.begin_again(sub, start, ctx);
+            }));
+        }
+    }
+
+    /// Sends the reset snapshot of a subscription whose cache started
+    /// again (segments declared lost). A snapshot that cannot be read
+    /// closes the session (1011): its client resumes elsewhere or later,
+    /// and a resume from positions of the cache's last life is a reset.
+    fn begin_again(&mut self, sub: SubId, start: Result<Start, GridError>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        match start {
+            Ok(start) => self.begin(sub, None, Ok(start), ctx),
+            Err(err) => {
+                log::warn!(
+                    "session {}: no reset snapshot to start again from: {err}",
+                    self.feed.id()
+                );
+                self.close(CloseCode::Error, "the subscription could not start again", ctx);
+            }
+        }
     }
 
     /// Writes what was queued, or closes a session that cannot keep up.
@@ -298,5 +329,6 @@ impl Handler<Push> for Session {
         }
         let queued = self.feed.deliver(push);
         self.delivered(queued, ctx);
+        self.start_again(ctx);
     }
 }

@@ -159,6 +159,13 @@ impl SseStream {
                         log::warn!("an SSE stream was ended: it could not keep up even with conflation");
                         break;
                     }
+                    if !self.feed.restarts().is_empty() {
+                        // Segments of its cache were declared lost: the
+                        // browser reconnects with the last id it got, of
+                        // the cache's last life, and is sent a reset.
+                        log::info!("an SSE stream was ended: its cache started again");
+                        break;
+                    }
                 }
                 permit = chunks.reserve(), if !self.feed.is_idle() => match permit {
                     Ok(permit) => {

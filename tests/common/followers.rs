@@ -36,10 +36,33 @@ pub struct Follower {
     feed: Feed,
     /// The URL it follows (SSE and long polling).
     url: String,
-    snapshot: State,
-    events: Vec<Value>,
+    received: Received,
     /// `degraded` and `recovered`, as they came.
     pub notices: Vec<String>,
+}
+
+/// What a follower was sent: its snapshot (the last reset's, if any) and
+/// the events since.
+struct Received {
+    snapshot: State,
+    events: Vec<Value>,
+    /// Reset snapshots it was sent.
+    resets: usize,
+    /// The entries of a reset snapshot, until its last frame or message.
+    incoming: Vec<Value>,
+}
+
+impl Received {
+    /// One frame or message of a reset snapshot: the whole snapshot
+    /// replaces what was held once its last part is in.
+    fn reset_part(&mut self, entries: &[Value], done: bool) {
+        self.incoming.extend(entries.iter().cloned());
+        if done {
+            self.snapshot = state_of(&std::mem::take(&mut self.incoming));
+            self.events.clear();
+            self.resets += 1;
+        }
+    }
 }
 
 impl Follower {
@@ -75,8 +98,12 @@ impl Follower {
             label,
             feed,
             url,
-            snapshot,
-            events: Vec::new(),
+            received: Received {
+                snapshot,
+                events: Vec::new(),
+                resets: 0,
+                incoming: Vec::new(),
+            },
             notices: Vec::new(),
         }
     }
@@ -94,7 +121,13 @@ impl Follower {
             Feed::Ws(ws) => {
                 if let Some(message) = ws.next_within(Duration::from_secs(1)).await {
                     match message["type"].as_str() {
-                        Some("event") => self.events.push(message["event"].clone()),
+                        Some("event") => self.received.events.push(message["event"].clone()),
+                        Some("snapshot") => {
+                            // A reset: its cache started again.
+                            assert_eq!(message["reset"], true, "{}: {message}", self.label);
+                            let entries = message["entries"].as_array().unwrap();
+                            self.received.reset_part(entries, message["done"] == true);
+                        }
                         Some(notice @ ("degraded" | "recovered")) => self.notices.push(notice.to_string()),
                         _ => panic!("{}: unexpected {message}", self.label),
                     }
@@ -113,15 +146,16 @@ impl Follower {
                 };
                 match message.event.as_str() {
                     "event" => {
-                        self.events.push(message.json());
+                        self.received.events.push(message.json());
                         *last_id = message.id.clone().expect("every event has an id");
                     }
                     "snapshot" => {
-                        // A reset: the history no longer reached back.
+                        // A reset: the history no longer reached back, or
+                        // its cache started again.
                         let data = message.json();
                         assert_eq!(data["reset"], true, "{}: {data}", self.label);
-                        self.snapshot = state_of(data["entries"].as_array().unwrap());
-                        self.events.clear();
+                        let entries = data["entries"].as_array().unwrap();
+                        self.received.reset_part(entries, data["done"] == true);
                         if let Some(id) = message.id {
                             *last_id = id;
                         }
@@ -139,20 +173,25 @@ impl Follower {
                 }
                 if let Some(entries) = reply.body["snapshot"].as_array() {
                     assert_eq!(reply.body["reset"], true, "{}: {}", self.label, reply.text);
-                    self.snapshot = state_of(entries);
-                    self.events.clear();
+                    self.received.reset_part(entries, true);
                 }
-                self.events
+                self.received
+                    .events
                     .extend(reply.body["events"].as_array().unwrap().iter().cloned());
                 *position = reply.body["position"].as_str().unwrap().to_string();
             }
         }
     }
 
+    /// How many reset snapshots it was sent.
+    pub fn resets(&self) -> usize {
+        self.received.resets
+    }
+
     /// What its snapshot and events add up to, checked on the way: no
     /// event twice, versions rising per key.
     pub fn state(&self) -> State {
-        replay(&self.snapshot, &self.events)
+        replay(&self.received.snapshot, &self.received.events)
     }
 
     /// Every acknowledged write of `history` reached it (its key is there),
@@ -172,7 +211,7 @@ impl Follower {
             );
         }
         assert_eq!(seen, *finally, "{} ends on the final state", self.label);
-        eprintln!("{}: {} events", self.label, self.events.len());
+        eprintln!("{}: {} events", self.label, self.received.events.len());
     }
 }
 

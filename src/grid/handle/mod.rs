@@ -36,7 +36,10 @@ use super::partition::{self, Partition};
 use super::replication::ReplicaSink;
 use super::routing::{self, Route, RoutingTable};
 use super::segment::EntryView;
-use super::{CacheDeleted, CacheName, EventSink, GridError, GridMetrics, Incarnation, Key, SegmentId};
+use super::{
+    CacheDeleted, CacheName, CacheStartedAgain, EventSink, GridError, GridMetrics, Incarnation, Key,
+    SegmentId,
+};
 
 /// The most entries one listing page returns.
 pub const MAX_PAGE: usize = 1000;
@@ -132,6 +135,8 @@ pub struct GridSetup {
     pub events: EventSink,
     /// Told of every deleted cache, after the last event of its partitions.
     pub deletions: Recipient<CacheDeleted>,
+    /// Told of every cache whose segments declared lost were placed again.
+    pub restarts: Recipient<CacheStartedAgain>,
     pub metrics: GridMetrics,
     pub limits: GridLimits,
     /// How a primary reaches its backups on other members; none on a node

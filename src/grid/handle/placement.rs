@@ -14,7 +14,7 @@ use crate::grid::owners::{MemberId, OwnerTable};
 use crate::grid::partition::{self, EvictionRing, Partition, Replicate, SetRole};
 use crate::grid::replication::{ReplicaMessage, ReplicaReply, Role};
 use crate::grid::routing::{Route, RoutingTable};
-use crate::grid::{GridError, SegmentId};
+use crate::grid::{CacheStartedAgain, GridError, SegmentId};
 
 impl Grid {
     /// Places a cache's segments on this node as `table` says: a
@@ -183,6 +183,10 @@ impl Grid {
             caches
         });
         join_all(retired.iter().map(|p| p.send(partition::Retire))).await;
+        if placed.incarnation != cache.incarnation {
+            let restarts = &self.inner.setup.restarts;
+            restarts.do_send(CacheStartedAgain(placed.name().clone()));
+        }
         Ok(())
     }
 

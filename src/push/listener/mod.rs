@@ -29,7 +29,8 @@ use super::sequencer::{Sequenced, Sequencer};
 use super::{Health, SessionId, SubId};
 use crate::config::ListenerConfig;
 use crate::grid::{
-    CacheDeleted, CacheName, Event, Grid, Interests, Published, Relayed, RelayedItem, SegmentId, Version,
+    CacheDeleted, CacheName, CacheStartedAgain, Event, Grid, Interests, Published, Relayed, RelayedItem,
+    SegmentId, Version,
 };
 use crate::metrics::PushMetrics;
 use crate::protocol::event::EncodedEvent;
@@ -149,6 +150,23 @@ impl Listener {
             });
     }
 
+    /// A subscription to `cache` is starting: the sequencer holds the
+    /// cache's events until it says where it starts ([`Positioned`]).
+    fn await_start(&mut self, session: SessionId, sub: SubId, cache: &CacheName, ctx: &mut Context<Self>) {
+        self.sequencer.watch(cache, true);
+        let starting = (session, sub);
+        self.starting.insert(starting, cache.clone());
+        // A start that never says where it is (it cannot: every path sends
+        // `Positioned` or unregisters) must not hold the cache for good.
+        ctx.run_later(STARTING_AT_MOST, move |listener, ctx| {
+            if let Some(cache) = listener.starting.remove(&starting) {
+                log::warn!("a subscription to {cache} never said where it starts; its events flow on");
+                let released = listener.sequencer.positioned(cache.as_str(), &HashMap::new());
+                listener.route_all(released, ctx);
+            }
+        });
+    }
+
     fn report_watching(&self) {
         if let Some(watching) = &self.watching {
             watching.send_if_modified(|watched| {
@@ -181,6 +199,9 @@ impl Actor for Listener {
 pub struct Push {
     pub events: Vec<(SubId, Arc<EncodedEvent>)>,
     pub ended: Vec<SubId>,
+    /// Subscriptions whose cache started again (segments declared lost):
+    /// each starts again from a reset snapshot.
+    pub restarted: Vec<SubId>,
     /// The node's health changed (after these events).
     pub health: Option<Health>,
 }
@@ -349,18 +370,7 @@ impl Handler<Register> for Listener {
             sub: msg.sub,
             pushes: msg.pushes,
         };
-        self.sequencer.watch(&msg.cache, true);
-        let starting = (msg.session, msg.sub);
-        self.starting.insert(starting, msg.cache.clone());
-        // A start that never says where it is (it cannot: every path sends
-        // `Positioned` or unregisters) must not hold the cache for good.
-        ctx.run_later(STARTING_AT_MOST, move |listener, ctx| {
-            if let Some(cache) = listener.starting.remove(&starting) {
-                log::warn!("a subscription to {cache} never said where it starts; its events flow on");
-                let released = listener.sequencer.positioned(cache.as_str(), &HashMap::new());
-                listener.route_all(released, ctx);
-            }
-        });
+        self.await_start(msg.session, msg.sub, &msg.cache, ctx);
         self.index.insert(msg.cache, &msg.filter, target);
         self.metrics.subscriptions.set(self.index.len() as i64);
         self.report_watching();
@@ -410,6 +420,41 @@ impl Handler<CacheDeleted> for Listener {
         }
         self.metrics.subscriptions.set(self.index.len() as i64);
         self.report_watching();
+    }
+}
+
+impl Handler<CacheStartedAgain> for Listener {
+    type Result = ();
+
+    /// Segments of the cache were declared lost and placed again, empty:
+    /// every subscription to it starts again from a reset snapshot, and
+    /// the cache's streams start where those snapshots say, as for new
+    /// subscriptions.
+    fn handle(&mut self, CacheStartedAgain(cache): CacheStartedAgain, ctx: &mut Context<Self>) {
+        self.handle(Flush, ctx);
+        let mut restarted: HashMap<SessionId, (PushSink, Vec<SubId>)> = HashMap::new();
+        self.index.for_each_in(cache.as_str(), |target| {
+            restarted
+                .entry(target.session)
+                .or_insert_with(|| (target.pushes.clone(), Vec::new()))
+                .1
+                .push(target.sub);
+        });
+        if restarted.is_empty() {
+            return;
+        }
+        log::info!("{cache} started again: its subscriptions here start from a reset snapshot");
+        self.sequencer.forget(cache.as_str());
+        self.starting.retain(|_, c| *c != cache);
+        for (session, (pushes, subs)) in restarted {
+            for &sub in &subs {
+                self.await_start(session, sub, &cache, ctx);
+            }
+            pushes.send(Push {
+                restarted: subs,
+                ..Push::default()
+            });
+        }
     }
 }
 
