@@ -807,7 +807,8 @@ async fn page_fails_over(base: u8, transport: Option<&str>) {
     // The page's own writes follow it too (on SSE and long polling they
     // are REST calls, to another origin than the page's).
     let n3 = Rest::new(cluster.node(2));
-    n3.create_cache("notes", "{}").await;
+    let created = n3.create_cache("notes", "{}").await;
+    assert!(created.status.is_success(), "{}", created.text);
     let written = page_put(&on_n2, "notes", "from-n2", json!({"seen": 77})).await;
     assert_eq!(written["type"], "ok", "{written}");
     let read = n3.get_entry("notes", "from-n2").await;

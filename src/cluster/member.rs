@@ -50,8 +50,9 @@ pub struct Settings {
 type PeerLinks = Links<PeerRequest, PeerReply>;
 
 /// How long a member waits for a cache another member created to reach
-/// it before it says it has not got it.
-const HAS_CACHE_WAIT: Duration = Duration::from_secs(2);
+/// it before it says it has not got it: long enough for a member busy
+/// placing a new topology (a take-over after a crash) to get to it.
+const HAS_CACHE_WAIT: Duration = Duration::from_secs(10);
 /// How long a member leaving gracefully waits, past the agreement, for the
 /// others to fill its copies and switch (each member reports within
 /// `placement::FILL_AT_MOST` of placing).
@@ -249,8 +250,9 @@ impl ClusterMember {
         self.settings.failure_timeout
     }
 
-    /// Waits until every other member serves `cache` (or did not say so
-    /// within [`HAS_CACHE_WAIT`]: it is slow or gone, and catches up on
+    /// Waits until every other member serves `cache`, or leaves the
+    /// topology (a member that died as the cache was created), or did not
+    /// say so within [`HAS_CACHE_WAIT`] (it is stuck, and catches up on
     /// its own).
     pub async fn until_others_have(&self, cache: &str) {
         let me = self.id();
@@ -264,14 +266,27 @@ impl ClusterMember {
             .collect();
         let request = PeerRequest::HasCache(cache.to_string());
         let asked = others.iter().map(|to| async {
-            let reply = self
-                .request(to, &request, HAS_CACHE_WAIT + Duration::from_millis(500))
-                .await;
-            if !matches!(reply, Ok(PeerReply::Done)) {
-                log::debug!("member {} did not confirm cache {cache}: {reply:?}", to.0);
+            let confirmed = self.request(to, &request, HAS_CACHE_WAIT + Duration::from_millis(500));
+            tokio::select! {
+                reply = confirmed => {
+                    if !matches!(reply, Ok(PeerReply::Done)) {
+                        log::debug!("member {} did not confirm cache {cache}: {reply:?}", to.0);
+                    }
+                }
+                () = self.until_gone(to) => {}
             }
         });
         futures_util::future::join_all(asked).await;
+    }
+
+    /// Returns once `member` is no longer in the topology.
+    async fn until_gone(&self, member: &MemberId) {
+        let mut topology = self.topology();
+        while topology.borrow_and_update().members.contains_key(member) {
+            if topology.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Has `change` agreed, wherever the leader is; gives up after a while
